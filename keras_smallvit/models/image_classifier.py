@@ -1,0 +1,142 @@
+"""Image classifier head on any token backbone of this package."""
+
+import keras
+from keras import ops
+
+from keras_smallvit.models.attention_maps import class_token_attention
+from keras_smallvit.utils.validation import check_choice
+from keras_smallvit.utils.validation import check_positive_int
+from keras_smallvit.utils.validation import check_range
+
+POOLING_MODES = ("class_token", "average")
+
+
+@keras.saving.register_keras_serializable(package="keras_smallvit")
+class TokenPooling(keras.layers.Layer):
+    """`(B, T, D) -> (B, D)`: the first (class) token, or the mean of the
+    tokens after `num_prefix_tokens`.
+
+    Args:
+        mode: `"class_token"` or `"average"`.
+        num_prefix_tokens: tokens before the visual tokens (excluded from the average).
+    """
+
+    def __init__(self, mode="class_token", num_prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = check_choice("mode", mode, POOLING_MODES)
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def call(self, tokens):
+        if self.mode == "class_token":
+            return tokens[:, 0]
+        return ops.mean(tokens[:, self.num_prefix_tokens :], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_smallvit")
+class ImageClassifier(keras.Model):
+    """Backbone -> token pooling -> LayerNorm -> (dropout) -> Dense logits.
+
+    The head of the small-dataset papers: LayerNorm and a Dense on the class
+    token. Logits are float32 under mixed precision (the last Dense runs in
+    float32).
+
+    Args:
+        backbone: a backbone of this package (its output has
+            `"sequence_output"` and `"attention_maps"`).
+        num_classes: number of classes.
+        pooling: `"class_token"` or `"average"`.
+        head_dropout: dropout before the last Dense.
+        layer_norm_epsilon: epsilon of the head's LayerNorm.
+        dtype: dtype policy of the head layers (the backbone keeps its own).
+    """
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        pooling="class_token",
+        head_dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        dtype=None,
+        **kwargs,
+    ):
+        check_positive_int("num_classes", num_classes)
+        check_choice("pooling", pooling, POOLING_MODES)
+        check_range("head_dropout", head_dropout, 0.0, 1.0, high_inclusive=False)
+        # === Layers === (assigned to self after the functional init: torch
+        # modules cannot be set as attributes before it)
+        dtype = dtype if dtype is not None else backbone.dtype_policy
+        pooling_layer = TokenPooling(
+            pooling, getattr(backbone, "num_prefix_tokens", 1), dtype=dtype, name="pooling"
+        )
+        head_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="head_norm")
+        head_dropout_layer = keras.layers.Dropout(head_dropout, dtype=dtype, name="head_dropout")
+        classifier = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+
+        def head(sequence_output):
+            x = head_norm(pooling_layer(sequence_output))
+            return classifier(head_dropout_layer(x))
+
+        # === Functional model ===
+        images = keras.Input(shape=backbone.input_shape[1:], name="images")
+        logits = head(backbone(images)["sequence_output"])
+        super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        self.backbone = backbone
+        self.pooling_layer = pooling_layer
+        self.head_norm = head_norm
+        self.head_dropout_layer = head_dropout_layer
+        self.classifier = classifier
+        self._head = head
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.pooling = pooling
+        self.head_dropout = head_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def attention_model(self):
+        """A model sharing this one's weights that returns, from one forward pass,
+        `{"logits", "attention_maps", "class_token_attention"}` (see
+        `ViTBackbone` and `class_token_attention`)."""
+        images = keras.Input(shape=self.backbone.input_shape[1:], name="images")
+        outputs = self.backbone(images)
+        maps = outputs["attention_maps"]
+        return keras.Model(
+            images,
+            {
+                "logits": self._head(outputs["sequence_output"]),
+                "attention_maps": maps,
+                "class_token_attention": class_token_attention(
+                    maps, self.backbone.grid_size, self.backbone.num_prefix_tokens
+                ),
+            },
+            name=f"{self.name}_with_attention",
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "pooling": self.pooling,
+            "head_dropout": self.head_dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(**config)

@@ -1,0 +1,70 @@
+"""Registered ViT variants: the small-dataset config of the papers' official code."""
+
+from keras_smallvit.models.image_classifier import ImageClassifier
+from keras_smallvit.models.registry import register_model
+from keras_smallvit.models.vit.vit_backbone import ViTBackbone
+from keras_smallvit.utils.validation import as_pair
+
+# Official small-dataset ViT: 8x8 tokens (patch 4 at 32 px, 8 at 64 px).
+VIT_SMALL_DATASET_CONFIG = dict(hidden_dim=192, depth=9, num_heads=12, head_dim=16, mlp_ratio=2.0)
+NUM_TOKENS_PER_SIDE = 8
+CLASSIFIER_ARGS = ("pooling", "head_dropout")
+SATA_DEFAULTS = {"threshold": 0.1, "initial_scale": 0.5}
+CB_DEFAULTS = {"ratio": 0.5}
+
+
+def default_patch_size(image_size):
+    """Patch size that gives an 8x8 token grid, as in the papers' configs."""
+    height, width = as_pair("image_size", image_size)
+    for name, size in (("height", height), ("width", width)):
+        if size % NUM_TOKENS_PER_SIDE:
+            raise ValueError(
+                f"Invalid `image_size` {image_size}: the default patch size "
+                f"makes an {NUM_TOKENS_PER_SIDE}x{NUM_TOKENS_PER_SIDE} grid, so "
+                f"the image {name} must be a multiple of {NUM_TOKENS_PER_SIDE} "
+                "(e.g. 32 or 64); or pass `patch_size`."
+            )
+    return (height // NUM_TOKENS_PER_SIDE, width // NUM_TOKENS_PER_SIDE)
+
+
+def technique_kwargs(techniques, overrides):
+    """Backbone arguments that switch on `techniques`; explicit overrides win
+    (a dict given for `suppression` / `context_broadcasting` is merged into
+    the paper defaults)."""
+    kwargs = {}
+    if "spt" in techniques:
+        kwargs["tokenizer"] = "spt"
+    if "lsa" in techniques:
+        kwargs["attention"] = "lsa"
+    for technique, key, defaults in (
+        ("sata", "suppression", SATA_DEFAULTS),
+        ("cb", "context_broadcasting", CB_DEFAULTS),
+    ):
+        if technique in techniques:
+            given = overrides.pop(key, None)
+            kwargs[key] = {**defaults, **given} if isinstance(given, dict) else dict(defaults)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_vit(num_classes, image_size, techniques, **overrides):
+    classifier_kwargs = {k: overrides.pop(k) for k in CLASSIFIER_ARGS if k in overrides}
+    dtype = overrides.get("dtype")
+    overrides.setdefault("patch_size", None)
+    if overrides["patch_size"] is None:
+        overrides["patch_size"] = default_patch_size(image_size)
+    backbone_kwargs = {**VIT_SMALL_DATASET_CONFIG, **technique_kwargs(techniques, overrides)}
+    backbone = ViTBackbone(image_size=image_size, **backbone_kwargs)
+    return ImageClassifier(backbone, num_classes, dtype=dtype, **classifier_kwargs)
+
+
+VIT_VARIANTS = {
+    "vit": ((), "ViT, small-dataset config (depth 9, dim 192, 12 heads of 16)"),
+    "sl_vit": (("spt", "lsa"), "ViT + shifted patch tokenization + locality self-attention"),
+    "sata_vit": (("sata",), "ViT + suppression of accumulated trivial attention"),
+    "cb_vit": (("cb",), "ViT + context broadcasting"),
+    "sl_sata_cb_vit": (("spt", "lsa", "sata", "cb"), "ViT with SPT, LSA, SATA and CB together"),
+}
+
+for _name, (_techniques, _description) in VIT_VARIANTS.items():
+    register_model(_name, build_vit, _techniques, _description, paper_lr=3e-3)
