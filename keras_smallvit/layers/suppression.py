@@ -66,6 +66,7 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             ),
             trainable=self.trainable_scale,
             dtype="float32",
+            autocast=False,  # s stays float32 under mixed precision
         )
 
     @property

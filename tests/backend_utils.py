@@ -1,0 +1,40 @@
+"""Test-only helpers that need the backend's own autodiff."""
+
+import keras
+import numpy as np
+
+
+def gradients(fn, variables_or_inputs):
+    """Gradients of the scalar `fn(*tensors)` with respect to each tensor.
+
+    `variables_or_inputs` are NumPy arrays (turned into backend tensors) or
+    `keras.Variable`s.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xs = [v.value if isinstance(v, keras.Variable) else tf.constant(v) for v in variables_or_inputs]
+        with tf.GradientTape() as tape:
+            for x in xs:
+                tape.watch(x)
+            y = fn(*xs)
+        return [np.asarray(g) for g in tape.gradient(y, xs)]
+    if backend == "jax":
+        import jax
+
+        xs = [v.value if isinstance(v, keras.Variable) else np.asarray(v) for v in variables_or_inputs]
+        return [np.asarray(g) for g in jax.grad(lambda *a: fn(*a), argnums=tuple(range(len(xs))))(*xs)]
+    if backend == "torch":
+        import torch
+
+        xs = [
+            v.value.detach().clone().requires_grad_(True)
+            if isinstance(v, keras.Variable)
+            else torch.tensor(np.asarray(v), requires_grad=True)
+            for v in variables_or_inputs
+        ]
+        y = fn(*xs)
+        grads = torch.autograd.grad(y, xs)
+        return [g.detach().cpu().numpy() for g in grads]
+    raise NotImplementedError(backend)

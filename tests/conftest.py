@@ -1,0 +1,25 @@
+import os
+import tempfile
+
+# Before Keras is imported: keep its config and caches out of the user's home.
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture(autouse=True)
+def _isolation():
+    """Every test starts from the float32 policy and a fixed seed."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1337)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}"
