@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 
 
@@ -104,3 +105,31 @@ def context_broadcast(x, ratio, channel_scale=None):
     if channel_scale is not None:
         mean = mean * channel_scale
     return (1 - ratio) * x + ratio * mean
+
+
+def block_reference(block, x, cb_position=None, ratio=0.5, lsa=False, sata=None):
+    """Pre-norm block in NumPy from the layer's weights."""
+    w = lambda v: np.asarray(keras.ops.convert_to_numpy(v), np.float64)  # noqa: E731
+    attn = block.attention_layer
+
+    def cb(h, position):
+        return context_broadcast(h, ratio) if cb_position == position else h
+
+    h = layer_norm(x, w(block.attention_norm.gamma), w(block.attention_norm.beta))
+    h, _ = attention(
+        h,
+        w(attn.qkv.kernel),
+        w(attn.output_projection.kernel),
+        w(attn.output_projection.bias),
+        attn.num_heads,
+        attn.head_dim,
+        scale=w(attn.temperature) if lsa else None,
+        diagonal_mask=lsa,
+        sata=sata,
+    )
+    x = x + cb(h, "attention_output")
+    h = layer_norm(x, w(block.mlp_norm.gamma), w(block.mlp_norm.beta))
+    h = gelu(h @ w(block.mlp_dense_1.kernel) + w(block.mlp_dense_1.bias))
+    h = h @ w(block.mlp_dense_2.kernel) + w(block.mlp_dense_2.bias)
+    x = x + cb(h, "mlp_output")
+    return cb(x, "block_output")

@@ -1,0 +1,67 @@
+import pytest
+
+import keras_smallvit
+from keras_smallvit.models import ViTBackbone
+
+
+def test_required_names_are_registered():
+    names = keras_smallvit.list_models()
+    for name in ("vit", "sl_vit", "sata_vit", "cb_vit"):
+        assert name in names
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "name,tokenizer,attention,sata,cb",
+    [
+        ("vit", "patch", "standard", False, False),
+        ("sl_vit", "spt", "lsa", False, False),
+        ("sata_vit", "patch", "standard", True, False),
+        ("cb_vit", "patch", "standard", False, True),
+    ],
+)
+def test_variants_switch_on_their_techniques_with_paper_defaults(name, tokenizer, attention, sata, cb):
+    backbone = keras_smallvit.create_model(name, num_classes=10, image_size=32, depth=1).backbone
+    assert isinstance(backbone, ViTBackbone)
+    assert (backbone.tokenizer, backbone.attention) == (tokenizer, attention)
+    assert backbone.suppression == ({"threshold": 0.1, "initial_scale": 0.5} if sata else None)
+    assert backbone.context_broadcasting == ({"ratio": 0.5} if cb else None)
+    assert backbone.patch_size == (4, 4) and backbone.hidden_dim == 192 and backbone.num_heads == 12
+
+
+def test_any_technique_combination_and_overrides():
+    model = keras_smallvit.create_model(
+        "vit",
+        num_classes=10,
+        image_size=64,
+        techniques=("cb", "sata", "spt", "lsa"),
+        suppression={"threshold": 0.05},
+        depth=2,
+        head_dropout=0.1,
+    )
+    backbone = model.backbone
+    assert backbone.tokenizer == "spt" and backbone.attention == "lsa"
+    assert backbone.suppression == {"threshold": 0.05, "initial_scale": 0.5}
+    assert backbone.context_broadcasting == {"ratio": 0.5}
+    assert backbone.patch_size == (8, 8) and backbone.depth == 2 and model.head_dropout == 0.1
+
+
+def test_techniques_replace_the_variant_defaults():
+    backbone = keras_smallvit.create_model("sl_vit", num_classes=3, image_size=32, techniques=(), depth=1).backbone
+    assert backbone.tokenizer == "patch" and backbone.attention == "standard"
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,argument",
+    [
+        ("vitt", {}, "name"),
+        ("vit", {"techniques": ("spt", "mixup")}, "techniques"),
+        ("vit", {"image_size": 36}, "image_size"),
+        ("vit", {"image_size": 32, "patch_size": 3}, "image_size"),
+        ("vit", {"num_classes": 0}, "num_classes"),
+    ],
+)
+def test_bad_requests_raise_value_error_naming_the_argument(name, kwargs, argument):
+    args = {"num_classes": 10, "image_size": 32, **kwargs}
+    with pytest.raises(ValueError, match=f"`{argument}"):
+        keras_smallvit.create_model(name, **args)
