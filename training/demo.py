@@ -1,6 +1,6 @@
 """Build-and-fit demo: SL-ViT with SATA and CB on scikit-learn's digits, then export.
 
-    python -m training.demo [--epochs 15] [--workdir runs/demo]
+    python -m training.demo [--epochs 5] [--workdir runs/demo]
 
 The digits (1,797 real 8x8 handwritten digits that ship with scikit-learn)
 are upsampled to 32x32 RGB so the papers' 32 px config applies unchanged.
@@ -57,7 +57,7 @@ def replace_atomically(write, final_path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sl_sata_cb_vit", choices=keras_smallvit.list_models())
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
