@@ -1,5 +1,6 @@
 """keras_smallvit: Vision Transformers trained from scratch on small datasets, in Keras 3."""
 
+from keras_smallvit import data
 from keras_smallvit import layers
 from keras_smallvit import models
 from keras_smallvit.models import create_model

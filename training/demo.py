@@ -18,21 +18,7 @@ import keras
 import numpy as np
 
 import keras_smallvit
-
-
-def load_digits_images(image_size=32, seed=0, test_fraction=0.2):
-    """Digits as float32 RGB images in [0, 1] of `image_size`, split train/test."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = (digits.images / 16.0).astype("float32")  # pixel values are 0..16
-    factor = image_size // images.shape[1]
-    images = images.repeat(factor, axis=1).repeat(factor, axis=2)
-    images = np.repeat(images[..., None], 3, axis=-1)
-    order = np.random.default_rng(seed).permutation(len(images))
-    split = int(len(images) * (1 - test_fraction))
-    train, test = order[:split], order[split:]
-    return (images[train], digits.target[train]), (images[test], digits.target[test])
+from keras_smallvit import data
 
 
 def replace_atomically(write, final_path):
@@ -65,9 +51,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_digits_images(seed=args.seed)
+    train, info = data.load_dataset("digits", "train", image_size=32)
+    test, _ = data.load_dataset("digits", "test", image_size=32)
+    train = train.shuffle(info.num_train, seed=args.seed).batch(args.batch_size)
+    test = test.batch(256)
     model = keras_smallvit.create_model(args.model, num_classes=10, image_size=32, drop_path_rate=0.1)
-    steps = args.epochs * int(np.ceil(len(x_train) / args.batch_size))
+    steps = args.epochs * int(np.ceil(info.num_train / args.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps, alpha=1e-3, warmup_target=args.lr, warmup_steps=max(1, steps // 10)
     )
@@ -78,18 +67,11 @@ def main(argv=None):
     )
     print(f"{args.model}: {model.count_params():,} parameters, backend {keras.backend.backend()}")
     start = time.time()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        validation_data=(x_test, y_test),
-        verbose=2,
-    )
+    model.fit(train, epochs=args.epochs, validation_data=test, verbose=2)
     seconds = time.time() - start
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    _, accuracy = model.evaluate(test, verbose=0)
     print(f"test accuracy {accuracy:.4f} after {args.epochs} epochs ({seconds:.0f} s, "
-          f"{args.epochs * len(x_train) / seconds:.0f} train img/s)")
+          f"{args.epochs * info.num_train / seconds:.0f} train img/s)")
 
     os.makedirs(args.workdir, exist_ok=True)
     keras_path = os.path.join(args.workdir, "model.keras")

@@ -1,0 +1,421 @@
+"""Input pipelines for the papers' small datasets, as `tf.data.Dataset`s.
+
+Every loader returns a dataset of unbatched `(image, label)` pairs: `image`
+is float32 in [0, 1] with shape `(image_size, image_size, 3)`, `label` is an
+int32 scalar. Only `tf.data` and `tf` ops run inside the pipelines (never
+Keras layers), so the same datasets feed a model on the TensorFlow, JAX or
+PyTorch backend. Shuffling, batching and augmentation are left to the
+training pipeline.
+
+    from keras_smallvit import data
+
+    train, info = data.load_dataset("cifar100", "train")
+    train = train.shuffle(10_000).batch(128)
+    model = keras_smallvit.create_model("sl_vit", num_classes=info.num_classes,
+                                        image_size=info.image_size)
+
+Supported names: `"digits"` (scikit-learn, offline), `"cifar10"`,
+`"cifar100"`, `"svhn_cropped"` (TensorFlow Datasets, prepared beforehand),
+`"tiny_imagenet"` (the unpacked official `tiny-imagenet-200.zip`) and
+`"folder:<path>"` (an ImageFolder-style directory).
+
+TensorFlow and TensorFlow Datasets are imported inside the functions: they
+are slow to import and only the data pipeline needs them.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_smallvit.utils.validation import check_choice
+from keras_smallvit.utils.validation import check_positive_int
+from keras_smallvit.utils.validation import check_range
+
+SPLITS = ("train", "test")
+TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped")
+DATASET_NAMES = ("digits",) + TFDS_NAMES + ("tiny_imagenet", "folder:<path>")
+FOLDER_PREFIX = "folder:"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+# The resolutions the papers train at for each dataset.
+DEFAULT_IMAGE_SIZES = {
+    "digits": 32,
+    "cifar10": 32,
+    "cifar100": 32,
+    "svhn_cropped": 32,
+    "tiny_imagenet": 64,
+}
+
+TINY_IMAGENET_LAYOUT = """\
+  <data_dir>/wnids.txt                       one class id (wnid) per line
+  <data_dir>/train/<wnid>/images/*.JPEG      training images
+  <data_dir>/val/images/*.JPEG               validation images (our "test" split)
+  <data_dir>/val/val_annotations.txt         filename<TAB>wnid<TAB>x<TAB>y<TAB>w<TAB>h
+(the layout http://cs231n.stanford.edu/tiny-imagenet-200.zip unpacks to;
+`data_dir` may also be the folder that contains `tiny-imagenet-200/`)"""
+
+FOLDER_LAYOUT = """\
+  <path>/train/<class_name>/*.{jpg,jpeg,png}
+  <path>/test/<class_name>/*.{jpg,jpeg,png}   (or <path>/val/...)
+(classes are the sub-folders of train/, sorted alphabetically)"""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a training script needs to know about a loaded dataset.
+
+    Attributes:
+        name: The dataset name as passed to `load_dataset`.
+        num_classes: Number of classes; labels are in `[0, num_classes)`.
+        image_size: Side of the square images the pipeline yields.
+        num_train: Number of training examples, or `None` if unknown.
+        num_test: Number of test examples, or `None` if unknown.
+    """
+
+    name: str
+    num_classes: int
+    image_size: int
+    num_train: int | None
+    num_test: int | None
+
+
+def default_image_size(name):
+    """Returns the image size the papers use for dataset `name`.
+
+    Args:
+        name: One of the names `load_dataset` accepts.
+
+    Returns:
+        The side in pixels, or `None` for `"folder:<path>"`, whose images are
+        kept at the size of the first image found.
+    """
+    if name.startswith(FOLDER_PREFIX):
+        return None
+    _check_name(name)
+    return DEFAULT_IMAGE_SIZES[name]
+
+
+def load_dataset(name, split, image_size=None, data_dir=None):
+    """Loads one split of a dataset as a `tf.data.Dataset` of `(image, label)`.
+
+    Args:
+        name: `"digits"`, `"cifar10"`, `"cifar100"`, `"svhn_cropped"`,
+            `"tiny_imagenet"` or `"folder:<path>"`.
+        split: `"train"` or `"test"` (for Tiny ImageNet, `"test"` is the
+            official validation set, whose labels are public).
+        image_size: Side of the square output images; images are resized
+            (bilinear) when it differs from the stored size. Defaults to
+            `default_image_size(name)`.
+        data_dir: Where the data lives: the TFDS data directory for the TFDS
+            names (TFDS's default when `None`), the unpacked
+            `tiny-imagenet-200` folder for `"tiny_imagenet"` (required).
+            Ignored for `"digits"` and `"folder:<path>"`.
+
+    Returns:
+        A tuple `(dataset, info)`: an unbatched, prefetched `tf.data.Dataset`
+        of float32 images in [0, 1] of shape `(image_size, image_size, 3)` and
+        int32 labels, and a `DatasetInfo`.
+
+    Raises:
+        ValueError: If `name`, `split` or `image_size` is invalid.
+        FileNotFoundError: If the data is not on disk. Nothing is ever
+            downloaded.
+    """
+    check_choice("split", split, SPLITS)
+    if image_size is not None:
+        image_size = check_positive_int("image_size", image_size)
+    if name.startswith(FOLDER_PREFIX):
+        return _load_folder(name, name[len(FOLDER_PREFIX):], split, image_size)
+    _check_name(name)
+    if image_size is None:
+        image_size = DEFAULT_IMAGE_SIZES[name]
+    if name == "digits":
+        return load_digits(image_size=image_size, split=split)
+    if name == "tiny_imagenet":
+        return _load_tiny_imagenet(split, image_size, data_dir)
+    return _load_tfds(name, split, image_size, data_dir)
+
+
+def load_digits(image_size=32, split="train", test_fraction=0.2, seed=0):
+    """scikit-learn's 1,797 8x8 handwritten digits as RGB images.
+
+    Offline: the data ships with scikit-learn. The split is a seeded random
+    permutation (the same one `training.demo` uses), so a given `seed` and
+    `test_fraction` always give the same disjoint train and test sets.
+
+    Args:
+        image_size: Output side. Multiples of 8 repeat each pixel (nearest
+            neighbour, keeps the strokes sharp); other sizes are bilinear.
+        split: `"train"` or `"test"`.
+        test_fraction: Fraction of the examples held out for `"test"`, in
+            (0, 1).
+        seed: Seed of the train/test permutation.
+
+    Returns:
+        A tuple `(dataset, info)` as in `load_dataset`.
+    """
+    import tensorflow as tf
+    from sklearn.datasets import load_digits as sklearn_load_digits
+
+    image_size = check_positive_int("image_size", image_size)
+    check_choice("split", split, SPLITS)
+    check_range("test_fraction", test_fraction, 0, 1, low_inclusive=False, high_inclusive=False)
+
+    digits = sklearn_load_digits()
+    images = digits.images.astype("uint8")  # values 0..16: exact in uint8
+    labels = digits.target.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(images))
+    num_train = int(len(images) * (1 - test_fraction))
+    indices = order[:num_train] if split == "train" else order[num_train:]
+
+    factor, remainder = divmod(image_size, 8)
+
+    def preprocess(image, label):
+        image = tf.cast(image, tf.float32)[..., None] / 16.0
+        if remainder == 0:
+            image = tf.repeat(tf.repeat(image, factor, axis=0), factor, axis=1)
+        else:
+            image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+            image = tf.clip_by_value(image, 0.0, 1.0)
+        return tf.tile(image, (1, 1, 3)), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((images[indices], labels[indices]))
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    info = DatasetInfo(
+        name="digits",
+        num_classes=10,
+        image_size=image_size,
+        num_train=num_train,
+        num_test=len(images) - num_train,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE), info
+
+
+def _check_name(name):
+    if name not in DEFAULT_IMAGE_SIZES:
+        check_choice("name", name, DATASET_NAMES)
+
+
+def _to_float_image(image, image_size):
+    """uint8 (or float in [0, 1]) image of any size -> float32 in [0, 1], resized."""
+    import tensorflow as tf
+
+    image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
+    image.set_shape((None, None, 3))
+    shape = tf.shape(image)
+    # Resize only when needed: an identity bilinear resize still costs a pass.
+    image = tf.cond(
+        tf.logical_and(shape[0] == image_size, shape[1] == image_size),
+        lambda: image,
+        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True),
+    )
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    image.set_shape((image_size, image_size, 3))
+    return image
+
+
+def _load_tfds(name, split, image_size, data_dir):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        # What `tfds.load(name, split=split, data_dir=data_dir, download=False,
+        # as_supervised=True)` does, keeping `builder` for the error message
+        # and the metadata. It never touches the network.
+        dataset = builder.as_dataset(split=split, as_supervised=True)
+    except AssertionError as error:  # TFDS's "could not find data in ..."
+        where = data_dir if data_dir is not None else builder.data_dir.rsplit(os.sep + name, 1)[0]
+        raise FileNotFoundError(
+            f"TensorFlow Datasets' `{name}` is not prepared under data_dir={where!r} "
+            f"(looked for {builder.data_dir}). Nothing is downloaded here. Prepare it "
+            "on a machine with internet access:\n"
+            f"  python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.load('{name}', data_dir='{where}')\"\n"
+            f"then copy the folder `{where}/{name}` here and pass that `data_dir` "
+            "(or set TFDS_DATA_DIR)."
+        ) from error
+
+    def preprocess(image, label):
+        return _to_float_image(image, image_size), tf.cast(label, tf.int32)
+
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    splits = builder.info.splits  # empty under `tfds.testing.mock_data`
+    info = DatasetInfo(
+        name=name,
+        num_classes=builder.info.features["label"].num_classes,
+        image_size=image_size,
+        num_train=splits["train"].num_examples if "train" in splits else None,
+        num_test=splits["test"].num_examples if "test" in splits else None,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE), info
+
+
+def _files_dataset(paths, labels, image_size):
+    """Decodes image files (JPEG or PNG, grayscale or RGB) into the common format."""
+    import tensorflow as tf
+
+    def preprocess(path, label):
+        # channels=3: Tiny ImageNet and many folders mix grayscale and RGB files.
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return _to_float_image(image, image_size), label
+
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
+    )
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _missing(what, path, layout):
+    return FileNotFoundError(f"{what}: {path!r} does not exist. Expected layout:\n{layout}")
+
+
+def _resolve_tiny_imagenet_dir(data_dir):
+    import tensorflow as tf
+
+    if data_dir is None:
+        raise FileNotFoundError(
+            "`tiny_imagenet` needs `data_dir`: the unpacked tiny-imagenet-200 folder "
+            f"(nothing is downloaded). Expected layout:\n{TINY_IMAGENET_LAYOUT}"
+        )
+    nested = os.path.join(data_dir, "tiny-imagenet-200")
+    if not tf.io.gfile.exists(os.path.join(data_dir, "wnids.txt")) and tf.io.gfile.exists(nested):
+        data_dir = nested  # the folder the zip was unpacked into
+    for relative in ("wnids.txt", "train", os.path.join("val", "val_annotations.txt")):
+        path = os.path.join(data_dir, relative)
+        if not tf.io.gfile.exists(path):
+            raise _missing("Tiny ImageNet not found", path, TINY_IMAGENET_LAYOUT)
+    return data_dir
+
+
+def _read_lines(path):
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _list_images(directory, layout):
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(directory):
+        raise _missing("Image folder not found", directory, layout)
+    return sorted(
+        os.path.join(directory, f)
+        for f in tf.io.gfile.listdir(directory)
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
+def _load_tiny_imagenet(split, image_size, data_dir):
+    import tensorflow as tf
+
+    root = _resolve_tiny_imagenet_dir(data_dir)
+    # Sorted like an ImageFolder over train/, so labels match other tools.
+    wnids = sorted(_read_lines(os.path.join(root, "wnids.txt")))
+    if not wnids:
+        raise ValueError(f"{os.path.join(root, 'wnids.txt')} lists no classes.")
+    label_of = {wnid: i for i, wnid in enumerate(wnids)}
+
+    def train_examples():
+        paths, labels = [], []
+        for wnid in wnids:
+            images_dir = os.path.join(root, "train", wnid, "images")
+            for path in _list_images(images_dir, TINY_IMAGENET_LAYOUT):
+                paths.append(path)
+                labels.append(label_of[wnid])
+        return paths, labels
+
+    def test_examples():
+        # val/images/ is flat; the labels are only in the annotations file.
+        paths, labels = [], []
+        annotations = os.path.join(root, "val", "val_annotations.txt")
+        for line in _read_lines(annotations):
+            filename, wnid = line.split("\t")[:2]
+            if wnid not in label_of:
+                raise ValueError(f"{annotations}: class {wnid!r} of {filename!r} is not in wnids.txt.")
+            paths.append(os.path.join(root, "val", "images", filename))
+            labels.append(label_of[wnid])
+        return paths, labels
+
+    train_paths, train_labels = train_examples()
+    test_paths, test_labels = test_examples()
+    if split == "test":
+        # Check one file up front: a missing val/images/ would otherwise only
+        # fail mid-epoch, deep inside tf.data.
+        if test_paths and not tf.io.gfile.exists(test_paths[0]):
+            raise _missing("Tiny ImageNet validation image not found", test_paths[0], TINY_IMAGENET_LAYOUT)
+    paths, labels = (train_paths, train_labels) if split == "train" else (test_paths, test_labels)
+    info = DatasetInfo(
+        name="tiny_imagenet",
+        num_classes=len(wnids),
+        image_size=image_size,
+        num_train=len(train_paths),
+        num_test=len(test_paths),
+    )
+    return _files_dataset(paths, labels, image_size), info
+
+
+def _folder_split_dir(root, split):
+    import tensorflow as tf
+
+    candidates = ("train",) if split == "train" else ("test", "val")
+    for candidate in candidates:
+        path = os.path.join(root, candidate)
+        if tf.io.gfile.isdir(path):
+            return path
+    return None
+
+
+def _load_folder(name, root, split, image_size):
+    import tensorflow as tf
+
+    if not root:
+        raise ValueError(f"Invalid `name`: {name!r}. Expected 'folder:<path>' with a non-empty path.")
+    split_dir = _folder_split_dir(root, split)
+    if split_dir is None:
+        raise _missing(f"Image folder split {split!r} not found", os.path.join(root, split), FOLDER_LAYOUT)
+
+    def class_names(directory):
+        return sorted(
+            entry.rstrip("/")
+            for entry in tf.io.gfile.listdir(directory)
+            if tf.io.gfile.isdir(os.path.join(directory, entry))
+        )
+
+    # Classes come from train/ whatever the split, so labels agree between splits.
+    train_dir = _folder_split_dir(root, "train")
+    classes = class_names(train_dir or split_dir)
+    if not classes:
+        raise _missing("No class sub-folders", os.path.join(train_dir or split_dir, "<class_name>"), FOLDER_LAYOUT)
+
+    def examples(directory):
+        paths, labels = [], []
+        for class_name in class_names(directory):
+            if class_name not in classes:
+                raise ValueError(f"{directory}: class folder {class_name!r} is not among the classes of train/.")
+            for path in _list_images(os.path.join(directory, class_name), FOLDER_LAYOUT):
+                paths.append(path)
+                labels.append(classes.index(class_name))
+        return paths, labels
+
+    paths, labels = examples(split_dir)
+    if not paths:
+        raise _missing("No .jpg/.jpeg/.png images", os.path.join(split_dir, "<class_name>"), FOLDER_LAYOUT)
+    other_dir = _folder_split_dir(root, "test" if split == "train" else "train")
+    num_other = len(examples(other_dir)[0]) if other_dir else None
+    if image_size is None:
+        # No paper default for an arbitrary folder: keep the first image's size
+        # (square side = its height) so that every example has one shape.
+        first = tf.io.decode_image(tf.io.read_file(paths[0]), channels=3, expand_animations=False)
+        image_size = int(first.shape[0])
+    info = DatasetInfo(
+        name=name,
+        num_classes=len(classes),
+        image_size=image_size,
+        num_train=len(paths) if split == "train" else num_other,
+        num_test=len(paths) if split == "test" else num_other,
+    )
+    return _files_dataset(paths, labels, image_size), info
