@@ -21,23 +21,27 @@ import keras_smallvit
 from keras_smallvit import data
 
 
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
 def replace_atomically(write, final_path):
-    """Calls `write(tmp_path)`, then moves the result over `final_path`."""
-    tmp_path = final_path + ".partial"
-    for path in (tmp_path,):
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+    """Calls `write(tmp_path)`, then moves the result over `final_path`.
+
+    The temporary path keeps the extension (`model.keras` -> `model.partial.keras`),
+    which `model.save` requires.
+    """
+    root, ext = os.path.splitext(final_path)
+    tmp_path, old_path = root + ".partial" + ext, root + ".old" + ext
+    _remove(tmp_path)
     write(tmp_path)
-    old_path = final_path + ".old"
     if os.path.exists(final_path):
         os.replace(final_path, old_path)
     os.replace(tmp_path, final_path)
-    if os.path.isdir(old_path):
-        shutil.rmtree(old_path)
-    elif os.path.exists(old_path):
-        os.remove(old_path)
+    _remove(old_path)
 
 
 def main(argv=None):
@@ -75,7 +79,7 @@ def main(argv=None):
 
     os.makedirs(args.workdir, exist_ok=True)
     keras_path = os.path.join(args.workdir, "model.keras")
-    replace_atomically(lambda p: model.save(p + ".keras") or os.replace(p + ".keras", p), keras_path)
+    replace_atomically(model.save, keras_path)
     print(f"saved {keras_path}")
     if keras.backend.backend() in ("tensorflow", "jax"):
         export_path = os.path.join(args.workdir, "saved_model")
