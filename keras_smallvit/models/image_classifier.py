@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -104,22 +103,17 @@ class ImageClassifier(keras.Model):
 
     def attention_model(self):
         """A model sharing this one's weights that returns, from one forward pass,
-        `{"logits", "attention_maps", "class_token_attention"}` (see
-        `ViTBackbone` and `class_token_attention`)."""
+        `{"logits", "attention_maps"}` plus `"class_token_attention"` when the
+        backbone has class-token maps on a patch grid (its
+        `class_token_attention(maps)` method returns a list, not None)."""
         images = keras.Input(shape=self.backbone.input_shape[1:], name="images")
         outputs = self.backbone(images)
         maps = outputs["attention_maps"]
-        return keras.Model(
-            images,
-            {
-                "logits": self._head(outputs["sequence_output"]),
-                "attention_maps": maps,
-                "class_token_attention": class_token_attention(
-                    maps, self.backbone.grid_size, self.backbone.num_prefix_tokens
-                ),
-            },
-            name=f"{self.name}_with_attention",
-        )
+        results = {"logits": self._head(outputs["sequence_output"]), "attention_maps": maps}
+        class_maps = self.backbone.class_token_attention(maps)
+        if class_maps is not None:
+            results["class_token_attention"] = class_maps
+        return keras.Model(images, results, name=f"{self.name}_with_attention")
 
     def get_config(self):
         return {

@@ -11,6 +11,7 @@ from keras_smallvit.layers.transformer_block import ATTENTION_TYPES
 from keras_smallvit.layers.transformer_block import CONTEXT_BROADCASTING_POSITIONS
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.layers.transformer_block import context_broadcasting_config
+from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_divisible
@@ -185,6 +186,12 @@ class ViTBackbone(keras.Model):
         self.shift_ratio = shift_ratio
         self.layer_norm_epsilon = layer_norm_epsilon
         self.seed = seed
+
+    def class_token_attention(self, attention_maps):
+        """Class-token rows of `attention_maps` on the patch grid: a list of
+        `(B, num_heads, grid_h, grid_w)` (override point: backbones without
+        class-token maps return None)."""
+        return class_token_attention(attention_maps, self.grid_size, self.num_prefix_tokens)
 
     def get_config(self):
         return {
