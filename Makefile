@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make train   builds the environment, trains SL-ViT (+SATA, CB) on the offline digits data, exports it
+#   make train   builds the environment, trains SL-ViT (+SATA, CB) on the offline digits data, exports it (training/configs/digits_sl_vit.py)
 #   make test    builds the environment, runs the test suite once per backend
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 train: $(VENV)/.installed
-	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(VENV)/bin/python -m training.demo $(ARGS)
+	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(VENV)/bin/python -m training.train --config digits_sl_vit $(ARGS)
 
 # Runs every backend even when one fails, then fails if any did.
 test: $(VENV)/.installed

@@ -18,6 +18,8 @@ class ModelEntry:
         techniques: techniques the variant turns on by default.
         description: one line for `list_models(details=True)`.
         paper_lr: the papers' base learning rate for this family.
+        stochastic_depth: whether `build` takes `drop_path_rate` (the
+            training recipe's stochastic depth); False for CNNs.
     """
 
     name: str
@@ -25,17 +27,18 @@ class ModelEntry:
     techniques: tuple
     description: str
     paper_lr: float = 1e-3
+    stochastic_depth: bool = True
 
 
 _REGISTRY = {}
 
 
-def register_model(name, build, techniques=(), description="", paper_lr=1e-3):
+def register_model(name, build, techniques=(), description="", paper_lr=1e-3, stochastic_depth=True):
     """Adds a variant; `build` receives `num_classes`, `image_size`,
     `techniques` and the user's overrides."""
     if name in _REGISTRY:
         raise ValueError(f"A model named {name!r} is already registered.")
-    _REGISTRY[name] = ModelEntry(name, build, tuple(techniques), description, paper_lr)
+    _REGISTRY[name] = ModelEntry(name, build, tuple(techniques), description, paper_lr, stochastic_depth)
 
 
 def list_models(details=False):

@@ -1,0 +1,188 @@
+"""The run folder: resumable backup, best/last checkpoints, CSV log, metrics.
+
+Written by hand because Keras's `BackupAndRestore`, `ModelCheckpoint` and
+`CSVLogger` write in place: a kill during a write can leave a truncated file
+where a good one was, `BackupAndRestore` writes its weights and its epoch
+counter separately (a kill between them pairs new weights with an old epoch),
+and after a resume `ModelCheckpoint` forgets the best score and `CSVLogger`
+repeats rows. Here every file is written to a temporary name and renamed
+into place, and one state file (`backup/state.json`) names the backup
+weights together with the epoch, history and best score they belong to.
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+
+
+def remove_path(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def replace_atomically(write, final_path):
+    """Calls `write(tmp_path)`, then renames the result onto `final_path`.
+
+    The temporary path keeps the extension (`model.keras` ->
+    `model.partial.keras`), which Keras's savers require. A directory (an
+    export) is swapped in with two renames; a crash between them leaves the
+    previous version at `<name>.old<ext>`, and the next call cleans up.
+    """
+    root, ext = os.path.splitext(final_path)
+    if final_path.endswith(".weights.h5"):  # Keras requires the double extension
+        root, ext = final_path[: -len(".weights.h5")], ".weights.h5"
+    tmp_path, old_path = root + ".partial" + ext, root + ".old" + ext
+    remove_path(tmp_path)
+    write(tmp_path)
+    if os.path.isdir(tmp_path):
+        remove_path(old_path)
+        if os.path.exists(final_path):
+            os.replace(final_path, old_path)
+        os.replace(tmp_path, final_path)
+        remove_path(old_path)
+    else:
+        os.replace(tmp_path, final_path)  # atomic for files on POSIX
+
+
+def write_text_atomically(path, text):
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    replace_atomically(write, path)
+
+
+def _seed_generator_variables(model):
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def seed_generator_states(model):
+    """States of the model's random generators (dropout, stochastic depth),
+    in model order: `save_weights` leaves them out, yet an exact resume needs
+    them. (Their names carry per-process counters, so order is the key.)"""
+    return [keras.ops.convert_to_numpy(v).tolist() for v in _seed_generator_variables(model)]
+
+
+def restore_seed_generator_states(model, states):
+    variables = _seed_generator_variables(model)
+    if len(states) != len(variables):
+        raise ValueError(
+            f"The backup has {len(states)} random generator states; the model has "
+            f"{len(variables)}. Was the run folder made with another model config?"
+        )
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+class RunFolder(keras.callbacks.Callback):
+    """Keeps a run folder resumable and consistent after every epoch.
+
+    Files under `workdir`:
+    - `backup/epoch_<k>.weights.h5` + `backup/state.json`: model and
+      optimizer state after epoch `k` (the optimizer's step counter drives the
+      schedule), the random generators' states and the history so far;
+      `restore()` reads them back.
+    - `last.keras`, `best.keras`: full models after the last epoch and at the
+      best `monitor` value so far (the best survives a resume).
+    - `log.csv`: one row per finished epoch, rewritten from the history, so a
+      resumed run never repeats a row.
+
+    Args:
+        workdir: the run folder.
+        monitor: the logged metric that defines "best" (higher is better).
+    """
+
+    def __init__(self, workdir, monitor="val_top1"):
+        super().__init__()
+        self.workdir = workdir
+        self.monitor = monitor
+        self.backup_dir = os.path.join(workdir, "backup")
+        self.state_path = os.path.join(self.backup_dir, "state.json")
+        self.history = []
+        self.best = None
+        self.best_epoch = None
+        self.epoch_seconds = []
+
+    def load_state(self):
+        """The saved state dict, or None when the run starts from scratch."""
+        if not os.path.exists(self.state_path):
+            return None
+        with open(self.state_path) as f:
+            return json.load(f)
+
+    def restore(self, model):
+        """Loads the last backup into `model` (compiled, optimizer built here)
+        and returns the epoch to resume at (0 if there is no backup)."""
+        state = self.load_state()
+        if state is None:
+            return 0
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        restore_seed_generator_states(model, state.get("seed_generators", []))
+        self.history = state["history"]
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.epoch_seconds = state.get("epoch_seconds", [])
+        return state["epoch"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+        self._batch_times = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batch_times.append(time.time())
+
+    def train_images_per_second(self, batch_size):
+        """Training throughput of the last epoch, from the end of its first
+        step to the end of its last (compilation and evaluation excluded)."""
+        times = getattr(self, "_batch_times", [])
+        if len(times) < 2:
+            return None
+        return (len(times) - 1) * batch_size / (times[-1] - times[0])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.epoch_seconds.append(time.time() - self._epoch_start)
+        self.history.append({"epoch": epoch + 1, **logs})
+        os.makedirs(self.backup_dir, exist_ok=True)
+        value = logs.get(self.monitor)
+        if value is not None and (self.best is None or value > self.best):
+            self.best, self.best_epoch = value, epoch + 1
+            replace_atomically(self.model.save, os.path.join(self.workdir, "best.keras"))
+        replace_atomically(self.model.save, os.path.join(self.workdir, "last.keras"))
+        self._write_csv()
+
+        # Backup last: the state file is the commit point of the epoch.
+        weights_name = f"epoch_{epoch + 1}.weights.h5"
+        replace_atomically(self.model.save_weights, os.path.join(self.backup_dir, weights_name))
+        state = {
+            "epoch": epoch + 1,
+            "weights": weights_name,
+            "history": self.history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "epoch_seconds": self.epoch_seconds,
+            "seed_generators": seed_generator_states(self.model),
+        }
+        write_text_atomically(self.state_path, json.dumps(state, indent=1))
+        for name in os.listdir(self.backup_dir):
+            if name.endswith(".weights.h5") and name != weights_name:
+                remove_path(os.path.join(self.backup_dir, name))
+
+    def _write_csv(self):
+        keys = ["epoch"] + sorted({k for row in self.history for k in row} - {"epoch"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text_atomically(os.path.join(self.workdir, "log.csv"), buffer.getvalue())

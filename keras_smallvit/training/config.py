@@ -1,0 +1,223 @@
+"""The training configuration: one dataclass, the papers' recipe as defaults.
+
+Configs are code (big_vision style): `training/configs/<name>.py` returns a
+`TrainConfig`; the command line overrides fields with `--set key=value`.
+"""
+
+import ast
+import dataclasses
+import json
+from typing import Optional
+
+from keras_smallvit.utils.validation import check_choice
+from keras_smallvit.utils.validation import check_positive_int
+from keras_smallvit.utils.validation import check_range
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+AUGMENTATIONS = ("randaugment", "none")
+JIT_CHOICES = ("auto", True, False)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on. Defaults are the papers' recipe.
+
+    Model:
+        model: a name from `keras_smallvit.list_models()`.
+        techniques: replaces the variant's techniques (subset of spt, lsa,
+            sata, cb); None keeps the variant's.
+        model_overrides: extra `create_model` arguments (e.g. `{"depth": 6}`).
+        drop_path_rate: stochastic depth rate (0.1).
+        sata_lr: SATA's own learning rate for `s` (paper Table 1: ViT 7e-5 on
+            CIFAR-100, 1e-3 on Tiny-ImageNet); None = the model's rate.
+        sata_threshold: SATA's `t`; None keeps the variant's default (0.1).
+
+    Data:
+        dataset: see `keras_smallvit.data.DATASET_NAMES`.
+        data_dir: TFDS data dir / the unpacked Tiny-ImageNet folder.
+        image_size: None = the dataset's default (32, or 64 for Tiny-ImageNet).
+        max_train_examples / max_test_examples: truncate the splits (smoke runs).
+        data_workers: parallel augmentation shards; the result is
+            deterministic for a given seed and number of workers.
+
+    Recipe:
+        epochs (100), warmup_epochs (10): per-step linear warm-up from
+            `warmup_start_lr` to `lr`, then cosine decay to `min_lr`.
+        repeated_augmentation: passes over the data per epoch (3, as the
+            official code's sampler).
+        batch_size (128), lr (None = the registry's paper rate: 3e-3 for ViT,
+            1e-3 for the others), weight_decay (0.05, AdamW),
+            label_smoothing (0.1).
+        crop_padding (4): random crop after zero padding; 0 disables.
+        horizontal_flip (True).
+        augmentation: "randaugment" (Keras `RandAugment`, `randaugment_ops`
+            ops of strength `randaugment_factor`) or "none".
+        mix_prob (0.5): fraction of batches mixed; each mixed batch uses
+            CutMix or Mixup with equal chance (the official code).
+        mixup_alpha (1.0), cutmix_alpha (1.0): 0 disables that one.
+        random_erasing (0.25): probability per image.
+
+    Execution:
+        precision: "float32", "mixed_bfloat16" or "mixed_float16" (loss
+            scaling is automatic for float16).
+        jit_compile: "auto" (XLA on TensorFlow/JAX, off on torch), True or
+            False (True on torch means torch.compile).
+        distribute: data parallel over all local devices (JAX
+            `keras.distribution.DataParallel`, TF `MirroredStrategy`).
+        seed: seeds weights, data order and augmentation.
+        workdir: the run folder (config, logs, checkpoints, backup, export).
+        export: write a SavedModel at the end (TensorFlow/JAX backends).
+        steps_per_epoch: cap on steps per epoch (None = a full epoch).
+    """
+
+    model: str = "sl_vit"
+    techniques: Optional[tuple] = None
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    drop_path_rate: float = 0.1
+    sata_lr: Optional[float] = None
+    sata_threshold: Optional[float] = None
+
+    dataset: str = "cifar100"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    max_train_examples: Optional[int] = None
+    max_test_examples: Optional[int] = None
+    data_workers: int = 4
+
+    epochs: int = 100
+    warmup_epochs: int = 10
+    repeated_augmentation: int = 3
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    lr: Optional[float] = None
+    warmup_start_lr: float = 1e-6
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    crop_padding: int = 4
+    horizontal_flip: bool = True
+    augmentation: str = "randaugment"
+    randaugment_ops: int = 2
+    randaugment_factor: float = 0.5
+    mix_prob: float = 0.5
+    mixup_alpha: float = 1.0
+    cutmix_alpha: float = 1.0
+    random_erasing: float = 0.25
+
+    precision: str = "float32"
+    jit_compile: object = "auto"
+    distribute: bool = False
+    seed: int = 0
+    workdir: str = "runs/default"
+    export: bool = True
+    steps_per_epoch: Optional[int] = None
+
+    def validate(self):
+        """Raises `ValueError` naming the first invalid field."""
+        from keras_smallvit import data
+        from keras_smallvit.models import TECHNIQUES
+        from keras_smallvit.models import list_models
+
+        check_choice("model", self.model, list_models())
+        if self.techniques is not None:
+            for technique in self.techniques:
+                check_choice("techniques", technique, TECHNIQUES)
+        if not self.dataset.startswith(data.FOLDER_PREFIX):
+            check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+        check_choice("jit_compile", self.jit_compile, JIT_CHOICES)
+        for name in ("epochs", "repeated_augmentation", "batch_size", "eval_batch_size", "data_workers"):
+            check_positive_int(name, getattr(self, name))
+        if self.image_size is not None:
+            check_positive_int("image_size", self.image_size)
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"Invalid `warmup_epochs` {self.warmup_epochs}: must be in [0, epochs) = [0, {self.epochs})."
+            )
+        for name in ("lr", "sata_lr", "sata_threshold"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"Invalid `{name}` {value}: must be > 0 or None.")
+        for name in ("drop_path_rate", "label_smoothing", "mix_prob", "random_erasing", "randaugment_factor"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "min_lr", "warmup_start_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Invalid `{name}` {getattr(self, name)}: must be >= 0.")
+        if self.crop_padding < 0:
+            raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        return self
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        if values.get("techniques") is not None:
+            values["techniques"] = tuple(values["techniques"])
+        return cls(**values)
+
+
+def smoke(config):
+    """Shrinks a config to a seconds-long run: same code paths, tiny budget."""
+    return dataclasses.replace(
+        config,
+        epochs=2,
+        warmup_epochs=1,
+        repeated_augmentation=1,
+        batch_size=16,
+        eval_batch_size=32,
+        max_train_examples=64,
+        max_test_examples=32,
+        data_workers=2,
+    )
+
+
+def parse_value(text):
+    """`"3e-3"` -> 3e-3, `"true"` -> True, `"none"` -> None, `"(spt,lsa)"` ->
+    ("spt", "lsa"); anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    if "," in text:
+        return tuple(part.strip() for part in text.strip("()[] ").split(",") if part.strip())
+    return text
+
+
+def apply_overrides(config, assignments):
+    """Applies `["key=value", ...]` (or a dict) to a copy of `config`.
+
+    Keys are `TrainConfig` fields; `model.<arg>=value` sets a `create_model`
+    argument (e.g. `model.depth=6`).
+    """
+    if isinstance(assignments, dict):
+        items = list(assignments.items())
+    else:
+        items = []
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ValueError(f"Invalid override {assignment!r}: expected `key=value`.")
+            key, value = assignment.split("=", 1)
+            items.append((key.strip(), parse_value(value)))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    changes, model_overrides = {}, dict(config.model_overrides)
+    for key, value in items:
+        if key.startswith("model."):
+            model_overrides[key[len("model."):]] = value
+            continue
+        check_choice("key", key, sorted(fields))
+        if key == "augmentation" and value is None:
+            value = "none"  # `augmentation=none` means the choice, not a missing value
+        if key == "techniques" and value is not None:
+            value = (value,) if isinstance(value, str) else tuple(value)
+            value = tuple(v for v in value if v)
+        changes[key] = value
+    changes.setdefault("model_overrides", model_overrides)
+    return dataclasses.replace(config, **changes)

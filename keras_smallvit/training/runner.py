@@ -1,0 +1,122 @@
+"""`train(config)`: one linear training run (big_vision style), resumable.
+
+    data -> model -> compile (AdamW, warm-up + cosine, label smoothing)
+    -> restore the last backup if any -> model.fit -> evaluate -> metrics.json
+    -> export
+"""
+
+import json
+import os
+
+import keras
+
+from keras_smallvit.models import create_model
+from keras_smallvit.models.registry import get_model_entry
+from keras_smallvit.training import pipeline
+from keras_smallvit.training.callbacks import RunFolder
+from keras_smallvit.training.callbacks import replace_atomically
+from keras_smallvit.training.callbacks import write_text_atomically
+from keras_smallvit.training.distribute import data_parallel_scope
+from keras_smallvit.training.optimization import learning_rate_schedule
+from keras_smallvit.training.optimization import make_loss
+from keras_smallvit.training.optimization import make_metrics
+from keras_smallvit.training.optimization import make_optimizer
+from keras_smallvit.training.optimization import model_overrides_for
+
+
+def resolve_jit_compile(jit_compile):
+    """"auto" -> XLA on TensorFlow/JAX; off on torch (torch.compile is opt-in)."""
+    if jit_compile == "auto":
+        return keras.backend.backend() in ("tensorflow", "jax")
+    return bool(jit_compile)
+
+
+def build_model(config, num_classes, image_size):
+    """The compiled-ready model of `config` and its registry entry."""
+    entry = get_model_entry(config.model)
+    model = create_model(
+        config.model,
+        num_classes=num_classes,
+        image_size=image_size,
+        techniques=config.techniques,
+        **model_overrides_for(config, entry),
+    )
+    return model, entry
+
+
+def compile_model(model, config, entry, steps_per_epoch, num_classes):
+    lr = config.lr or entry.paper_lr
+    schedule = learning_rate_schedule(
+        lr, steps_per_epoch, config.epochs, config.warmup_epochs, config.warmup_start_lr, config.min_lr
+    )
+    model.compile(
+        optimizer=make_optimizer(schedule, config.weight_decay),
+        loss=make_loss(config.label_smoothing),
+        metrics=make_metrics(num_classes),
+        jit_compile=resolve_jit_compile(config.jit_compile),
+    )
+    return model
+
+
+def export_model(model, workdir):
+    """SavedModel for serving (TensorFlow/JAX backends), written then renamed.
+    Returns its path, or None on torch (the `.keras` files load anywhere)."""
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return None
+    path = os.path.join(workdir, "saved_model")
+    replace_atomically(lambda p: model.export(p, format="tf_saved_model", verbose=False), path)
+    return path
+
+
+def train(config, verbose="auto"):
+    """Runs (or resumes) `config` in `config.workdir`; returns the metrics dict
+    that is also written to `metrics.json`."""
+    config.validate()
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
+    keras.utils.set_random_seed(config.seed)
+    keras.config.set_dtype_policy(config.precision)
+
+    train_data = pipeline.load_split(config, "train")
+    test_data = pipeline.load_split(config, "test")
+    num_classes, image_size = train_data.num_classes, train_data.images.shape[1]
+    steps = pipeline.steps_per_epoch(len(train_data), config)
+    run_folder = RunFolder(workdir)
+    with data_parallel_scope(config.distribute, config.batch_size):
+        model, entry = build_model(config, num_classes, image_size)
+        compile_model(model, config, entry, steps, num_classes)
+        initial_epoch = run_folder.restore(model)
+    if initial_epoch:
+        print(f"Resuming {workdir} at epoch {initial_epoch + 1}/{config.epochs}")
+    if initial_epoch < config.epochs:
+        model.fit(
+            pipeline.train_dataset(train_data, config, initial_epoch),
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=pipeline.eval_dataset(test_data, config),
+            callbacks=[run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))],
+            shuffle=False,  # the dataset orders itself, per seed and epoch
+            verbose=verbose,
+        )
+    final = model.evaluate(pipeline.eval_dataset(test_data, config), return_dict=True, verbose=0)
+    history = run_folder.history
+    best = max(history, key=lambda row: row.get("val_top1", float("-inf"))) if history else {}
+    metrics = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "backend": keras.backend.backend(),
+        "parameters": int(model.count_params()),
+        "epochs": config.epochs,
+        "final_top1": float(final["top1"]),
+        "final_top5": float(final["top5"]),
+        "best_top1": best.get("val_top1"),
+        "best_top5": best.get("val_top5"),
+        "best_epoch": best.get("epoch"),
+        "train_images_per_second": run_folder.train_images_per_second(config.batch_size),
+    }
+    write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
+    if config.export:
+        metrics["export"] = export_model(model, workdir)
+    return metrics

@@ -1,0 +1,298 @@
+"""The training recipe: config, schedule, pipeline determinism, end-to-end runs, resume."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_smallvit.training import TrainConfig
+from keras_smallvit.training import apply_overrides
+from keras_smallvit.training import learning_rate_schedule
+from keras_smallvit.training import load_split
+from keras_smallvit.training import smoke
+from keras_smallvit.training import train
+from keras_smallvit.training import train_dataset
+from keras_smallvit.training.optimization import model_overrides_for
+from keras_smallvit.models.registry import get_model_entry
+from tests.contract import BACKEND
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_VIT = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}
+
+
+def tiny_config(workdir, **changes):
+    """A seconds-long digits run of a 1-block SL-ViT with SATA and CB."""
+    config = smoke(TrainConfig(model="sl_sata_cb_vit", dataset="digits", image_size=16, workdir=str(workdir)))
+    fields = dict(
+        model_overrides=dict(TINY_VIT),
+        max_train_examples=48,
+        max_test_examples=16,
+        augmentation="none",  # RandAugment's graph takes long to build; covered separately
+        horizontal_flip=True,
+        random_erasing=0.25,
+        mix_prob=0.5,
+        jit_compile=False,
+        export=False,
+    )
+    fields.update(changes)
+    return dataclasses.replace(config, **fields)
+
+
+# --- schedule ---------------------------------------------------------------
+
+
+def reference_lr(step, lr, steps_per_epoch, epochs, warmup_epochs, start, end):
+    """Linear warm-up per step, then cosine to `end` (written from the recipe)."""
+    warmup = steps_per_epoch * warmup_epochs
+    total = steps_per_epoch * epochs
+    if step < warmup:
+        return start + (lr - start) * step / warmup
+    progress = (step - warmup) / (total - warmup)
+    return end + (lr - end) * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+@pytest.mark.parametrize("step", [0, 1, 50, 99, 100, 101, 500, 999, 1000])
+def test_schedule_matches_warmup_then_cosine(step):
+    args = dict(lr=3e-3, steps_per_epoch=10, epochs=100, warmup_epochs=10, start=1e-6, end=1e-6)
+    schedule = learning_rate_schedule(
+        args["lr"], args["steps_per_epoch"], args["epochs"], args["warmup_epochs"], args["start"], args["end"]
+    )
+    got = float(keras.ops.convert_to_numpy(schedule(step)))
+    np.testing.assert_allclose(got, reference_lr(step, **args), rtol=1e-5, atol=1e-10)
+
+
+# --- config -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes,argument",
+    [
+        ({"model": "vitt"}, "model"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"techniques": ("spt", "attention")}, "techniques"),
+        ({"precision": "float8"}, "precision"),
+        ({"warmup_epochs": 100}, "warmup_epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"mix_prob": 1.5}, "mix_prob"),
+    ],
+)
+def test_bad_config_names_the_argument(changes, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        dataclasses.replace(TrainConfig(), **changes).validate()
+
+
+def test_overrides_parse_values_and_reject_unknown_keys():
+    config = apply_overrides(
+        TrainConfig(), ["lr=3e-3", "techniques=spt,lsa", "export=false", "model.depth=6", "sata_lr=none"]
+    )
+    assert config.lr == 3e-3 and config.techniques == ("spt", "lsa") and config.export is False
+    assert config.model_overrides == {"depth": 6} and config.sata_lr is None
+    with pytest.raises(ValueError, match="`key`"):
+        apply_overrides(TrainConfig(), ["learning_rate=1"])
+
+
+def test_impossible_batch_size_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path, batch_size=1000, max_train_examples=48)
+    data = load_split(config, "train")
+    with pytest.raises(ValueError, match="`batch_size`"):
+        train_dataset(data, config)
+
+
+def test_sata_gets_its_own_learning_rate_only_when_sata_is_on():
+    config = TrainConfig(model="sata_vit", lr=3e-3, sata_lr=7e-5, sata_threshold=0.05)
+    overrides = model_overrides_for(config, get_model_entry("sata_vit"))
+    np.testing.assert_allclose(overrides["suppression"]["scale_lr_multiplier"], 7e-5 / 3e-3)
+    assert overrides["suppression"]["threshold"] == 0.05
+    plain = model_overrides_for(dataclasses.replace(config, model="vit"), get_model_entry("vit"))
+    assert "suppression" not in plain  # setting sata_lr must not switch SATA on
+
+
+def test_sata_scale_moves_at_its_own_rate_in_training(tmp_path):
+    """One AdamW step with a constant lr: Adam's first step is at most lr per
+    weight (exactly lr * g / (|g| + eps)), so `s` moves by at most sata_lr,
+    not by the model's lr. (tests/layers/test_suppression.py checks the
+    exact rate on the layer.)"""
+    config = tiny_config(tmp_path, lr=1e-2, sata_lr=1e-4, warmup_epochs=0, min_lr=1e-2, weight_decay=0.0)
+    from keras_smallvit.training import build_model, compile_model
+
+    model, entry = build_model(config, 10, 16)
+    compile_model(model, config, entry, steps_per_epoch=1, num_classes=10)
+    suppression = [l for l in model._flatten_layers() if l.__class__.__name__ == "TrivialAttentionSuppression"][0]
+    before = float(keras.ops.convert_to_numpy(suppression.scale))
+    x = np.random.default_rng(0).uniform(size=(8, 16, 16, 3)).astype("float32")
+    y = keras.ops.one_hot(np.arange(8) % 10, 10)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    moved = abs(float(keras.ops.convert_to_numpy(suppression.scale)) - before)
+    assert 0.0 < moved <= 1e-4 * 1.001
+
+
+# --- pipeline -----------------------------------------------------------------
+
+
+def batches(config, initial_epoch=0):
+    data = load_split(config, "train")
+    return [(x, y) for x, y in train_dataset(data, config, initial_epoch).as_numpy_iterator()]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def test_pipeline_is_repeatable_resumable_and_independent_of_workers(tmp_path):
+    config = tiny_config(tmp_path, epochs=3, mix_prob=1.0, data_workers=2)
+    full = batches(config)
+    steps = len(full) // 3
+    assert same(full, batches(config))
+    assert same(full, batches(dataclasses.replace(config, data_workers=3)))
+    assert same(full[steps:], batches(config, initial_epoch=1))
+    assert not same(full, batches(dataclasses.replace(config, seed=1)))
+    x, y = full[0]
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0 + 1e-6
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)  # mixed labels still sum to 1
+    assert (y.max(axis=1) < 1.0).any()  # mix_prob=1: labels are mixed
+
+
+def test_repeated_augmentation_visits_every_example_that_many_times(tmp_path):
+    config = tiny_config(
+        tmp_path, epochs=1, warmup_epochs=0, repeated_augmentation=3, batch_size=16,
+        crop_padding=0, horizontal_flip=False, random_erasing=0.0, mix_prob=0.0,
+    )
+    data = load_split(config, "train")
+    seen = np.concatenate([x for x, _ in batches(config)])
+    matches = [int(np.argmin(((data.images / 255.0 - image) ** 2).sum(axis=(1, 2, 3)))) for image in seen]
+    counts = np.bincount(matches, minlength=len(data))
+    assert len(seen) == 3 * 48 and (counts == 3).all()
+
+
+# --- end to end ---------------------------------------------------------------
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_end_to_end_run_writes_the_run_folder(tmp_path):
+    config = tiny_config(tmp_path / "run", export=BACKEND in ("tensorflow", "jax"))
+    metrics = train(config, verbose=0)
+    names = set(os.listdir(config.workdir))
+    assert {"config.json", "log.csv", "tensorboard", "best.keras", "last.keras", "backup", "metrics.json"} <= names
+    assert read_json(os.path.join(config.workdir, "metrics.json"))["final_top1"] == metrics["final_top1"]
+    assert 0.0 <= metrics["best_top1"] <= 1.0 and metrics["best_epoch"] in (1, 2)
+    assert TrainConfig.from_json(open(os.path.join(config.workdir, "config.json")).read()) == config
+    with open(os.path.join(config.workdir, "log.csv")) as f:
+        assert len(f.read().strip().splitlines()) == 1 + config.epochs
+    reloaded = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
+    data = load_split(config, "test")
+    x = data.images[:4].astype("float32") / 255.0
+    if BACKEND in ("tensorflow", "jax"):
+        import tensorflow as tf
+
+        serving = tf.saved_model.load(os.path.join(config.workdir, "saved_model"))
+        np.testing.assert_allclose(
+            np.asarray(serving.serve(tf.constant(x))), keras.ops.convert_to_numpy(reloaded(x)), atol=1e-5
+        )
+    assert not [n for n in names if ".partial" in n or ".old" in n]
+
+
+class CrashAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_crashed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "uninterrupted", epochs=3, drop_path_rate=0.1)
+    expected = train(config, verbose=0)
+
+    resumed = dataclasses.replace(config, workdir=str(tmp_path / "resumed"))
+    import keras_smallvit.training.runner as runner
+
+    original = runner.RunFolder
+
+    class CrashingRunFolder(original):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)  # the backup of epoch 2 is written...
+            if epoch + 1 == 2:
+                raise KeyboardInterrupt("simulated crash")  # ...then the process dies
+
+    monkeypatch.setattr(runner, "RunFolder", CrashingRunFolder)
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, verbose=0)
+    assert read_json(os.path.join(resumed.workdir, "backup", "state.json"))["epoch"] == 2
+    monkeypatch.setattr(runner, "RunFolder", original)
+    got = train(resumed, verbose=0)
+    for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
+        assert got[key] == expected[key], key
+    a = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
+    b = keras.saving.load_model(os.path.join(resumed.workdir, "last.keras"))
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="one backend is enough for the subprocess SIGKILL test (slow)")
+def test_sigkilled_cli_run_resumes_with_the_same_command(tmp_path):
+    args = [
+        sys.executable, "-m", "training.train", "--smoke", "--epochs", "3", "--image-size", "16",
+        "--set", "augmentation=none", "--set", "model.depth=1", "--set", "model.hidden_dim=16",
+        "--set", "model.num_heads=2", "--set", "model.head_dim=8", "--set", "max_train_examples=48",
+        "--jit-compile", "false", "--no-export",
+    ]
+    env = {**os.environ, "KERAS_BACKEND": BACKEND}
+    reference = subprocess.run(args + ["--workdir", str(tmp_path / "a")], cwd=REPO, env=env, capture_output=True)
+    assert reference.returncode == 0, reference.stderr.decode()[-2000:]
+    workdir = tmp_path / "b"
+    process = subprocess.Popen(args + ["--workdir", str(workdir)], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = workdir / "backup" / "state.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.kill()  # SIGKILL, mid-run
+    process.wait()
+    resumed = subprocess.run(args + ["--workdir", str(workdir)], cwd=REPO, env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    expected, got = read_json(tmp_path / "a" / "metrics.json"), read_json(workdir / "metrics.json")
+    for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
+        assert got[key] == expected[key], key
+
+
+def test_mocked_tfds_cifar10_end_to_end(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = tiny_config(tmp_path / "run", dataset="cifar10", image_size=None, max_train_examples=32,
+                         max_test_examples=16, epochs=1, warmup_epochs=0)
+    with tfds.testing.mock_data(num_examples=32):
+        metrics = train(config, verbose=0)
+    assert metrics["dataset"] == "cifar10" and 0.0 <= metrics["final_top1"] <= 1.0
+
+
+def test_missing_dataset_fails_fast(tmp_path):
+    config = tiny_config(tmp_path / "run", dataset="cifar100", data_dir=str(tmp_path / "empty"))
+    start = time.time()
+    with pytest.raises(FileNotFoundError, match="cifar100"):
+        train(config, verbose=0)
+    assert time.time() - start < 5
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="data parallelism in-process is JAX/TF only; torch uses torchrun")
+def test_distributed_smoke_run_on_two_cpu_devices(tmp_path):
+    args = [
+        sys.executable, "-m", "training.train", "--smoke", "--distribute", "--cpu-devices", "2",
+        "--epochs", "1", "--warmup-epochs", "0", "--image-size", "16", "--set", "augmentation=none",
+        "--set", "model.depth=1", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
+        "--set", "model.head_dim=8", "--jit-compile", "false", "--no-export", "--workdir", str(tmp_path),
+    ]
+    result = subprocess.run(args, cwd=REPO, env={**os.environ, "KERAS_BACKEND": BACKEND}, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert "final top-1" in result.stdout.decode()
