@@ -101,8 +101,8 @@ def train(config, verbose="auto"):
             verbose=verbose,
         )
     final = model.evaluate(pipeline.eval_dataset(test_data, config), return_dict=True, verbose=0)
-    history = run_folder.history
-    best = max(history, key=lambda row: row.get("val_top1", float("-inf"))) if history else {}
+    # The row of the epoch RunFolder kept as best (its record survives resumes).
+    best = next((row for row in run_folder.history if row["epoch"] == run_folder.best_epoch), {})
     metrics = {
         "model": config.model,
         "dataset": config.dataset,

@@ -201,16 +201,6 @@ def test_end_to_end_run_writes_the_run_folder(tmp_path):
     assert not [n for n in names if ".partial" in n or ".old" in n]
 
 
-class CrashAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt("simulated crash")
-
-
 def test_crashed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = tiny_config(tmp_path / "uninterrupted", epochs=3, drop_path_rate=0.1)
     expected = train(config, verbose=0)
