@@ -18,6 +18,14 @@ JIT_BACKENDS = ("tensorflow", "jax")
 MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
 
 
+def mixed_precision_jit(policy):
+    """XLA for the float16 run only (on TF/JAX): float16 is the policy whose
+    range breaks mask values and needs loss scaling; bfloat16 has float32's
+    range and runs uncompiled, which keeps CI fast (each XLA compile of a
+    fit step costs seconds on a 2-core CPU)."""
+    return BACKEND in JIT_BACKENDS and policy == "mixed_float16"
+
+
 def as_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -95,7 +103,7 @@ class LayerContract:
         x = self.input_data()
         model, layer = wrap_layer(self.layer_factory, x.shape, dtype=policy)
         assert layer.compute_dtype == policy.split("_")[1]
-        loss = fit_one_step(model, x, jit_compile=BACKEND in JIT_BACKENDS)
+        loss = fit_one_step(model, x, jit_compile=mixed_precision_jit(policy))
         assert np.isfinite(loss).all()
         assert np.isfinite(as_numpy(model(x))).all()
 

@@ -55,9 +55,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     output projection and dropout. q, k and v come from one Dense without bias
     (as in the official code), laid out `[q | k | v]`, each `(heads, head_dim)`.
 
-    `scale_h` is `head_dim ** -0.5`, or with `learnable_temperature` a
-    trainable per-head vector initialised to that value (LSA; weight decay
-    applies to it as in the official code).
+    `scale_h` is `attention_scale` (default `head_dim ** -0.5`), or with
+    `learnable_temperature` a trainable per-head vector initialised to that
+    value (LSA; weight decay applies to it as in the official code).
+
+    Override points: `attention_scores(query, key)` (the scaled float32 scores
+    before masking, e.g. to mix heads or add a bias) and
+    `attention_probabilities(query, key)` (scores, mask, softmax, SATA).
 
     Call args:
         inputs: `(B, N, dim)`.
@@ -77,6 +81,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout: dropout rate on the attention probabilities.
         use_qkv_bias: bias in the qkv projection (False in the official code).
         output_dim: output size; defaults to the input size.
+        attention_scale: softmax scale (initial temperature with
+            `learnable_temperature`), `> 0`; defaults to `head_dim ** -0.5`.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout=0.0,
         use_qkv_bias=False,
         output_dim=None,
+        attention_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -104,6 +111,16 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.use_qkv_bias = bool(use_qkv_bias)
         self.output_dim = None if output_dim is None else check_positive_int("output_dim", output_dim)
+        self.attention_scale = (
+            None
+            if attention_scale is None
+            else check_range("attention_scale", attention_scale, 0.0, None, low_inclusive=False)
+        )
+
+    @property
+    def default_scale(self):
+        """`attention_scale`, or `head_dim ** -0.5` when it is None."""
+        return self.head_dim**-0.5 if self.attention_scale is None else self.attention_scale
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -116,7 +133,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             self.temperature = self.add_weight(
                 name="temperature",
                 shape=(self.num_heads,),
-                initializer=keras.initializers.Constant(self.head_dim**-0.5),
+                initializer=keras.initializers.Constant(self.default_scale),
             )
         if self.suppression is not None:
             self.suppression_layer = TrivialAttentionSuppression(
@@ -132,18 +149,26 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.output_dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
-    def attention_probabilities(self, query, key):
-        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, N, heads, head_dim)` q, k.
+    def attention_scores(self, query, key):
+        """Scaled float32 scores `(B, heads, Nq, Nk)` from `(B, N, heads, head_dim)` q, k.
 
-        Override point for other score functions (relative position bias,
-        talking heads): masking, softmax and SATA happen here.
+        Override point for changes before masking and softmax (a bias, head
+        mixing).
         """
         if self.learnable_temperature:
             scale = ops.cast(self.temperature, query.dtype)[:, None]
         else:
-            scale = self.head_dim**-0.5
+            scale = self.default_scale
         scores = ops.einsum("bqhd,bkhd->bhqk", query * scale, key)
-        scores = ops.cast(scores, "float32")
+        return ops.cast(scores, "float32")
+
+    def attention_probabilities(self, query, key):
+        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, N, heads, head_dim)` q, k.
+
+        Override point for other score functions (relative position bias,
+        talking heads): `attention_scores`, then masking, softmax and SATA.
+        """
+        scores = self.attention_scores(query, key)
         if self.diagonal_mask:
             num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
             diagonal = ops.cast(ops.eye(num_tokens), "bool")
@@ -179,6 +204,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_dropout=self.attention_dropout,
             use_qkv_bias=self.use_qkv_bias,
             output_dim=self.output_dim,
+            attention_scale=self.attention_scale,
         )
         return config
 

@@ -126,16 +126,7 @@ class TransformerBlock(keras.layers.Layer):
         eps = self.layer_norm_epsilon
         self.attention_norm = keras.layers.LayerNormalization(epsilon=eps, dtype=policy, name="attention_norm")
         self.attention_norm.build(input_shape)
-        self.attention_layer = ATTENTION_TYPES[self.attention](
-            num_heads=self.num_heads,
-            head_dim=self.head_dim,
-            suppression=self.suppression,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            use_qkv_bias=self.use_qkv_bias,
-            dtype=policy,
-            name="attention",
-        )
+        self.attention_layer = self.make_attention_layer()
         self.attention_layer.build(input_shape)
         self.mlp_norm = keras.layers.LayerNormalization(epsilon=eps, dtype=policy, name="mlp_norm")
         self.mlp_norm.build(input_shape)
@@ -152,6 +143,24 @@ class TransformerBlock(keras.layers.Layer):
                 **self.context_broadcasting, dtype=policy, name="context_broadcasting"
             )
             self.context_broadcasting_layer.build(input_shape)
+
+    def make_attention_layer(self):
+        """The attention sub-layer, not yet built (override point).
+
+        Subclasses return another attention (e.g. shifted-window attention);
+        it must take `(B, N, dim)`, return `(B, N, dim)` and, with
+        `return_attention_scores=True`, also its float32 probabilities.
+        """
+        return ATTENTION_TYPES[self.attention](
+            num_heads=self.num_heads,
+            head_dim=self.head_dim,
+            suppression=self.suppression,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            use_qkv_bias=self.use_qkv_bias,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
 
     def _broadcast_at(self, position, x):
         if self.context_broadcasting_layer is not None and self.context_broadcasting_position == position:

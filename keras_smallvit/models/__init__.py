@@ -8,3 +8,8 @@ from keras_smallvit.models.registry import create_model
 from keras_smallvit.models.registry import list_models
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.vit import ViTBackbone
+from keras_smallvit.models.pit import PiTBackbone
+from keras_smallvit.models.swin import SwinBackbone
+from keras_smallvit.models.cait import CaiTBackbone
+from keras_smallvit.models.t2t import T2TBackbone
+from keras_smallvit.models.cnn import EfficientNet, ResNet  # noqa: F401 (also registers the CNNs)

@@ -45,7 +45,8 @@ class ImageClassifier(keras.Model):
 
     The head of the small-dataset papers: LayerNorm and a Dense on the class
     token. Logits are float32 under mixed precision (the last Dense runs in
-    float32).
+    float32). With `norm_before_pooling` the LayerNorm acts on every token
+    before the pooling (Swin's head: norm, then average; the same parameters).
 
     Args:
         backbone: a backbone of this package (its output has
@@ -54,6 +55,8 @@ class ImageClassifier(keras.Model):
         pooling: `"class_token"` or `"average"`.
         head_dropout: dropout before the last Dense.
         layer_norm_epsilon: epsilon of the head's LayerNorm.
+        norm_before_pooling: apply the LayerNorm to the tokens before pooling
+            them (same result for `"class_token"` pooling, not for `"average"`).
         dtype: dtype policy of the head layers (the backbone keeps its own).
     """
 
@@ -64,6 +67,7 @@ class ImageClassifier(keras.Model):
         pooling="class_token",
         head_dropout=0.0,
         layer_norm_epsilon=1e-5,
+        norm_before_pooling=False,
         dtype=None,
         **kwargs,
     ):
@@ -81,7 +85,10 @@ class ImageClassifier(keras.Model):
         classifier = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
         def head(sequence_output):
-            x = head_norm(pooling_layer(sequence_output))
+            if norm_before_pooling:
+                x = pooling_layer(head_norm(sequence_output))
+            else:
+                x = head_norm(pooling_layer(sequence_output))
             return classifier(head_dropout_layer(x))
 
         # === Functional model ===
@@ -100,6 +107,7 @@ class ImageClassifier(keras.Model):
         self.pooling = pooling
         self.head_dropout = head_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.norm_before_pooling = bool(norm_before_pooling)
 
     def attention_model(self):
         """A model sharing this one's weights that returns, from one forward pass,
@@ -124,6 +132,7 @@ class ImageClassifier(keras.Model):
             "pooling": self.pooling,
             "head_dropout": self.head_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "norm_before_pooling": self.norm_before_pooling,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
 

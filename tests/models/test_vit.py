@@ -94,10 +94,11 @@ def test_fit_reduces_loss_on_a_fixed_batch():
 
 @pytest.mark.parametrize("policy", MIXED_POLICIES)
 def test_mixed_precision_fit_has_no_nan(policy):
-    # float16 under XLA on JAX too: our attention computes its softmax itself.
+    # float16 on JAX too: our attention computes its softmax itself.
     model = tiny_classifier(dtype=policy)
     assert model.backbone.get_layer("block_0").compute_dtype == policy.split("_")[1]
-    losses = compile_and_fit(model, jit_compile=BACKEND in JIT_BACKENDS)
+    # XLA: each block's contract (float16) and the jit test (whole model).
+    losses = compile_and_fit(model, jit_compile=False)
     assert np.isfinite(losses).all()
     x, _ = data()
     logits = as_numpy(model(x))

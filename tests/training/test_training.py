@@ -113,6 +113,36 @@ def test_sata_gets_its_own_learning_rate_only_when_sata_is_on():
     assert "suppression" not in plain  # setting sata_lr must not switch SATA on
 
 
+def test_every_shipped_config_is_valid_and_uses_its_paper_rate():
+    from training.configs import get_config
+    from training.configs import list_configs
+
+    for name in list_configs():
+        config = get_config(name)
+        config.validate()
+        entry = get_model_entry(config.model)
+        overrides = model_overrides_for(config, entry)
+        # CNNs have no stochastic depth: their builders would reject the argument.
+        assert ("drop_path_rate" in overrides) == entry.stochastic_depth, name
+        assert entry.paper_lr == (3e-3 if config.model.endswith("vit") or config.model.startswith(("resnet", "eff")) else 1e-3)
+
+
+def test_cnn_baseline_trains_with_the_recipe(tmp_path):
+    """The recipe on a registered CNN (no drop path, no techniques)."""
+    config = tiny_config(
+        tmp_path / "run",
+        model="resnet56",
+        techniques=None,
+        epochs=1,
+        warmup_epochs=0,
+        model_overrides={"stage_blocks": (1, 1, 1), "stage_widths": (4, 8, 8), "stem_width": 4},
+    )
+    metrics = train(config, verbose=0)
+    assert 0.0 <= metrics["final_top1"] <= 1.0
+    reloaded = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
+    assert reloaded.count_params() < 10_000
+
+
 def test_sata_scale_moves_at_its_own_rate_in_training(tmp_path):
     """One AdamW step with a constant lr: Adam's first step is at most lr per
     weight (exactly lr * g / (|g| + eps)), so `s` moves by at most sata_lr,

@@ -2,27 +2,18 @@
 
 import keras
 
-from keras_smallvit.layers.attention import suppression_config
+from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import check_image_and_patch_size
+from keras_smallvit.models.backbone import check_technique_arguments
+from keras_smallvit.models.backbone import make_tokenizer
 from keras_smallvit.layers.embedding import ClassTokenAndPositionEmbedding
-from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
-from keras_smallvit.layers.patching import PatchEmbedding
-from keras_smallvit.layers.patching import ShiftedPatchTokenization
 from keras_smallvit.layers.transformer_block import ATTENTION_TYPES
-from keras_smallvit.layers.transformer_block import CONTEXT_BROADCASTING_POSITIONS
 from keras_smallvit.layers.transformer_block import TransformerBlock
-from keras_smallvit.layers.transformer_block import context_broadcasting_config
-from keras_smallvit.models.attention_maps import class_token_attention
-from keras_smallvit.utils.validation import as_pair
-from keras_smallvit.utils.validation import check_choice
-from keras_smallvit.utils.validation import check_divisible
 from keras_smallvit.utils.validation import check_positive_int
-from keras_smallvit.utils.validation import check_range
-
-TOKENIZERS = ("patch", "spt")
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class ViTBackbone(keras.Model):
+class ViTBackbone(Backbone):
     """Vision Transformer backbone (functional), as in the small-dataset papers.
 
     images `(B, H, W, C)` -> tokenizer -> class token + position embedding ->
@@ -99,33 +90,29 @@ class ViTBackbone(keras.Model):
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
-        image_hw = as_pair("image_size", image_size)
-        patch_hw = as_pair("patch_size", patch_size)
-        for axis, size, patch in zip(("height", "width"), image_hw, patch_hw):
-            check_divisible(f"image_size ({axis})", size, f"patch_size ({axis})", patch)
+        image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("depth", depth)
-        check_choice("tokenizer", tokenizer, TOKENIZERS)
-        check_choice("attention", attention, tuple(ATTENTION_TYPES))
-        check_choice("context_broadcasting_position", context_broadcasting_position, CONTEXT_BROADCASTING_POSITIONS)
-        check_choice("shift_directions", shift_directions, tuple(SHIFT_DIRECTIONS))
-        check_range("embedding_dropout", embedding_dropout, 0.0, 1.0, high_inclusive=False)
-        suppression = suppression_config(suppression)
-        context_broadcasting = context_broadcasting_config(context_broadcasting)
+        suppression, context_broadcasting = check_technique_arguments(
+            attention=attention,
+            attention_types=ATTENTION_TYPES,
+            suppression=suppression,
+            context_broadcasting=context_broadcasting,
+            context_broadcasting_position=context_broadcasting_position,
+            shift_directions=shift_directions,
+            embedding_dropout=embedding_dropout,
+        )
 
         # === Layers ===
-        if tokenizer == "spt":
-            tokenizer_layer = ShiftedPatchTokenization(
-                patch_hw,
-                hidden_dim,
-                shift_directions=shift_directions,
-                shift_ratio=shift_ratio,
-                layer_norm_epsilon=layer_norm_epsilon,
-                dtype=dtype,
-                name="tokenizer",
-            )
-        else:
-            tokenizer_layer = PatchEmbedding(patch_hw, hidden_dim, dtype=dtype, name="tokenizer")
+        tokenizer_layer = make_tokenizer(
+            tokenizer,
+            patch_hw,
+            hidden_dim,
+            shift_directions=shift_directions,
+            shift_ratio=shift_ratio,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+        )
         embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
         embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
         blocks = [
@@ -163,67 +150,28 @@ class ViTBackbone(keras.Model):
         )
 
         # === Config ===
-        self.image_size = image_hw
-        self.patch_size = patch_hw
         self.grid_size = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
         self.num_prefix_tokens = 1
-        self.num_channels = num_channels
-        self.hidden_dim = hidden_dim
-        self.depth = depth
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.mlp_ratio = mlp_ratio
-        self.tokenizer = tokenizer
-        self.attention = attention
-        self.suppression = suppression
-        self.context_broadcasting = context_broadcasting
-        self.context_broadcasting_position = context_broadcasting_position
-        self.drop_path_rate = drop_path_rate
-        self.dropout = dropout
-        self.embedding_dropout = embedding_dropout
-        self.attention_dropout = attention_dropout
-        self.shift_directions = shift_directions
-        self.shift_ratio = shift_ratio
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.seed = seed
-
-    def class_token_attention(self, attention_maps):
-        """Class-token rows of `attention_maps` on the patch grid: a list of
-        `(B, num_heads, grid_h, grid_w)` (override point: backbones without
-        class-token maps return None)."""
-        return class_token_attention(attention_maps, self.grid_size, self.num_prefix_tokens)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "num_channels": self.num_channels,
-            "hidden_dim": self.hidden_dim,
-            "depth": self.depth,
-            "num_heads": self.num_heads,
-            "head_dim": self.head_dim,
-            "mlp_ratio": self.mlp_ratio,
-            "tokenizer": self.tokenizer,
-            "attention": self.attention,
-            "suppression": self.suppression,
-            "context_broadcasting": self.context_broadcasting,
-            "context_broadcasting_position": self.context_broadcasting_position,
-            "drop_path_rate": self.drop_path_rate,
-            "dropout": self.dropout,
-            "embedding_dropout": self.embedding_dropout,
-            "attention_dropout": self.attention_dropout,
-            "shift_directions": self.shift_directions,
-            "shift_ratio": self.shift_ratio,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
-        return cls(**config)
+        self.set_config(
+            image_size=image_hw,
+            patch_size=patch_hw,
+            num_channels=num_channels,
+            hidden_dim=hidden_dim,
+            depth=depth,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            mlp_ratio=mlp_ratio,
+            tokenizer=tokenizer,
+            attention=attention,
+            suppression=suppression,
+            context_broadcasting=context_broadcasting,
+            context_broadcasting_position=context_broadcasting_position,
+            drop_path_rate=drop_path_rate,
+            dropout=dropout,
+            embedding_dropout=embedding_dropout,
+            attention_dropout=attention_dropout,
+            shift_directions=shift_directions,
+            shift_ratio=shift_ratio,
+            layer_norm_epsilon=layer_norm_epsilon,
+            seed=seed,
+        )

@@ -1,0 +1,11 @@
+"""pit on cifar100 with the papers' recipe (100 epochs x 3 repeated passes, batch 128)."""
+
+from keras_smallvit.training import TrainConfig
+
+
+def get_config():
+    return TrainConfig(
+        model="pit",
+        dataset="cifar100",
+        workdir="runs/cifar100_pit",
+    )
