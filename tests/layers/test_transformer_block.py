@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from keras_smallvit.layers import TransformerBlock
-from tests import references as ref
 from tests.references import block_reference
 from tests.contract import LayerContract
 from tests.contract import as_numpy

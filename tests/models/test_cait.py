@@ -15,6 +15,7 @@ from keras_smallvit.models.cait import TalkingHeadsAttention
 from keras_smallvit.models.registry import get_model_entry
 from tests import references as ref
 from tests.contract import BACKEND
+from tests.contract import FAST_FIT_JIT
 from tests.contract import JIT_BACKENDS
 from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
@@ -249,7 +250,7 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=False, epochs=1, batch_size=4):
+def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1, batch_size=4):
     x, y = data()
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
@@ -332,8 +333,9 @@ def test_fit_reduces_loss_on_a_fixed_batch():
 def test_mixed_precision_fit_has_no_nan(policy):
     model = tiny_classifier(dtype=policy, depth=1)  # one layer of each kind keeps XLA compiles short
     assert model.backbone.get_layer("patch_block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model).
-    losses = compile_and_fit(model, jit_compile=False)
+    # XLA: each block's contract (float16) and the jit test (whole model);
+    # on JAX XLA is the fast path.
+    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
     assert np.isfinite(losses).all()
     outputs = model.attention_model()(data(2)[0])
     assert as_numpy(outputs["logits"]).dtype == np.float32 and np.isfinite(as_numpy(outputs["logits"])).all()

@@ -20,6 +20,7 @@ from keras_smallvit.models import ResNet
 from keras_smallvit.models.cnn import ZeroPadShortcut
 from keras_smallvit.models.cnn import load_weights_file
 from tests.contract import BACKEND
+from tests.contract import FAST_FIT_JIT
 from tests.contract import JIT_BACKENDS
 from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
@@ -299,7 +300,7 @@ def test_resnet_config_round_trip():
     assert restored.count_params() == model.count_params()
 
 
-def compile_and_fit(model, x, jit_compile="auto"):
+def compile_and_fit(model, x, jit_compile=FAST_FIT_JIT):
     y = np.arange(len(x)) % model.num_classes
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
@@ -330,8 +331,9 @@ def test_resnet_mixed_precision_fit_has_no_nan_and_float32_logits(policy):
     assert model.get_layer("stage1_block1_conv1").compute_dtype == policy.split("_")[1]
     assert model.get_layer("logits").compute_dtype == "float32"
     x = images(4, 16)
-    # XLA: each block's contract (float16) and the jit test (whole model).
-    assert np.isfinite(compile_and_fit(model, x, jit_compile=False)).all()
+    # XLA: each block's contract (float16) and the jit test (whole model);
+    # on JAX XLA is the fast path.
+    assert np.isfinite(compile_and_fit(model, x, jit_compile=FAST_FIT_JIT)).all()
     logits = infer(model, x)
     assert logits.dtype == np.float32 and np.isfinite(logits).all()
 

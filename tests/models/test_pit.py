@@ -13,6 +13,7 @@ from keras_smallvit.models.pit import DepthwiseConvPooling
 from keras_smallvit.models.pit.pit_presets import default_patch_size
 from tests import references as ref
 from tests.contract import BACKEND
+from tests.contract import FAST_FIT_JIT
 from tests.contract import JIT_BACKENDS
 from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
@@ -115,7 +116,7 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=False, epochs=1):
+def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1):
     x, y = data()
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
@@ -201,8 +202,9 @@ def test_fit_reduces_loss_then_save_and_reload_gives_identical_outputs(tmp_path)
 def test_mixed_precision_fit_has_no_nan(policy):
     model = tiny_classifier(dtype=policy, downsampling="conv")
     assert model.backbone.get_layer("stage_1_block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model).
-    losses = compile_and_fit(model, jit_compile=False)
+    # XLA: each block's contract (float16) and the jit test (whole model);
+    # on JAX XLA is the fast path.
+    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
     # A NaN or inf in the logits would make the loss non-finite; no extra
     # eager pass (each one compiles every op again on JAX).
     assert np.isfinite(losses).all()

@@ -10,6 +10,7 @@ from keras_smallvit.models import ViTBackbone
 from keras_smallvit.models import class_token_attention
 from tests import references as ref
 from tests.contract import BACKEND
+from tests.contract import FAST_FIT_JIT
 from tests.contract import JIT_BACKENDS
 from tests.contract import MIXED_POLICIES
 from tests.contract import as_numpy
@@ -33,7 +34,7 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=False, epochs=1):
+def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1):
     x, y = data()
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
@@ -97,8 +98,9 @@ def test_mixed_precision_fit_has_no_nan(policy):
     # float16 on JAX too: our attention computes its softmax itself.
     model = tiny_classifier(dtype=policy)
     assert model.backbone.get_layer("block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model).
-    losses = compile_and_fit(model, jit_compile=False)
+    # XLA: each block's contract (float16) and the jit test (whole model);
+    # on JAX XLA is the fast path.
+    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
     assert np.isfinite(losses).all()
     x, _ = data()
     logits = as_numpy(model(x))

@@ -21,6 +21,7 @@ from keras_smallvit.training import train_dataset
 from keras_smallvit.training.optimization import model_overrides_for
 from keras_smallvit.models.registry import get_model_entry
 from tests.contract import BACKEND
+from tests.contract import FAST_FIT_JIT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_VIT = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}
@@ -37,7 +38,7 @@ def tiny_config(workdir, **changes):
         horizontal_flip=True,
         random_erasing=0.25,
         mix_prob=0.5,
-        jit_compile=False,
+        jit_compile=FAST_FIT_JIT,  # (see tests/contract.py)
         export=False,
     )
     fields.update(changes)
@@ -311,7 +312,7 @@ def test_distributed_smoke_run_on_two_cpu_devices(tmp_path):
         sys.executable, "-m", "training.train", "--smoke", "--distribute", "--cpu-devices", "2",
         "--epochs", "1", "--warmup-epochs", "0", "--image-size", "16", "--set", "augmentation=none",
         "--set", "model.depth=1", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
-        "--set", "model.head_dim=8", "--jit-compile", "false", "--no-export", "--workdir", str(tmp_path),
+        "--set", "model.head_dim=8", "--jit-compile", str(FAST_FIT_JIT).lower(), "--no-export", "--workdir", str(tmp_path),
     ]
     result = subprocess.run(args, cwd=REPO, env={**os.environ, "KERAS_BACKEND": BACKEND}, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
