@@ -59,7 +59,6 @@ def forward_multiply_adds(model, image_size):
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         options["output"] = "none"
         return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops / 2
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:  # (under no_grad its module tracker fails)

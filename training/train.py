@@ -5,6 +5,16 @@
     python -m training.train --config cifar100_sata_vit --set sata_lr=1e-4 --set model.depth=6
     python -m training.train --config digits_sl_vit --smoke        # seconds-long check
 
+AAL (attention links to a frozen CNN teacher; the saved model is the student):
+
+    python -m training.train --config digits_sl_vit --aal --teacher teacher.keras
+    python -m training.train --config digits_sl_vit --aal --teacher t.weights.h5 --teacher-model resnet56
+    python -m training.train --config digits_sl_vit --aal --teacher-model resnet56 --teacher-epochs 20 \
+        --aal-links alpha --aal-lambda 2000 --aal-decay 0.99@0.6667,0.98 --set 'teacher.stage_blocks=(3,3,3)'
+
+Without --teacher, --teacher-model first trains that teacher on the same data
+into <workdir>/teacher, then uses it.
+
 Running the same command again after a crash or kill resumes from the last
 finished epoch in `--workdir` and ends with the same metrics. The run folder
 holds config.json, log.csv, tensorboard/, best.keras, last.keras, backup/,
@@ -34,6 +44,16 @@ FLAG_FIELDS = {
     "steps_per_epoch": int,
 }
 
+# AAL flags -> TrainConfig fields (they need --aal).
+AAL_FLAGS = {
+    "aal_teacher": "--teacher",
+    "aal_teacher_model": "--teacher-model",
+    "aal_teacher_epochs": "--teacher-epochs",
+    "aal_lambda": "--aal-lambda",
+    "aal_decay": "--aal-decay",
+    "aal_links": "--aal-links",
+}
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +67,18 @@ def parse_args(argv):
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig field (model.<arg>=... for create_model arguments)")
     parser.add_argument("--smoke", action="store_true", help="shrink everything to a seconds-long run")
+    # --- AAL ---
+    parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
+    parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
+                        help="AAL teacher: a .keras file, or a .weights.h5 file of --teacher-model")
+    parser.add_argument("--teacher-model", dest="aal_teacher_model", default=None, metavar="NAME",
+                        help="AAL teacher architecture; alone, a teacher run is trained first")
+    parser.add_argument("--teacher-epochs", dest="aal_teacher_epochs", type=int, default=None,
+                        help="epochs of that teacher run (default: --epochs)")
+    parser.add_argument("--aal-lambda", dest="aal_lambda", type=float, default=None, help="initial lambda (2000)")
+    parser.add_argument("--aal-decay", dest="aal_decay", default=None,
+                        help="lambda decay per epoch, e.g. 0.99 or 0.99@0.6667,0.98 (default)")
+    parser.add_argument("--aal-links", dest="aal_links", choices=("full", "alpha", "beta"), default=None)
     parser.add_argument("--list", action="store_true", help="list configs and models, then exit")
     return parser.parse_args(argv)
 
@@ -63,8 +95,13 @@ def resolve_config(args):
         flags["techniques"] = tuple(t for t in flags["techniques"].split(",") if t)
     if "jit_compile" in flags:
         flags["jit_compile"] = {"auto": "auto", "true": True, "false": False}[flags["jit_compile"]]
+    aal_flags = {f: getattr(args, f) for f in ["aal"] + list(AAL_FLAGS) if getattr(args, f) is not None}
+    flags.update(aal_flags)
     config = apply_overrides(config, flags)
     config = apply_overrides(config, args.assignments)
+    given = [AAL_FLAGS[f] for f in aal_flags if f in AAL_FLAGS]
+    if given and not config.aal:
+        raise ValueError(f"Invalid `{' '.join(given)}`: the AAL options need `--aal`.")
     if args.smoke:
         config = smoke(config)
         if args.workdir is None:

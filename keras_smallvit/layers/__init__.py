@@ -9,8 +9,10 @@ from keras_smallvit.layers.patching import ShiftedPatchTokenization
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
 from keras_smallvit.layers.transformer_block import TransformerBlock
+from keras_smallvit.aal.head import AttentionLinkHead  # AAL (training only): keras_smallvit.aal
 
 __all__ = [
+    "AttentionLinkHead",
     "ClassTokenAndPositionEmbedding",
     "ContextBroadcasting",
     "LocalitySelfAttention",

@@ -100,12 +100,16 @@ class RunFolder(keras.callbacks.Callback):
     Args:
         workdir: the run folder.
         monitor: the logged metric that defines "best" (higher is better).
+        saved_model: the model written to `best.keras`/`last.keras`; None =
+            the model being fit. (AAL fits a distiller but saves its student:
+            no link head, no teacher. The backup holds the whole fit model.)
     """
 
-    def __init__(self, workdir, monitor="val_top1"):
+    def __init__(self, workdir, monitor="val_top1", saved_model=None):
         super().__init__()
         self.workdir = workdir
         self.monitor = monitor
+        self.saved_model = saved_model
         self.backup_dir = os.path.join(workdir, "backup")
         self.state_path = os.path.join(self.backup_dir, "state.json")
         self.history = []
@@ -156,10 +160,11 @@ class RunFolder(keras.callbacks.Callback):
         self.history.append({"epoch": epoch + 1, **logs})
         os.makedirs(self.backup_dir, exist_ok=True)
         value = logs.get(self.monitor)
+        saved_model = self.saved_model if self.saved_model is not None else self.model
         if value is not None and (self.best is None or value > self.best):
             self.best, self.best_epoch = value, epoch + 1
-            replace_atomically(self.model.save, os.path.join(self.workdir, "best.keras"))
-        replace_atomically(self.model.save, os.path.join(self.workdir, "last.keras"))
+            replace_atomically(saved_model.save, os.path.join(self.workdir, "best.keras"))
+        replace_atomically(saved_model.save, os.path.join(self.workdir, "last.keras"))
         self._write_csv()
 
         # Backup last: the state file is the commit point of the epoch.

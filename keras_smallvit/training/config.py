@@ -68,6 +68,26 @@ class TrainConfig:
         workdir: the run folder (config, logs, checkpoints, backup, export).
         export: write a SavedModel at the end (TensorFlow/JAX backends).
         steps_per_epoch: cap on steps per epoch (None = a full epoch).
+
+    AAL (attention-link regularization, `keras_smallvit.aal`; training only,
+    the saved and exported model is the student alone):
+        aal: train the model with attention links to a frozen CNN teacher.
+        aal_teacher: the teacher's `.keras` file, or a `.weights.h5` file of
+            `aal_teacher_model`. None with `aal_teacher_model` set: a teacher
+            run of that model on the same data is trained first into
+            `<workdir>/teacher` (its `last.keras` is used).
+        aal_teacher_model: registry name of the teacher (e.g. "resnet56").
+        aal_teacher_overrides: its `create_model` arguments.
+        aal_teacher_epochs: epochs of the teacher run (None = `epochs`).
+        aal_lambda (2000): initial weight of the link loss.
+        aal_decay ("0.99@0.6667,0.98"): per-epoch decay of lambda: the
+            paper's 0.99 for the first 2/3 of the epochs, then 0.98 (see
+            `keras_smallvit.aal.parse_link_decay`).
+        aal_links ("full"): "full", "alpha" or "beta" (paper Table 1, by
+            relative depth).
+        aal_teacher_layers ("block_normalization"): the teacher maps:
+            "block_normalization", "normalization", "after_normalization" or
+            comma-separated layer names.
     """
 
     model: str = "sl_vit"
@@ -112,6 +132,17 @@ class TrainConfig:
     export: bool = True
     steps_per_epoch: Optional[int] = None
 
+    # --- AAL ---
+    aal: bool = False
+    aal_teacher: Optional[str] = None
+    aal_teacher_model: Optional[str] = None
+    aal_teacher_overrides: dict = dataclasses.field(default_factory=dict)
+    aal_teacher_epochs: Optional[int] = None
+    aal_lambda: float = 2000.0
+    aal_decay: str = "0.99@0.6667,0.98"
+    aal_links: str = "full"
+    aal_teacher_layers: str = "block_normalization"
+
     def validate(self):
         """Raises `ValueError` naming the first invalid field."""
         from keras_smallvit import data
@@ -146,7 +177,46 @@ class TrainConfig:
                 raise ValueError(f"Invalid `{name}` {getattr(self, name)}: must be >= 0.")
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if self.aal:
+            self._validate_aal()
         return self
+
+    def _validate_aal(self):
+        from keras_smallvit import aal
+        from keras_smallvit.models import list_models
+
+        check_choice("aal_links", self.aal_links, aal.LINK_MODES)
+        try:
+            aal.parse_link_decay(self.aal_decay)
+        except ValueError as error:
+            raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
+        if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
+            raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
+        if self.aal_teacher_model is not None:
+            check_choice("aal_teacher_model", self.aal_teacher_model, list_models())
+        if self.aal_teacher_epochs is not None:
+            check_positive_int("aal_teacher_epochs", self.aal_teacher_epochs)
+        if self.aal_teacher is None and self.aal_teacher_model is None:
+            raise ValueError(
+                "Invalid `aal_teacher`: None. With `aal`, give a teacher file (.keras, or .weights.h5 "
+                "with `aal_teacher_model`) or `aal_teacher_model` alone to train a teacher first."
+            )
+        if self.aal_teacher is not None:
+            if not str(self.aal_teacher).endswith((".keras", ".weights.h5")):
+                raise ValueError(
+                    f"Invalid `aal_teacher` {self.aal_teacher!r}. Allowed values: a .keras or .weights.h5 file."
+                )
+            if str(self.aal_teacher).endswith(".weights.h5") and self.aal_teacher_model is None:
+                raise ValueError(
+                    "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
+                    "name the teacher model (e.g. 'resnet56')."
+                )
+        if isinstance(self.aal_teacher_layers, str) and self.aal_teacher_layers not in aal.TEACHER_LAYER_CHOICES:
+            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
+                raise ValueError(
+                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
+                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
+                )
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -195,7 +265,8 @@ def apply_overrides(config, assignments):
     """Applies `["key=value", ...]` (or a dict) to a copy of `config`.
 
     Keys are `TrainConfig` fields; `model.<arg>=value` sets a `create_model`
-    argument (e.g. `model.depth=6`).
+    argument (e.g. `model.depth=6`), `teacher.<arg>=value` one of the AAL
+    teacher's (`aal_teacher_overrides`).
     """
     if isinstance(assignments, dict):
         items = list(assignments.items())
@@ -208,10 +279,17 @@ def apply_overrides(config, assignments):
             items.append((key.strip(), parse_value(value)))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     changes, model_overrides = {}, dict(config.model_overrides)
+    teacher_overrides = dict(config.aal_teacher_overrides)
     for key, value in items:
         if key.startswith("model."):
             model_overrides[key[len("model."):]] = value
             continue
+        if key.startswith("teacher."):
+            teacher_overrides[key[len("teacher."):]] = value
+            continue
+        if key in ("aal_decay", "aal_teacher_layers") and isinstance(value, (tuple, list, float, int)):
+            # `--set aal_decay=0.99@0.6667,0.98` parses as a tuple: keep the text form.
+            value = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
         check_choice("key", key, sorted(fields))
         if key == "augmentation" and value is None:
             value = "none"  # `augmentation=none` means the choice, not a missing value
@@ -220,4 +298,5 @@ def apply_overrides(config, assignments):
             value = tuple(v for v in value if v)
         changes[key] = value
     changes.setdefault("model_overrides", model_overrides)
+    changes.setdefault("aal_teacher_overrides", teacher_overrides)
     return dataclasses.replace(config, **changes)

@@ -3,6 +3,9 @@
     data -> model -> compile (AdamW, warm-up + cosine, label smoothing)
     -> restore the last backup if any -> model.fit -> evaluate -> metrics.json
     -> export
+
+With `config.aal`, the model is fit inside an AAL distiller (a teacher
+trained first if needed); checkpoints and the export hold the student only.
 """
 
 import json
@@ -10,6 +13,7 @@ import os
 
 import keras
 
+from keras_smallvit.aal import recipe as aal_recipe
 from keras_smallvit.models import create_model
 from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
@@ -75,6 +79,8 @@ def train(config, verbose="auto"):
     workdir = config.workdir
     os.makedirs(workdir, exist_ok=True)
     write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
+    # --- AAL: the teacher run comes first (it seeds itself) ---
+    teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.aal else None
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
 
@@ -82,9 +88,13 @@ def train(config, verbose="auto"):
     test_data = pipeline.load_split(config, "test")
     num_classes, image_size = train_data.num_classes, train_data.images.shape[1]
     steps = pipeline.steps_per_epoch(len(train_data), config)
-    run_folder = RunFolder(workdir)
     with data_parallel_scope(config.distribute, config.batch_size):
         model, entry = build_model(config, num_classes, image_size)
+        student = model
+        if config.aal:  # fit the distiller; save and export the student
+            teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
+            model = aal_recipe.build_distiller(config, student, teacher)
+        run_folder = RunFolder(workdir, saved_model=student)
         compile_model(model, config, entry, steps, num_classes)
         initial_epoch = run_folder.restore(model)
     if initial_epoch:
@@ -96,7 +106,8 @@ def train(config, verbose="auto"):
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
             validation_data=pipeline.eval_dataset(test_data, config),
-            callbacks=[run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))],
+            callbacks=[run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+            + (aal_recipe.distiller_callbacks(config) if config.aal else []),
             shuffle=False,  # the dataset orders itself, per seed and epoch
             verbose=verbose,
         )
@@ -107,7 +118,7 @@ def train(config, verbose="auto"):
         "model": config.model,
         "dataset": config.dataset,
         "backend": keras.backend.backend(),
-        "parameters": int(model.count_params()),
+        "parameters": int(student.count_params()),
         "epochs": config.epochs,
         "final_top1": float(final["top1"]),
         "final_top5": float(final["top5"]),
@@ -116,7 +127,9 @@ def train(config, verbose="auto"):
         "best_epoch": best.get("epoch"),
         "train_images_per_second": run_folder.train_images_per_second(config.batch_size),
     }
+    if config.aal:
+        metrics["aal_teacher"] = teacher_path
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
     if config.export:
-        metrics["export"] = export_model(model, workdir)
+        metrics["export"] = export_model(student, workdir)
     return metrics

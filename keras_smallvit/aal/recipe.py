@@ -1,0 +1,84 @@
+"""AAL in the training recipe (`TrainConfig.aal`): the teacher (from a file,
+or a teacher run trained first on the same data), the distiller and its
+lambda schedule."""
+
+import dataclasses
+import os
+
+from keras_smallvit.aal.callbacks import LinkLambdaScheduler
+from keras_smallvit.aal.distiller import AttentionLinkDistiller
+from keras_smallvit.aal.teacher import TEACHER_LAYER_CHOICES
+from keras_smallvit.aal.teacher import load_teacher
+
+TEACHER_RUN_FOLDER = "teacher"
+
+
+def teacher_run_config(config):
+    """The `TrainConfig` of the teacher run: the same data, recipe, precision
+    and seed, with the teacher model at its registry learning rate, into
+    `<workdir>/teacher`, without export."""
+    epochs = config.aal_teacher_epochs or config.epochs
+    return dataclasses.replace(
+        config,
+        model=config.aal_teacher_model,
+        techniques=None,
+        model_overrides=dict(config.aal_teacher_overrides),
+        sata_lr=None,
+        sata_threshold=None,
+        epochs=epochs,
+        warmup_epochs=min(config.warmup_epochs, epochs - 1),
+        lr=None,
+        workdir=os.path.join(config.workdir, TEACHER_RUN_FOLDER),
+        export=False,
+        aal=False,
+        aal_teacher=None,
+        aal_teacher_model=None,
+        aal_teacher_overrides={},
+        aal_teacher_epochs=None,
+    )
+
+
+def prepare_teacher(config, train_fn, verbose="auto"):
+    """The teacher file of `config`: `aal_teacher`, or else the `last.keras`
+    of a teacher run trained first with `train_fn` (resumed if interrupted,
+    skipped once finished). The last epoch, not the best: "best" is chosen
+    on the test split."""
+    if config.aal_teacher is not None:
+        return config.aal_teacher
+    teacher_config = teacher_run_config(config)
+    path = os.path.join(teacher_config.workdir, "last.keras")
+    if not os.path.exists(os.path.join(teacher_config.workdir, "metrics.json")):
+        print(f"AAL: training the teacher {teacher_config.model} into {teacher_config.workdir}")
+        train_fn(teacher_config, verbose=verbose)
+    return path
+
+
+def build_teacher(config, path, num_classes, image_size):
+    """Loads the teacher of `config` from `path` (`.keras`, or `.weights.h5`
+    into a fresh `aal_teacher_model` with `aal_teacher_overrides`)."""
+    from keras_smallvit.models import create_model
+
+    if str(path).endswith(".keras"):
+        return load_teacher(path)
+    overrides = dict(config.aal_teacher_overrides)
+    model = create_model(
+        config.aal_teacher_model,
+        num_classes=overrides.pop("num_classes", num_classes),
+        image_size=overrides.pop("image_size", image_size),
+        **overrides,
+    )
+    return load_teacher(path, model)
+
+
+def build_distiller(config, student, teacher):
+    """The `AttentionLinkDistiller` of `config` around `student`."""
+    layers = config.aal_teacher_layers
+    if layers not in TEACHER_LAYER_CHOICES:
+        layers = [name.strip() for name in layers.split(",") if name.strip()]
+    return AttentionLinkDistiller(
+        student, teacher, teacher_layers=layers, links=config.aal_links, link_lambda=float(config.aal_lambda)
+    )
+
+
+def distiller_callbacks(config):
+    return [LinkLambdaScheduler(float(config.aal_lambda), config.aal_decay, config.epochs)]
