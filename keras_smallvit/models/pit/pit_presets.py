@@ -4,8 +4,8 @@ from keras_smallvit.models.image_classifier import ImageClassifier
 from keras_smallvit.models.pit.pit_backbone import PiTBackbone
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.vit.vit_presets import CLASSIFIER_ARGS
+from keras_smallvit.models.vit.vit_presets import default_patch_size as vit_default_patch_size
 from keras_smallvit.models.vit.vit_presets import technique_kwargs
-from keras_smallvit.utils.validation import as_pair
 
 # Official small-dataset PiT: 16x16 tokens (patch 2 at 32 px, 4 at 64 px),
 # widths 96-192-384, heads of 48. SATA keeps the paper's model defaults
@@ -15,17 +15,9 @@ PIT_SMALL_DATASET_CONFIG = dict(hidden_dim=96, depths=(2, 6, 4), num_heads=(2, 4
 NUM_TOKENS_PER_SIDE = 16
 
 
-def default_patch_size(image_size, tokens_per_side=NUM_TOKENS_PER_SIDE):
-    """Patch size that gives a `tokens_per_side` square grid (16x16 for PiT and Swin)."""
-    height, width = as_pair("image_size", image_size)
-    for name, size in (("height", height), ("width", width)):
-        if size % tokens_per_side:
-            raise ValueError(
-                f"Invalid `image_size` {image_size}: the default patch size makes a "
-                f"{tokens_per_side}x{tokens_per_side} grid, so the image {name} must be a "
-                f"multiple of {tokens_per_side} (e.g. 32 or 64); or pass `patch_size`."
-            )
-    return (height // tokens_per_side, width // tokens_per_side)
+def default_patch_size(image_size):
+    """Patch size that gives PiT's and Swin's 16x16 token grid."""
+    return vit_default_patch_size(image_size, NUM_TOKENS_PER_SIDE)
 
 
 def build_pit(num_classes, image_size, techniques, **overrides):

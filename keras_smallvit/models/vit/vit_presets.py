@@ -13,18 +13,18 @@ SATA_DEFAULTS = {"threshold": 0.1, "initial_scale": 0.5}
 CB_DEFAULTS = {"ratio": 0.5}
 
 
-def default_patch_size(image_size):
-    """Patch size that gives an 8x8 token grid, as in the papers' configs."""
+def default_patch_size(image_size, tokens_per_side=NUM_TOKENS_PER_SIDE):
+    """Patch size that gives a `tokens_per_side` square token grid (8x8 for
+    ViT and CaiT, 16x16 for PiT and Swin), as in the papers' configs."""
     height, width = as_pair("image_size", image_size)
     for name, size in (("height", height), ("width", width)):
-        if size % NUM_TOKENS_PER_SIDE:
+        if size % tokens_per_side:
             raise ValueError(
-                f"Invalid `image_size` {image_size}: the default patch size "
-                f"makes an {NUM_TOKENS_PER_SIDE}x{NUM_TOKENS_PER_SIDE} grid, so "
-                f"the image {name} must be a multiple of {NUM_TOKENS_PER_SIDE} "
-                "(e.g. 32 or 64); or pass `patch_size`."
+                f"Invalid `image_size` {image_size}: the default patch size makes a "
+                f"{tokens_per_side}x{tokens_per_side} grid, so the image {name} must be a "
+                f"multiple of {tokens_per_side} (e.g. 32 or 64); or pass `patch_size`."
             )
-    return (height // NUM_TOKENS_PER_SIDE, width // NUM_TOKENS_PER_SIDE)
+    return (height // tokens_per_side, width // tokens_per_side)
 
 
 def technique_kwargs(techniques, overrides):
