@@ -7,9 +7,8 @@ from keras_smallvit.layers.suppression import TrivialAttentionSuppression
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
-# Written over masked scores with `where` (never added): the most negative
-# finite float16, so the value stays finite in every float dtype and softmax
-# gives exactly 0 there.
+# The most negative finite float16: finite in every float dtype, and softmax
+# gives exactly 0 where it is written over (or added to) a float32 score.
 MASK_VALUE = -65504.0
 
 _SUPPRESSION_ARGS = ("threshold", "initial_scale", "scale_lr_multiplier", "trainable_scale", "epsilon")
@@ -49,8 +48,9 @@ def suppression_config(suppression):
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head self-attention with explicit float32 scores and softmax.
 
-    `scores = (q * scale_h) k^T` per head; with `diagonal_mask` each token's
-    score with itself is set to a large negative finite value (LSA); softmax
+    `scores = (q * scale_h) k^T` per head; with `diagonal_mask` a large
+    negative finite value is added to each token's score with itself (LSA,
+    its probability is then exactly 0); softmax
     in float32; optional SATA on the probabilities; then `probs @ v`, a Dense
     output projection and dropout. q, k and v come from one Dense without bias
     (as in the official code), laid out `[q | k | v]`, each `(heads, head_dim)`.
@@ -59,9 +59,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `learnable_temperature` a trainable per-head vector initialised to that
     value (LSA; weight decay applies to it as in the official code).
 
-    Override points: `attention_scores(query, key)` (the scaled float32 scores
-    before masking, e.g. to mix heads or add a bias) and
-    `attention_probabilities(query, key)` (scores, mask, softmax, SATA).
+    Override points (q, k, v are heads-first, `(B, heads, N, head_dim)`, from
+    `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
+    float32 scores before masking, e.g. to mix heads or add a bias),
+    `attention_probabilities(query, key)` (scores, mask, softmax, SATA) and
+    `combine_heads(weights, value)`.
 
     Call args:
         inputs: `(B, N, dim)`.
@@ -149,45 +151,65 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.output_dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
+    def query_key_value(self, inputs):
+        """q, k, v, each `(B, heads, N, head_dim)`, from the one qkv Dense.
+
+        Heads-first, so the score and value products are plain batched
+        matmuls on contiguous operands (einsum over `(B, N, heads, dim)`
+        transposes its operands and makes the scores non-contiguous, which
+        slows every elementwise op on them in eager PyTorch).
+        """
+        num_tokens = inputs.shape[1] or ops.shape(inputs)[1]
+        qkv = ops.reshape(self.qkv(inputs), (-1, num_tokens, 3, self.num_heads, self.head_dim))
+        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
+        return qkv[0], qkv[1], qkv[2]
+
+    def merge_heads(self, x):
+        """`(B, heads, N, head_dim) -> (B, N, heads * head_dim)`."""
+        x = ops.transpose(x, (0, 2, 1, 3))
+        return ops.reshape(x, (-1, x.shape[1] or ops.shape(x)[1], self.num_heads * self.head_dim))
+
+    def combine_heads(self, weights, value):
+        """`weights @ value` with the heads concatenated: `(B, Nq, heads * head_dim)`
+        from weights `(B, heads, Nq, Nk)` and value `(B, heads, Nk, head_dim)`."""
+        return self.merge_heads(ops.matmul(weights, value))
+
     def attention_scores(self, query, key):
-        """Scaled float32 scores `(B, heads, Nq, Nk)` from `(B, N, heads, head_dim)` q, k.
+        """Scaled float32 scores `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
 
         Override point for changes before masking and softmax (a bias, head
         mixing).
         """
         if self.learnable_temperature:
-            scale = ops.cast(self.temperature, query.dtype)[:, None]
+            scale = ops.cast(self.temperature, query.dtype)[:, None, None]
         else:
             scale = self.default_scale
-        scores = ops.einsum("bqhd,bkhd->bhqk", query * scale, key)
+        scores = ops.matmul(query * scale, ops.swapaxes(key, -1, -2))
         return ops.cast(scores, "float32")
 
     def attention_probabilities(self, query, key):
-        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, N, heads, head_dim)` q, k.
+        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
 
         Override point for other score functions (relative position bias,
         talking heads): `attention_scores`, then masking, softmax and SATA.
         """
         scores = self.attention_scores(query, key)
         if self.diagonal_mask:
+            # Added, not written with `where`: the scores are float32, where
+            # MASK_VALUE is far below any score, and an addition's gradient is
+            # free (a `where` costs a masked copy forward and backward).
             num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
-            diagonal = ops.cast(ops.eye(num_tokens), "bool")
-            scores = ops.where(diagonal, MASK_VALUE, scores)
+            scores = scores + ops.eye(num_tokens, dtype="float32") * MASK_VALUE
         probs = ops.softmax(scores, axis=-1)
         if self.suppression is not None:
             probs = self.suppression_layer(probs)
         return probs
 
     def call(self, inputs, return_attention_scores=False, training=None):
-        batch_tokens = ops.shape(inputs)[:2]
-        qkv = self.qkv(inputs)
-        qkv = ops.reshape(qkv, (-1, inputs.shape[1] or batch_tokens[1], 3, self.num_heads, self.head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        query, key, value = self.query_key_value(inputs)
         probs = self.attention_probabilities(query, key)
         weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-        out = ops.einsum("bhqk,bkhd->bqhd", weights, value)
-        out = ops.reshape(out, (-1, out.shape[1] or batch_tokens[1], self.num_heads * self.head_dim))
-        out = self.output_dropout_layer(self.output_projection(out), training=training)
+        out = self.output_dropout_layer(self.output_projection(self.combine_heads(weights, value)), training=training)
         if return_attention_scores:
             return out, probs
         return out

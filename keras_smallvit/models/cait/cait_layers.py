@@ -194,11 +194,6 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
         probs = super().attention_probabilities(query, key)  # mask, softmax, SATA
         return ops.einsum("bhqk,hg->bgqk", probs, ops.cast(self.post_softmax_mixing, "float32"))
 
-    def _heads(self, x, index):
-        # One of q, k, v of `self.qkv(x)`: `(B, N, heads, head_dim)`.
-        qkv = ops.reshape(self.qkv(x), (-1, x.shape[1] or ops.shape(x)[1], 3, self.num_heads, self.head_dim))
-        return qkv[:, :, index]
-
     def call(self, inputs, context=None, return_attention_scores=False, training=None):
         if context is None:
             return super().call(inputs, return_attention_scores=return_attention_scores, training=training)
@@ -207,13 +202,11 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
                 "`diagonal_mask=True` is for self-attention; class attention (a "
                 "`context` input) has no diagonal. Use diagonal_mask=False."
             )
-        query = self._heads(inputs, 0)
-        key, value = self._heads(context, 1), self._heads(context, 2)
+        query = self.query_key_value(inputs)[0]
+        _, key, value = self.query_key_value(context)
         probs = self.attention_probabilities(query, key)
         weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-        out = ops.einsum("bhqk,bkhd->bqhd", weights, value)
-        out = ops.reshape(out, (-1, inputs.shape[1] or ops.shape(inputs)[1], self.num_heads * self.head_dim))
-        out = self.output_dropout_layer(self.output_projection(out), training=training)
+        out = self.output_dropout_layer(self.output_projection(self.combine_heads(weights, value)), training=training)
         if return_attention_scores:
             return out, probs
         return out

@@ -162,16 +162,12 @@ class T2TAttention(MultiHeadSelfAttention):
             if self.residual == "input":
                 out = out + inputs
         else:
-            num_tokens = inputs.shape[1] or ops.shape(inputs)[1]
-            inner_dim = self.num_heads * self.head_dim
-            qkv = ops.reshape(self.qkv(inputs), (-1, num_tokens, 3, self.num_heads, self.head_dim))
-            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            query, key, value = self.query_key_value(inputs)
             probs = self.attention_probabilities(query, key)
             weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-            out = ops.einsum("bhqk,bkhd->bqhd", weights, value)
-            out = self.output_projection(ops.reshape(out, (-1, num_tokens, inner_dim)))
+            out = self.output_projection(self.combine_heads(weights, value))
             out = self.output_dropout_layer(out, training=training)
-            out = out + ops.reshape(value, (-1, num_tokens, inner_dim))
+            out = out + self.merge_heads(value)
         if return_attention_scores:
             return out, probs
         return out
