@@ -63,6 +63,17 @@ def make_tokenizer(tokenizer, patch_size, hidden_dim, *, shift_directions, shift
     return PatchEmbedding(patch_size, hidden_dim, dtype=dtype, name="tokenizer")
 
 
+def keep_dtype_policy(model, dtype):
+    """Sets a functional model's own `dtype_policy` to `dtype` (when given).
+
+    `keras.Model(inputs, outputs, dtype=...)` drops `dtype`: the model's
+    policy stays float32 while its layers are mixed, so a config written from
+    `model.dtype_policy` would reload a mixed-precision model as float32.
+    """
+    if dtype is not None:
+        model.dtype_policy = dtype
+
+
 class Backbone(keras.Model):
     """Base of the package's functional backbones.
 
@@ -73,6 +84,10 @@ class Backbone(keras.Model):
 
     Override point: `class_token_attention(attention_maps)`.
     """
+
+    def __init__(self, *args, dtype=None, **kwargs):
+        super().__init__(*args, dtype=dtype, **kwargs)
+        keep_dtype_policy(self, dtype)
 
     def set_config(self, **arguments):
         """Stores the constructor `arguments` as attributes and as the config."""

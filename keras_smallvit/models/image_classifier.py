@@ -6,6 +6,7 @@ from keras import ops
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+from keras_smallvit.models.backbone import keep_dtype_policy
 
 POOLING_MODES = ("class_token", "average")
 
@@ -95,6 +96,7 @@ class ImageClassifier(keras.Model):
         images = keras.Input(shape=backbone.input_shape[1:], name="images")
         logits = head(backbone(images)["sequence_output"])
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        keep_dtype_policy(self, dtype)
         self.backbone = backbone
         self.pooling_layer = pooling_layer
         self.head_norm = head_norm

@@ -65,3 +65,26 @@ def test_bad_requests_raise_value_error_naming_the_argument(name, kwargs, argume
     args = {"num_classes": 10, "image_size": 32, **kwargs}
     with pytest.raises(ValueError, match=f"`{argument}"):
         keras_smallvit.create_model(name, **args)
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("sl_vit", dict(depth=1, hidden_dim=16, num_heads=2, head_dim=8)),
+        ("resnet56", dict(stage_blocks=(1, 1, 1))),
+    ],
+)
+def test_mixed_precision_survives_save_and_load(tmp_path, name, overrides):
+    # keras.Model(inputs, outputs, dtype=...) drops `dtype`; our models keep it,
+    # so their config (which rebuilds every layer) reloads them mixed.
+    import keras
+    import numpy as np
+
+    model = keras_smallvit.create_model(name, num_classes=3, image_size=16, dtype="mixed_bfloat16", **overrides)
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert reloaded.dtype_policy.name == "mixed_bfloat16"
+    assert {layer.dtype_policy.name for layer in reloaded.layers[1:-1]} == {"mixed_bfloat16"}
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(x)), keras.ops.convert_to_numpy(model(x)))

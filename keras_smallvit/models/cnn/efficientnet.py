@@ -10,6 +10,7 @@ from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+from keras_smallvit.models.backbone import keep_dtype_policy
 
 # variant -> (keras.applications constructor name, top dropout of the paper / Keras)
 EFFICIENTNET_VARIANTS = {
@@ -112,6 +113,7 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
         x = keras.layers.Dropout(dropout, dtype=dtype, name="head_dropout")(x)
         logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        keep_dtype_policy(self, dtype)
 
         # === Config ===
         names = [layer.name for layer in self.layers]

@@ -9,6 +9,7 @@ from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+from keras_smallvit.models.backbone import keep_dtype_policy
 
 STEMS = ("cifar", "imagenet")
 SHORTCUTS = ("zero_pad", "projection")
@@ -223,6 +224,7 @@ class ResNet(FeatureMapsMixin, keras.Model):
         x = keras.layers.Dropout(dropout, dtype=dtype, name="head_dropout")(x)
         logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
         super().__init__(inputs=images, outputs=logits, dtype=dtype, **kwargs)
+        keep_dtype_policy(self, dtype)
 
         # === Config ===
         self.stage_output_names = tuple(stage_output_names)
