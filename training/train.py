@@ -4,6 +4,8 @@
     python -m training.train --config digits_sl_vit --model vit --epochs 5 --seed 1
     python -m training.train --config cifar100_sata_vit --set sata_lr=1e-4 --set model.depth=6
     python -m training.train --config digits_sl_vit --smoke        # seconds-long check
+    python -m training.train --config digits_sl_vit --diagnostics  # + attention statistics per epoch,
+                                                                   #   figures: python -m training.inspect --run <workdir>
 
 AAL (attention links to a frozen CNN teacher; the saved model is the student):
 
@@ -18,7 +20,7 @@ into <workdir>/teacher, then uses it.
 Running the same command again after a crash or kill resumes from the last
 finished epoch in `--workdir` and ends with the same metrics. The run folder
 holds config.json, log.csv, tensorboard/, best.keras, last.keras, backup/,
-metrics.json and saved_model/ (TensorFlow/JAX).
+metrics.json and saved_model/ (uint8 images -> probabilities; --no-export skips it).
 """
 
 import argparse
@@ -64,6 +66,9 @@ def parse_args(argv):
     parser.add_argument("--distribute", action="store_true", default=None, help="data parallel over all devices")
     parser.add_argument("--cpu-devices", type=int, default=None, help="split the CPU into N devices (testing --distribute)")
     parser.add_argument("--no-export", dest="export", action="store_false", default=None)
+    parser.add_argument("--diagnostics", action="store_true", default=None,
+                        help="attention statistics of 16 test images after every epoch (TensorBoard + "
+                             "<workdir>/diagnostics/); plot with python -m training.inspect --run <workdir>")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig field (model.<arg>=... for create_model arguments)")
     parser.add_argument("--smoke", action="store_true", help="shrink everything to a seconds-long run")
@@ -89,7 +94,7 @@ def resolve_config(args):
     from training.configs import get_config
 
     config = get_config(args.config)
-    flags = {f: getattr(args, f) for f in list(FLAG_FIELDS) + ["jit_compile", "distribute", "export"]}
+    flags = {f: getattr(args, f) for f in list(FLAG_FIELDS) + ["jit_compile", "distribute", "export", "diagnostics"]}
     flags = {k: v for k, v in flags.items() if v is not None}
     if "techniques" in flags:
         flags["techniques"] = tuple(t for t in flags["techniques"].split(",") if t)

@@ -30,6 +30,7 @@ def teacher_run_config(config):
         lr=None,
         workdir=os.path.join(config.workdir, TEACHER_RUN_FOLDER),
         export=False,
+        diagnostics=False,  # a CNN teacher has no attention to diagnose
         aal=False,
         aal_teacher=None,
         aal_teacher_model=None,

@@ -66,8 +66,15 @@ class TrainConfig:
             `keras.distribution.DataParallel`, TF `MirroredStrategy`).
         seed: seeds weights, data order and augmentation.
         workdir: the run folder (config, logs, checkpoints, backup, export).
-        export: write a SavedModel at the end (TensorFlow/JAX backends).
+        export: write a SavedModel for serving at the end (`saved_model/`,
+            every backend; see `keras_smallvit.export_for_serving`).
         steps_per_epoch: cap on steps per epoch (None = a full epoch).
+        diagnostics: after every epoch, attention statistics of a fixed batch
+            of `diagnostics_images` test images to TensorBoard
+            (`tensorboard/diagnostics`) and `diagnostics/epoch_<k>.json`
+            (`keras_smallvit.diagnostics.AttentionDiagnostics`; transformer
+            models only). Off: training runs no extra forward pass.
+        diagnostics_images: size of that batch (16).
 
     AAL (attention-link regularization, `keras_smallvit.aal`; training only,
     the saved and exported model is the student alone):
@@ -131,6 +138,8 @@ class TrainConfig:
     workdir: str = "runs/default"
     export: bool = True
     steps_per_epoch: Optional[int] = None
+    diagnostics: bool = False
+    diagnostics_images: int = 16
 
     # --- AAL ---
     aal: bool = False
@@ -177,6 +186,9 @@ class TrainConfig:
                 raise ValueError(f"Invalid `{name}` {getattr(self, name)}: must be >= 0.")
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if not isinstance(self.diagnostics, bool):
+            raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
+        check_positive_int("diagnostics_images", self.diagnostics_images)
         if self.aal:
             self._validate_aal()
         return self

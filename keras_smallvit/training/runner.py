@@ -14,11 +14,11 @@ import os
 import keras
 
 from keras_smallvit.aal import recipe as aal_recipe
+from keras_smallvit.export import export_for_serving
 from keras_smallvit.models import create_model
 from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
 from keras_smallvit.training.callbacks import RunFolder
-from keras_smallvit.training.callbacks import replace_atomically
 from keras_smallvit.training.callbacks import write_text_atomically
 from keras_smallvit.training.distribute import data_parallel_scope
 from keras_smallvit.training.optimization import learning_rate_schedule
@@ -62,14 +62,24 @@ def compile_model(model, config, entry, steps_per_epoch, num_classes):
     return model
 
 
+def diagnostics_callbacks(config, model, test_data):
+    """`[AttentionDiagnostics]` on the first `diagnostics_images` test images
+    when `config.diagnostics` (else `[]`); `model` is the student under AAL."""
+    if not config.diagnostics:
+        return []
+    from keras_smallvit.diagnostics import AttentionDiagnostics
+
+    images = test_data.images[: config.diagnostics_images].astype("float32") / 255.0  # as eval_dataset
+    log_dir = os.path.join(config.workdir, "tensorboard", "diagnostics")
+    return [AttentionDiagnostics(images, log_dir=log_dir, run_dir=config.workdir, model=model)]
+
+
 def export_model(model, workdir):
-    """SavedModel for serving (TensorFlow/JAX backends), written then renamed.
-    Returns its path, or None on torch (the `.keras` files load anywhere)."""
-    if keras.backend.backend() not in ("tensorflow", "jax"):
-        return None
-    path = os.path.join(workdir, "saved_model")
-    replace_atomically(lambda p: model.export(p, format="tf_saved_model", verbose=False), path)
-    return path
+    """`<workdir>/saved_model` for serving, on every backend (torch through a
+    TensorFlow subprocess): uint8 images -> probabilities, with the input
+    pipeline's `x / 255` inside (see `keras_smallvit.export_for_serving`).
+    Written then renamed; returns its path."""
+    return export_for_serving(model, os.path.join(workdir, "saved_model"), "saved_model", scale=1 / 255.0)
 
 
 def train(config, verbose="auto"):
@@ -106,7 +116,9 @@ def train(config, verbose="auto"):
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
             validation_data=pipeline.eval_dataset(test_data, config),
-            callbacks=[run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+            # Diagnostics first: an epoch's JSON exists once RunFolder commits the epoch.
+            callbacks=diagnostics_callbacks(config, student, test_data)
+            + [run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
             + (aal_recipe.distiller_callbacks(config) if config.aal else []),
             shuffle=False,  # the dataset orders itself, per seed and epoch
             verbose=verbose,
