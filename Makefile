@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= tensorflow jax torch
-PYTEST_ARGS ?= -q -p no:cacheprovider -n 2 --dist worksteal
+PYTEST_ARGS ?= -q -p no:cacheprovider -n 2 --dist worksteal --durations=15
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
