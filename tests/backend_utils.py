@@ -1,4 +1,6 @@
-"""Test-only helpers that need the backend's own autodiff."""
+"""Test-only helpers: the backend's own autodiff, comparisons of saved runs."""
+
+import os
 
 import keras
 import numpy as np
@@ -38,3 +40,13 @@ def gradients(fn, variables_or_inputs):
         grads = torch.autograd.grad(y, xs)
         return [g.detach().cpu().numpy() for g in grads]
     raise NotImplementedError(backend)
+
+
+def assert_same_saved_weights(workdir_a, workdir_b, atol=1e-6):
+    """The `last.keras` models of two run folders hold the same weights
+    (a resumed run against an uninterrupted one)."""
+    a = keras.saving.load_model(os.path.join(workdir_a, "last.keras"))
+    b = keras.saving.load_model(os.path.join(workdir_b, "last.keras"))
+    assert len(a.weights) == len(b.weights)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), atol=atol)

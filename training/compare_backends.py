@@ -15,7 +15,6 @@ loaded weights'. The table is printed as Markdown and written as JSON.
 """
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -28,16 +27,16 @@ JIT_CHOICES = ("auto", "on", "off")
 
 
 def parse_overrides(pairs):
-    """`["depth=4", "suppression={'threshold': 0.05}"]` -> dict (Python literals, else strings)."""
+    """`["depth=4", "suppression={'threshold': 0.05}"]` -> dict, values read as
+    `training.train`'s `--set` reads them."""
+    from keras_smallvit.training.config import parse_value
+
     overrides = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"Invalid `--set` {pair!r}: expected key=value.")
         key, value = pair.split("=", 1)
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+        overrides[key.strip()] = parse_value(value)
     return overrides
 
 

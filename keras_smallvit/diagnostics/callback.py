@@ -4,6 +4,7 @@ every epoch, to TensorBoard and to per-epoch JSON files."""
 import json
 import math
 import os
+import re
 import time
 
 import keras
@@ -12,6 +13,7 @@ import numpy as np
 from keras_smallvit.diagnostics.probe import AttentionProber
 from keras_smallvit.diagnostics.probe import resolve_backbone
 from keras_smallvit.diagnostics.report import attention_report
+from keras_smallvit.utils.files import write_text_atomically
 from keras_smallvit.utils.validation import check_positive_int
 
 DIAGNOSTICS_FOLDER = "diagnostics"
@@ -23,23 +25,14 @@ def epoch_file_name(epoch):
     return f"epoch_{epoch:03d}.json"
 
 
-def _write_json_atomically(path, data):
-    # Temporary name, then rename: a crash never leaves a truncated file.
-    tmp_path = path + ".partial"
-    with open(tmp_path, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-
-
 def read_epoch_reports(run_dir):
     """The per-epoch dicts a run's `AttentionDiagnostics` wrote (in
     `run_dir/diagnostics/`), in epoch order; `[]` when there are none."""
     folder = os.path.join(run_dir, DIAGNOSTICS_FOLDER)
     if not os.path.isdir(folder):
         return []
-    names = sorted(n for n in os.listdir(folder) if n.startswith("epoch_") and n.endswith(".json"))
+    # `epoch_NNN.json` only: not a half-written `epoch_NNN.partial.json` left by a kill.
+    names = sorted(n for n in os.listdir(folder) if re.fullmatch(r"epoch_\d+\.json", n))
     reports = []
     for name in names:
         with open(os.path.join(folder, name)) as f:
@@ -141,7 +134,7 @@ class AttentionDiagnostics(keras.callbacks.Callback):
         if self.run_dir is not None:
             folder = os.path.join(self.run_dir, DIAGNOSTICS_FOLDER)
             os.makedirs(folder, exist_ok=True)
-            _write_json_atomically(os.path.join(folder, epoch_file_name(epoch + 1)), report)
+            write_text_atomically(os.path.join(folder, epoch_file_name(epoch + 1)), json.dumps(report, indent=1))
         self.last_report = report
         return report
 

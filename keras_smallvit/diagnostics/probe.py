@@ -5,11 +5,10 @@ forward pass of a classifier (or backbone) of this package.
 The backbones return their maps after SATA (and, in CaiT, after the
 post-softmax talking-heads mixing). The probe gets the rest without changing
 any layer: during its own forward pass it wraps each attention layer's
-`attention_probabilities(query, key)` (the override point every attention of
-this package goes through) with a recorder that, from the same `query` and
-`key`, computes the masked softmax with the layer's own `attention_scores`,
-applies the layer's `suppression_layer` to it, and returns the layer's own
-result unchanged. The wrapper is an instance attribute set for that call
+`masked_softmax(query, key)` (the probabilities before SATA, which every
+attention of this package goes through) with a recorder that keeps its
+output, applies the layer's `suppression_layer` to it, and returns it
+unchanged. The wrapper is an instance attribute set for that call
 only and removed afterwards (training never sees it). On JAX the probe runs
 jit-compiled through `stateless_call` (JAX's eager mode compiles every op
 on first use: ~8 s for a tiny ViT on a 2-core CPU, against ~2 s for one
@@ -24,7 +23,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_smallvit.layers.attention import MASK_VALUE
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
 
 LAYER_KINDS = ("self", "window", "class")
@@ -206,37 +204,27 @@ class AttentionProbe:
     grid_size: Optional[tuple]
 
 
-def _softmax_before_suppression(layer, query, key):
-    # MultiHeadSelfAttention.attention_probabilities up to (not including)
-    # SATA; the tests check that suppression of it gives the model's maps.
-    scores = layer.attention_scores(query, key)
-    if layer.diagonal_mask:
-        num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
-        scores = ops.where(ops.cast(ops.eye(num_tokens), "bool"), MASK_VALUE, scores)
-    return ops.softmax(scores, axis=-1)
-
-
 @contextlib.contextmanager
 def _recording(attention_layers, records):
-    """Wraps each layer's `attention_probabilities` to fill `records[i]`."""
+    """Wraps each layer's `masked_softmax` (its probabilities before SATA) to
+    fill `records[i]` with them and with the layer's SATA of them."""
     for index, layer in enumerate(attention_layers):
-        original = layer.attention_probabilities
+        original = layer.masked_softmax
 
         def record(query, key, index=index, layer=layer, original=original):
-            weights = original(query, key)
-            before = _softmax_before_suppression(layer, query, key)
+            before = original(query, key)
             after = layer.suppression_layer(before) if layer.suppression is not None else before
             records[index] = {"before": before, "after": after}
-            return weights
+            return before
 
         # object.__setattr__: a plain instance attribute, outside Keras/torch tracking.
-        object.__setattr__(layer, "attention_probabilities", record)
+        object.__setattr__(layer, "masked_softmax", record)
     try:
         yield records
     finally:
         for layer in attention_layers:
-            if "attention_probabilities" in vars(layer):
-                object.__delattr__(layer, "attention_probabilities")
+            if "masked_softmax" in vars(layer):
+                object.__delattr__(layer, "masked_softmax")
 
 
 def _layouts(backbone, shapes):
@@ -333,7 +321,7 @@ class AttentionProber:
         if len(records) != len(self.attention_layers):
             raise RuntimeError(
                 f"The probe saw {len(records)} of {len(self.attention_layers)} attention layers: "
-                "an attention layer bypassed `attention_probabilities`."
+                "an attention layer bypassed `masked_softmax`."
             )
         batch = images.shape[0]
         maps = outputs["attention_maps"]

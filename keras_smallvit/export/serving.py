@@ -21,6 +21,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_smallvit.utils.files import remove_path
+from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.validation import check_choice
 
 FORMATS = ("saved_model", "onnx")
@@ -81,10 +83,6 @@ def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean
         "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [None, num_classes]}},
         "preprocessing": preprocessing,
     }
-    # Imported here: the training package imports TensorFlow (tf.data).
-    from keras_smallvit.utils.files import remove_path
-    from keras_smallvit.utils.files import replace_atomically
-
     def write(tmp_path):
         try:
             _write(model, tmp_path, format, config)

@@ -62,7 +62,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Override points (q, k, v are heads-first, `(B, heads, N, head_dim)`, from
     `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
     float32 scores before masking, e.g. to mix heads or add a bias),
-    `attention_probabilities(query, key)` (scores, mask, softmax, SATA) and
+    `masked_softmax(query, key)` (scores, mask, softmax: before SATA),
+    `attention_probabilities(query, key)` (`masked_softmax`, then SATA) and
     `combine_heads(weights, value)`.
 
     Call args:
@@ -187,12 +188,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         scores = ops.matmul(query * scale, ops.swapaxes(key, -1, -2))
         return ops.cast(scores, "float32")
 
-    def attention_probabilities(self, query, key):
-        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
-
-        Override point for other score functions (relative position bias,
-        talking heads): `attention_scores`, then masking, softmax and SATA.
-        """
+    def masked_softmax(self, query, key):
+        """float32 `softmax(attention_scores)` with LSA's diagonal mask: the
+        probabilities before SATA, `(B, heads, Nq, Nk)`."""
         scores = self.attention_scores(query, key)
         if self.diagonal_mask:
             # Added, not written with `where`: the scores are float32, where
@@ -200,7 +198,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             # free (a `where` costs a masked copy forward and backward).
             num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
             scores = scores + ops.eye(num_tokens, dtype="float32") * MASK_VALUE
-        probs = ops.softmax(scores, axis=-1)
+        return ops.softmax(scores, axis=-1)
+
+    def attention_probabilities(self, query, key):
+        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
+
+        Override point for other score functions (relative position bias,
+        talking heads): `masked_softmax` (scores, mask, softmax), then SATA.
+        """
+        probs = self.masked_softmax(query, key)
         if self.suppression is not None:
             probs = self.suppression_layer(probs)
         return probs

@@ -16,6 +16,7 @@ from keras_smallvit.training import load_split
 from keras_smallvit.training import smoke
 from keras_smallvit.training import train
 from tests.aal.test_distiller import TINY_TEACHER
+from tests.backend_utils import assert_same_saved_weights
 from tests.contract import BACKEND
 
 TINY_VIT = {"depth": 2, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}
@@ -153,10 +154,7 @@ def test_crashed_aal_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     got = train(resumed, verbose=0)
     for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
         assert got[key] == expected[key], key
-    a = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
-    b = keras.saving.load_model(os.path.join(resumed.workdir, "last.keras"))
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), atol=1e-6)
+    assert_same_saved_weights(config.workdir, resumed.workdir)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="two train() runs, backend-independent glue; "

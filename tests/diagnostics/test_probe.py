@@ -93,7 +93,7 @@ def test_probe_forward_pass_is_the_models_inference():
     for layer, expected in zip(probe.layers, outputs["attention_maps"]):
         np.testing.assert_allclose(layer.weights, expected, atol=1e-5)
     for block in diagnostics.attention_blocks(model):
-        assert "attention_probabilities" not in vars(block.attention_layer)  # the recorder is gone
+        assert "masked_softmax" not in vars(block.attention_layer)  # the recorder is gone
 
 
 @pytest.mark.parametrize("name", ["swin", "cait"] if BACKEND != "jax" else ["cait"])

@@ -20,6 +20,7 @@ from keras_smallvit.training import train
 from keras_smallvit.training import train_dataset
 from keras_smallvit.training.optimization import model_overrides_for
 from keras_smallvit.models.registry import get_model_entry
+from tests.backend_utils import assert_same_saved_weights
 from tests.contract import BACKEND
 from tests.contract import FAST_FIT_JIT
 
@@ -255,10 +256,7 @@ def test_crashed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     got = train(resumed, verbose=0)
     for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
         assert got[key] == expected[key], key
-    a = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
-    b = keras.saving.load_model(os.path.join(resumed.workdir, "last.keras"))
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), atol=1e-6)
+    assert_same_saved_weights(config.workdir, resumed.workdir)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="one backend is enough for the subprocess SIGKILL test (slow)")
