@@ -4,32 +4,65 @@ training images/s, measured in the same run on the same machine.
     KERAS_BACKEND=jax python -m benchmarks.input_pipeline --config digits_sl_vit
     KERAS_BACKEND=torch python -m benchmarks.input_pipeline --config digits_sl_vit --set image_size=64
 
-The pipeline figure is the full recipe (crop, flip, RandAugment, erasing,
-CutMix/Mixup, repeated augmentation) read as fast as tf.data gives it, with
-`data_workers` parallel shards; the training figure is `model.fit` on
-batches already in memory (no input cost). A ratio above 1 means the
-pipeline keeps up with training.
+Three figures, each in the same process:
+1. The policy step alone, per image on one core (one sequential tf.data map
+   over uint8 images): our AutoAugment and RandAugment against Keras'
+   `RandAugment` layer (what the pipeline used before; it computes every op
+   on every image), as ratios to Keras'.
+2. The full recipe pipeline (crop, flip, policy, normalisation, erasing,
+   CutMix/Mixup, repeated augmentation) read as fast as tf.data gives it,
+   with `data_workers` parallel calls, for each `--augmentations` choice,
+   and its img/s per worker.
+3. `model.fit` on batches already in memory (no input cost). A ratio above 1
+   means the pipeline keeps up with training.
 """
 
 import argparse
+import dataclasses
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_smallvit import training
+from keras_smallvit.training import autoaugment
 from training.configs import get_config
 
 
 def pipeline_images_per_second(dataset, batches):
     iterator = iter(dataset)
-    next(iterator)  # tracing and the first shuffle buffers
+    next(iterator)  # tracing and the first buffers
     start = time.perf_counter()
     count = 0
     for _ in range(batches):
         images, _ = next(iterator)
         count += int(images.shape[0])
     return count / (time.perf_counter() - start)
+
+
+def policy_step_images_per_second(images, augment, repeats=2):
+    """img/s of `augment(image, key)` alone, one image at a time on one core."""
+    dataset = tf.data.Dataset.from_tensor_slices(images).enumerate()
+    dataset = dataset.map(lambda i, x: augment(x, tf.stack([tf.constant(0, tf.int64), i])))
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    dataset = dataset.with_options(options)
+    for _ in dataset.take(8):  # tracing
+        pass
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for _ in dataset:
+            pass
+    return repeats * len(images) / (time.perf_counter() - start)
+
+
+def keras_randaugment(config):
+    """Keras' RandAugment layer as the pipeline used it (the baseline)."""
+    layer = keras.layers.RandAugment(
+        value_range=(0, 255), num_ops=config.randaugment_ops, factor=config.randaugment_factor, seed=config.seed
+    )
+    return lambda image, key: layer(tf.cast(image, tf.float32))
 
 
 def train_images_per_second(model, images, labels, batch_size):
@@ -43,36 +76,61 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="digits_sl_vit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--augmentations", default="autoaugment,randaugment",
+                        help="pipelines to time (comma-separated: autoaugment, randaugment, none)")
     parser.add_argument("--batches", type=int, default=20, help="pipeline batches timed")
+    parser.add_argument("--policy-images", type=int, default=512, help="images timed for the policy step alone")
     parser.add_argument("--train-batches", type=int, default=4, help="training steps timed")
     args = parser.parse_args(argv)
     config = training.apply_overrides(get_config(args.config), args.set)
     config.validate()
+    augmentations = [a.strip() for a in args.augmentations.split(",") if a.strip()]
+    for augmentation in augmentations:
+        dataclasses.replace(config, augmentation=augmentation).validate()
     keras.utils.set_random_seed(config.seed)
 
     train_data = training.load_split(config, "train")
-    dataset = training.train_dataset(train_data, config)
-    pipeline = pipeline_images_per_second(dataset, args.batches)
-
+    config = training.resolve_data_settings(config, train_data)
     image_size = train_data.images.shape[1]
-    model, entry = training.build_model(config, train_data.num_classes, image_size)
-    steps = training.steps_per_epoch(len(train_data), config)
-    training.compile_model(model, config, entry, steps, train_data.num_classes)
-    batch = config.batch_size
-    images, labels = [], []
-    for x, y in dataset.take(args.train_batches):
-        images.append(np.asarray(x))
-        labels.append(np.asarray(y))
-    images, labels = np.concatenate(images), np.concatenate(labels)
-    train = train_images_per_second(model, images, labels, batch)
-
     print(
-        f"backend {keras.backend.backend()}, model {config.model}, {image_size} px, batch {batch}, "
-        f"augmentation {config.augmentation}, data_workers {config.data_workers}, jit {config.jit_compile}"
+        f"backend {keras.backend.backend()}, model {config.model}, {image_size} px, batch {config.batch_size}, "
+        f"data_workers {config.data_workers}, jit {config.jit_compile}"
     )
-    print(f"input pipeline: {pipeline:8.1f} img/s")
-    print(f"training:       {train:8.1f} img/s")
-    print(f"pipeline / training = {pipeline / train:.2f} (above 1: the pipeline is not the bottleneck)")
+
+    images = train_data.images[: args.policy_images]
+    policy = config.autoaugment_policy or "cifar10"
+    steps = {
+        "Keras RandAugment (before)": keras_randaugment(config),
+        f"RandAugment ({config.randaugment_ops} ops)": lambda x, k: autoaugment.rand_augment(
+            x, config.randaugment_ops, config.randaugment_factor, k
+        ),
+        f"AutoAugment ({policy})": lambda x, k: autoaugment.auto_augment(x, policy, k),
+    }
+    rates = {name: policy_step_images_per_second(images, step) for name, step in steps.items()}
+    baseline = rates["Keras RandAugment (before)"]
+    print("\npolicy step alone, one core:")
+    for name, rate in rates.items():
+        print(f"  {name:28s} {rate:9.1f} img/s   x{rate / baseline:5.2f} vs Keras RandAugment")
+
+    print(f"\nfull recipe pipeline, {config.data_workers} parallel calls:")
+    datasets = {}
+    for augmentation in augmentations:
+        variant = dataclasses.replace(config, augmentation=augmentation)
+        datasets[augmentation] = training.train_dataset(train_data, variant)
+        rate = pipeline_images_per_second(datasets[augmentation], args.batches)
+        print(f"  {augmentation:12s} {rate:9.1f} img/s  ({rate / config.data_workers:7.1f} per worker)")
+
+    model, entry = training.build_model(config, train_data.num_classes, image_size)
+    steps_per_epoch = training.steps_per_epoch(len(train_data), config)
+    training.compile_model(model, config, entry, steps_per_epoch, train_data.num_classes)
+    batch = config.batch_size
+    x, y = [], []
+    for bx, by in datasets[augmentations[0]].take(args.train_batches):
+        x.append(np.asarray(bx))
+        y.append(np.asarray(by))
+    train = train_images_per_second(model, np.concatenate(x), np.concatenate(y), batch)
+    print(f"\ntraining ({config.model}): {train:9.1f} img/s")
+    print(f"a GPU training at N img/s needs about N / (per-worker img/s) host cores for the {augmentations[0]} pipeline")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from keras_smallvit import data
 from keras_smallvit import layers
 from keras_smallvit import models
+from keras_smallvit import optimizers
 from keras_smallvit.export import export_for_serving
 from keras_smallvit.models import create_model
 from keras_smallvit.models import list_models

@@ -358,6 +358,40 @@ def _load_tiny_imagenet(split, image_size, data_dir):
     return _files_dataset(paths, labels, image_size), info
 
 
+def folder_image_size(name, sample=64):
+    """The typical image side of a `"folder:<path>"` dataset's train split.
+
+    Args:
+        name: `"folder:<path>"`.
+        sample: how many images (evenly spread over the sorted files) are
+            decoded to measure it.
+
+    Returns:
+        The median of the sampled images' shorter sides, in pixels.
+    """
+    import tensorflow as tf
+
+    root = name[len(FOLDER_PREFIX):]
+    train_dir = _folder_split_dir(root, "train")
+    if train_dir is None:
+        raise _missing("Image folder split 'train' not found", os.path.join(root, "train"), FOLDER_LAYOUT)
+    paths = []
+    for entry in sorted(tf.io.gfile.listdir(train_dir)):
+        if tf.io.gfile.isdir(os.path.join(train_dir, entry)):
+            paths += _list_images(os.path.join(train_dir, entry.rstrip("/")), FOLDER_LAYOUT)
+    if not paths:
+        raise _missing("No .jpg/.jpeg/.png images", os.path.join(train_dir, "<class_name>"), FOLDER_LAYOUT)
+    picks = sorted(set(np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)))
+    sides = []
+    for i in picks:
+        try:
+            image = tf.io.decode_image(tf.io.read_file(paths[i]), channels=3, expand_animations=False)
+        except tf.errors.OpError as error:
+            raise ValueError(f"Cannot decode image {paths[i]!r}: {error.message}") from None
+        sides.append(min(int(image.shape[0]), int(image.shape[1])))
+    return int(np.median(sides))
+
+
 def _folder_split_dir(root, split):
     import tensorflow as tf
 

@@ -85,7 +85,8 @@ def _source(path, checkpoint):
 
 
 def _load_images(args, source, image_shape):
-    """`(images float32 [0, 1], labels or None, description)` for the statistics."""
+    """`(images float32 [0, 1], labels or None, description)` for the
+    statistics (normalised per model by `_model_inputs`) and the figures."""
     import numpy as np
 
     from keras_smallvit.training import TrainConfig
@@ -110,6 +111,17 @@ def _load_images(args, source, image_shape):
     # The same uint8 round trip as training's eval pipeline (and the callback).
     data = load_split(config, "test")
     return data.images.astype("float32") / 255.0, data.labels, f"{config.dataset} test[:{len(data)}]"
+
+
+def _model_inputs(images, source):
+    """`images` in [0, 1] as `source`'s model was trained on them: with its
+    run's normalisation (`config.json`), else as they are."""
+    if source.config is None or not source.config.normalize or source.config.normalization_mean is None:
+        return images
+    from keras_smallvit.training.pipeline import normalization
+
+    mean, std = normalization(source.config)
+    return ((images - mean) / std).astype("float32")
 
 
 def _read_log(run_dir):
@@ -205,7 +217,7 @@ def inspect(args):
             )
         progress.update()
         progress.set_postfix_str(f"probing {source.label}")
-        probe = diagnostics.probe_attention(model, images)
+        probe = diagnostics.probe_attention(model, _model_inputs(images, source))
         reports.append(diagnostics.attention_report(model, probe=probe, threshold=args.threshold))
         models.append(model)
         probes.append(probe)

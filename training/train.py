@@ -4,6 +4,7 @@
     python -m training.train --config digits_sl_vit --model vit --epochs 5 --seed 1
     python -m training.train --config cifar100_sata_vit --set sata_lr=1e-4 --set model.depth=6
     python -m training.train --config digits_sl_vit --smoke        # seconds-long check
+    python -m training.train --dataset folder:path/to/images       # your images: train/<class>/, test/<class>/
     python -m training.train --config digits_sl_vit --diagnostics  # + attention statistics per epoch,
                                                                    #   figures: python -m training.inspect --run <workdir>
 
@@ -46,6 +47,9 @@ FLAG_FIELDS = {
     "steps_per_epoch": int,
 }
 
+DEFAULT_CONFIG = "digits_sl_vit"
+FOLDER_CONFIG = "folder_sl_vit"  # the generic small-data recipe for a folder of your images
+
 # AAL flags -> TrainConfig fields (they need --aal).
 AAL_FLAGS = {
     "aal_teacher": "--teacher",
@@ -59,7 +63,9 @@ AAL_FLAGS = {
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="digits_sl_vit", help="a module of training/configs")
+    parser.add_argument("--config", default=None,
+                        help=f"a module of training/configs (default: {FOLDER_CONFIG} for --dataset folder:PATH, "
+                             f"else {DEFAULT_CONFIG})")
     for field, kind in FLAG_FIELDS.items():
         parser.add_argument("--" + field.replace("_", "-"), dest=field, type=kind, default=None)
     parser.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"), default=None)
@@ -93,7 +99,15 @@ def resolve_config(args):
     from keras_smallvit.training.config import smoke
     from training.configs import get_config
 
-    config = get_config(args.config)
+    from keras_smallvit.data import FOLDER_PREFIX
+
+    folder = args.dataset is not None and args.dataset.startswith(FOLDER_PREFIX)
+    name = args.config or (FOLDER_CONFIG if folder else DEFAULT_CONFIG)
+    config = get_config(name)
+    if folder and args.config is None and args.workdir is None:
+        # One run folder per image folder: another folder never resumes this run.
+        folder_name = os.path.basename(os.path.normpath(args.dataset[len(FOLDER_PREFIX):])) or "images"
+        config = dataclasses.replace(config, workdir=os.path.join("runs", f"folder_{folder_name}"))
     flags = {f: getattr(args, f) for f in list(FLAG_FIELDS) + ["jit_compile", "distribute", "export", "diagnostics"]}
     flags = {k: v for k, v in flags.items() if v is not None}
     if "techniques" in flags:

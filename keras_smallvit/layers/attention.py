@@ -11,7 +11,9 @@ from keras_smallvit.utils.validation import check_range
 # gives exactly 0 where it is written over (or added to) a float32 score.
 MASK_VALUE = -65504.0
 
-_SUPPRESSION_ARGS = ("threshold", "initial_scale", "scale_lr_multiplier", "trainable_scale", "epsilon")
+# `scale_lr_multiplier` is legacy: accepted so that models saved with it load
+# (see `TrivialAttentionSuppression`); it no longer sets the learning rate of `s`.
+_SUPPRESSION_ARGS = ("threshold", "initial_scale", "trainable_scale", "epsilon", "scale_lr_multiplier")
 
 
 def suppression_config(suppression):
@@ -27,7 +29,7 @@ def suppression_config(suppression):
         return {}
     if isinstance(suppression, TrivialAttentionSuppression):
         config = suppression.get_config()
-        return {k: config[k] for k in _SUPPRESSION_ARGS}
+        return {k: config[k] for k in _SUPPRESSION_ARGS if k in config}  # the legacy one only if set
     if isinstance(suppression, dict):
         unknown = sorted(set(suppression) - set(_SUPPRESSION_ARGS))
         if unknown:

@@ -1,9 +1,16 @@
 """SATA: suppressing accumulated trivial attention (Chen et al. 2023)."""
 
+import warnings
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_smallvit.utils.validation import check_range
+
+#: `variable.name` of the SATA scale `s`, for optimizers that give it its own
+#: learning rate (`MultiRateAdamW(learning_rate_multipliers={SCALE_NAME: ...})`).
+SCALE_NAME = "sata_scale"
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -19,12 +26,12 @@ class TrivialAttentionSuppression(keras.layers.Layer):
     `s <= 1`. The mask is a constant for differentiation; gradients reach `A`
     and `s`. A row without trivial entries passes through unchanged.
 
-    `s` is one trainable scalar (per layer, shared by all heads). The paper
-    trains it with its own learning rate; here `s = scale_lr_multiplier * u`
-    with `u` the stored variable, so Adam-type optimizers (whose steps do not
-    depend on the gradient's scale) move `s` at `scale_lr_multiplier` times
-    the model's learning rate. Weight decay then also acts on `s` at the
-    model's rate (the official code decays it at the rate of its own optimizer).
+    `s` is one trainable float32 scalar (per layer, shared by all heads),
+    stored as the variable `sata_scale` (`SCALE_NAME`; the attribute
+    `sata_scale`, its value also as `scale`). The paper trains it with its own
+    AdamW learning rate (and weight decay at that rate); that belongs to the
+    optimizer, not the layer: `keras_smallvit.training.MultiRateAdamW` with
+    `learning_rate_multipliers={"sata_scale": sata_lr / lr}`.
 
     The computation runs in float32 whatever the dtype policy.
 
@@ -32,8 +39,16 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         threshold: relative threshold `t` in `[0, 1]` (0.1 in the paper; 0.05
             for PiT on CIFAR-100).
         initial_scale: initial `s`, `>= 0` (0.5 in the paper).
-        scale_lr_multiplier: learning rate of `s` relative to the model's,
-            `> 0` (e.g. `7e-5 / 3e-3` for ViT on CIFAR-100).
+        scale_lr_multiplier: legacy, `> 0`, only for models saved before `s`
+            was stored directly: their config holds this `c` and their weights
+            file `u` with `s = c * u`. It no longer changes how `s` trains (see
+            above). With `c != 1` the layer still starts at `initial_scale`
+            and holds `s` in memory (`sata_scale`, `get_weights`), but reads
+            and writes its weights file in the old units (`load_own_variables`
+            sets `s = c * u`, `save_own_variables` writes `u = s / c`), and
+            `get_config` keeps `c`: the enclosing layers' and models' configs
+            keep it too, so saving a loaded old model and loading it again
+            gives the same `s`. With `c = 1` (the default) nothing changes.
         trainable_scale: whether `s` is learned.
         epsilon: added to the trivial mass in the denominator, `> 0` (keeps rows
             without trivial entries finite).
@@ -43,7 +58,7 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         self,
         threshold=0.1,
         initial_scale=0.5,
-        scale_lr_multiplier=1.0,
+        scale_lr_multiplier=1.0,  # legacy, in its old place for positional calls
         trainable_scale=True,
         epsilon=1e-6,
         **kwargs,
@@ -51,19 +66,26 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         super().__init__(**kwargs)
         self.threshold = check_range("threshold", threshold, 0.0, 1.0)
         self.initial_scale = check_range("initial_scale", initial_scale, 0.0, None)
+        self.trainable_scale = bool(trainable_scale)
+        self.epsilon = check_range("epsilon", epsilon, 0.0, None, low_inclusive=False)
         self.scale_lr_multiplier = check_range(
             "scale_lr_multiplier", scale_lr_multiplier, 0.0, None, low_inclusive=False
         )
-        self.trainable_scale = bool(trainable_scale)
-        self.epsilon = check_range("epsilon", epsilon, 0.0, None, low_inclusive=False)
+        if self.scale_lr_multiplier != 1.0:
+            warnings.warn(
+                "`scale_lr_multiplier` of `TrivialAttentionSuppression` is a legacy "
+                "argument, kept to load models saved before `s` was stored directly; "
+                "it no longer sets the learning rate of `s`. For that, give the "
+                "optimizer `learning_rate_multipliers={'sata_scale': sata_lr / lr}` "
+                "(`keras_smallvit.training.MultiRateAdamW`).",
+                stacklevel=2,
+            )
 
     def build(self, input_shape):
-        self.scale_parameter = self.add_weight(
-            name="scale_parameter",
+        self.sata_scale = self.add_weight(
+            name=SCALE_NAME,
             shape=(),
-            initializer=keras.initializers.Constant(
-                self.initial_scale / self.scale_lr_multiplier
-            ),
+            initializer=keras.initializers.Constant(self.initial_scale),
             trainable=self.trainable_scale,
             dtype="float32",
             autocast=False,  # s stays float32 under mixed precision
@@ -72,7 +94,21 @@ class TrivialAttentionSuppression(keras.layers.Layer):
     @property
     def scale(self):
         """The suppression scale `s` (a float32 tensor)."""
-        return self.scale_parameter * self.scale_lr_multiplier
+        return ops.convert_to_tensor(self.sata_scale)
+
+    def save_own_variables(self, store):
+        if self.scale_lr_multiplier == 1.0:
+            return super().save_own_variables(store)
+        # Legacy units, u = s / c (float64, so that loading gives back s exactly).
+        store["0"] = np.asarray(ops.convert_to_numpy(self.sata_scale), "float64") / self.scale_lr_multiplier
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.scale_lr_multiplier != 1.0:
+            # s = c * u, in the stored dtype: for an old file (float32 u) the
+            # same float32 product the old layer computed on every call.
+            u = np.asarray(store["0"])
+            self.sata_scale.assign(np.asarray(u * u.dtype.type(self.scale_lr_multiplier), "float32"))
 
     def call(self, attention):
         threshold, epsilon = self.threshold, self.epsilon
@@ -100,7 +136,9 @@ class TrivialAttentionSuppression(keras.layers.Layer):
 
             return out, grad
 
-        return twist(ops.cast(attention, "float32"), ops.cast(self.scale, "float32"))
+        # `s` as a computed tensor (x * 1 is exact): tf.custom_gradient takes a
+        # bare variable read among its inputs for a variable the function uses.
+        return twist(ops.cast(attention, "float32"), ops.multiply(self.scale, 1.0))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -113,8 +151,9 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         config.update(
             threshold=self.threshold,
             initial_scale=self.initial_scale,
-            scale_lr_multiplier=self.scale_lr_multiplier,
             trainable_scale=self.trainable_scale,
             epsilon=self.epsilon,
         )
+        if self.scale_lr_multiplier != 1.0:  # legacy (see the class docstring)
+            config["scale_lr_multiplier"] = self.scale_lr_multiplier
         return config

@@ -19,12 +19,16 @@ from keras_smallvit.training.callbacks import replace_atomically
 from keras_smallvit.training.config import TrainConfig
 from keras_smallvit.training.config import apply_overrides
 from keras_smallvit.training.config import smoke
+from keras_smallvit.training.optimization import MultiRateAdamW
 from keras_smallvit.training.optimization import learning_rate_schedule
 from keras_smallvit.training.optimization import make_loss
 from keras_smallvit.training.optimization import make_metrics
 from keras_smallvit.training.optimization import make_optimizer
+from keras_smallvit.training.optimization import sata_learning_rate_multipliers
 from keras_smallvit.training.pipeline import eval_dataset
 from keras_smallvit.training.pipeline import load_split
+from keras_smallvit.training.pipeline import resolve_data_settings
+from keras_smallvit.training.pipeline import resolve_image_size
 from keras_smallvit.training.pipeline import steps_per_epoch
 from keras_smallvit.training.pipeline import train_dataset
 from keras_smallvit.training.runner import build_model

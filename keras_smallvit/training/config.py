@@ -14,7 +14,8 @@ from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-AUGMENTATIONS = ("randaugment", "none")
+AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+AUTOAUGMENT_POLICIES = ("cifar10", "svhn", "imagenet")
 JIT_CHOICES = ("auto", True, False)
 
 
@@ -29,7 +30,9 @@ class TrainConfig:
         model_overrides: extra `create_model` arguments (e.g. `{"depth": 6}`).
         drop_path_rate: stochastic depth rate (0.1).
         sata_lr: SATA's own learning rate for `s` (paper Table 1: ViT 7e-5 on
-            CIFAR-100, 1e-3 on Tiny-ImageNet); None = the model's rate.
+            CIFAR-100, 1e-3 on Tiny-ImageNet), with the model's warm-up +
+            cosine shape and weight decay at `sata_lr * weight_decay`, as the
+            official second optimizer; None = the model's rate.
         sata_threshold: SATA's `t`; None keeps the variant's default (0.1).
 
     Data:
@@ -37,8 +40,15 @@ class TrainConfig:
         data_dir: TFDS data dir / the unpacked Tiny-ImageNet folder.
         image_size: None = the dataset's default (32, or 64 for Tiny-ImageNet).
         max_train_examples / max_test_examples: truncate the splits (smoke runs).
-        data_workers: parallel augmentation shards; the result is
-            deterministic for a given seed and number of workers.
+        data_workers: parallel augmentation calls of the tf.data map; the
+            batches are the same for any number (every draw is keyed by the
+            seed and the example's position).
+        normalize (True): feed `(x / 255 - mean) / std`, as the official code.
+        normalization_mean / normalization_std: per-channel statistics in
+            [0, 1] units; None = the dataset's (the recipe's numbers for
+            CIFAR-10/100, SVHN, Tiny-ImageNet; computed from the training
+            split for digits and folders). The run records the values it
+            used in `config.json`, and the export carries them.
 
     Recipe:
         epochs (100), warmup_epochs (10): per-step linear warm-up from
@@ -50,12 +60,19 @@ class TrainConfig:
             label_smoothing (0.1).
         crop_padding (4): random crop after zero padding; 0 disables.
         horizontal_flip (True).
-        augmentation: "randaugment" (Keras `RandAugment`, `randaugment_ops`
-            ops of strength `randaugment_factor`) or "none".
+        augmentation: "autoaugment" (the papers': one sub-policy of
+            `autoaugment_policy` per image), "randaugment" (`randaugment_ops`
+            ops, each at `randaugment_factor` of its magnitude range, on the
+            same 14 ops) or "none".
+        autoaugment_policy: "cifar10", "svhn" or "imagenet"; None = the
+            dataset's as in the papers (SVHN: svhn, Tiny-ImageNet: imagenet,
+            others: cifar10).
         mix_prob (0.5): fraction of batches mixed; each mixed batch uses
-            CutMix or Mixup with equal chance (the official code).
+            CutMix or Mixup with equal chance (the official code), with one
+            lambda ~ Beta(alpha, alpha) and one permutation per batch.
         mixup_alpha (1.0), cutmix_alpha (1.0): 0 disables that one.
-        random_erasing (0.25): probability per image.
+        random_erasing (0.25): probability per image; area 2-40 % of the
+            image, aspect 0.3-3.3, filled with the mean (recipe).
 
     Execution:
         precision: "float32", "mixed_bfloat16" or "mixed_float16" (loss
@@ -110,6 +127,9 @@ class TrainConfig:
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     data_workers: int = 4
+    normalize: bool = True
+    normalization_mean: Optional[tuple] = None
+    normalization_std: Optional[tuple] = None
 
     epochs: int = 100
     warmup_epochs: int = 10
@@ -123,7 +143,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     crop_padding: int = 4
     horizontal_flip: bool = True
-    augmentation: str = "randaugment"
+    augmentation: str = "autoaugment"
+    autoaugment_policy: Optional[str] = None
     randaugment_ops: int = 2
     randaugment_factor: float = 0.5
     mix_prob: float = 0.5
@@ -166,6 +187,23 @@ class TrainConfig:
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+        if self.autoaugment_policy is not None:
+            check_choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)
+        check_positive_int("randaugment_ops", self.randaugment_ops)
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"Invalid `normalize` {self.normalize!r}. Allowed values: True, False.")
+        for name in ("normalization_mean", "normalization_std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (
+                not isinstance(value, (tuple, list))
+                or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            ):
+                raise ValueError(f"Invalid `{name}` {value!r}: expected None or 3 numbers (per channel, in [0, 1] units).")
+        if self.normalization_std is not None and not all(v > 0 for v in self.normalization_std):
+            raise ValueError(f"Invalid `normalization_std` {self.normalization_std!r}: every value must be > 0.")
         check_choice("jit_compile", self.jit_compile, JIT_CHOICES)
         for name in ("epochs", "repeated_augmentation", "batch_size", "eval_batch_size", "data_workers"):
             check_positive_int(name, getattr(self, name))
@@ -236,8 +274,9 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
-        if values.get("techniques") is not None:
-            values["techniques"] = tuple(values["techniques"])
+        for name in ("techniques", "normalization_mean", "normalization_std"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 

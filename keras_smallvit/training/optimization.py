@@ -1,7 +1,11 @@
-"""Optimizer, learning-rate schedule, loss and metrics of the papers' recipe,
-all from Keras (AdamW, CosineDecay with warm-up, label smoothing)."""
+"""Optimizer, learning-rate schedule, loss and metrics of the papers' recipe:
+AdamW with per-variable learning-rate multipliers (SATA's own rate), Keras's
+CosineDecay with warm-up, label smoothing."""
 
 import keras
+
+from keras_smallvit.layers.suppression import SCALE_NAME
+from keras_smallvit.optimizers import MultiRateAdamW
 
 
 def learning_rate_schedule(lr, steps_per_epoch, epochs, warmup_epochs, warmup_start_lr=1e-6, min_lr=1e-6):
@@ -22,10 +26,13 @@ def learning_rate_schedule(lr, steps_per_epoch, epochs, warmup_epochs, warmup_st
     )
 
 
-def make_optimizer(schedule, weight_decay=0.05):
+def make_optimizer(schedule, weight_decay=0.05, learning_rate_multipliers=None):
     """AdamW on every weight, like the official code (torch AdamW on
-    `model.parameters()`)."""
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    `model.parameters()`), with the named variables at their own rate
+    (`MultiRateAdamW`; SATA's scales: see `sata_learning_rate_multipliers`)."""
+    return MultiRateAdamW(
+        learning_rate=schedule, weight_decay=weight_decay, learning_rate_multipliers=learning_rate_multipliers
+    )
 
 
 def make_loss(label_smoothing=0.1):
@@ -34,27 +41,34 @@ def make_loss(label_smoothing=0.1):
 
 
 def make_metrics(num_classes):
-    return [
-        keras.metrics.CategoricalAccuracy(name="top1"),
-        keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-    ]
+    """Top-1, and top-5 when there are more than 5 classes (it is 1 otherwise)."""
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"))
+    return metrics
+
+
+def _techniques(config, entry):
+    return entry.techniques if config.techniques is None else config.techniques
 
 
 def model_overrides_for(config, entry):
     """`create_model` arguments from a `TrainConfig`: stochastic depth and
-    SATA's own learning rate (`s = c * u` with `c = sata_lr / lr`, so Adam
-    moves `s` at `sata_lr`) and threshold, when the model uses SATA."""
+    SATA's threshold, when the model uses SATA. (SATA's own learning rate is
+    the optimizer's: `sata_learning_rate_multipliers`.)"""
     overrides = {}
     if entry.stochastic_depth:
         overrides["drop_path_rate"] = config.drop_path_rate
-    techniques = entry.techniques if config.techniques is None else config.techniques
-    suppression = {}
-    if "sata" in techniques:
-        if config.sata_lr is not None:
-            suppression["scale_lr_multiplier"] = config.sata_lr / (config.lr or entry.paper_lr)
-        if config.sata_threshold is not None:
-            suppression["threshold"] = config.sata_threshold
-    if suppression:
-        overrides["suppression"] = suppression
+    if "sata" in _techniques(config, entry) and config.sata_threshold is not None:
+        overrides["suppression"] = {"threshold": config.sata_threshold}
     overrides.update(config.model_overrides)
     return overrides
+
+
+def sata_learning_rate_multipliers(config, entry):
+    """`{"sata_scale": sata_lr / lr}` (the optimizer's
+    `learning_rate_multipliers`) when the model uses SATA and `sata_lr` is
+    set, else `{}`; `lr` is `config.lr` or the registry's paper rate."""
+    if "sata" not in _techniques(config, entry) or config.sata_lr is None:
+        return {}
+    return {SCALE_NAME: config.sata_lr / (config.lr or entry.paper_lr)}

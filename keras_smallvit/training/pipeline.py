@@ -1,28 +1,59 @@
 """tf.data input pipeline of the papers' recipe, for all three backends.
 
-tf.data is backend-independent in Keras 3 (Keras preprocessing layers run on
-TensorFlow inside it whatever the backend), so this module uses `tf` freely.
+tf.data runs on TensorFlow whatever the Keras backend, so this module uses
+`tf` freely. The recipe, in the official code's order:
 
-Repeatable and resumable by construction: every random draw is a function of
-the seed and the example's position in the run. Epoch `e` visits a
-permutation of `repeated_augmentation` copies of the data keyed by
-`(seed, e)`; before each example is augmented, the augmentation layers'
-generators are reset to `(seed, example_id)`; batch mixing draws from
-`(seed, batch_id)`. A run resumed at epoch `e` therefore sees exactly the
-batches an uninterrupted run sees, and `data_workers` shards augment in
-parallel (each in its own prefetch thread, read back round-robin) without
-changing the result.
+    per image:  zero-pad 4 + random crop, horizontal flip, AutoAugment
+                (or RandAugment) on uint8, /255, normalise with the dataset's
+                mean/std, random erasing (fill: the mean, in normalised units)
+    per batch:  with probability 0.5, CutMix or Mixup (equal chance), one
+                lambda ~ Beta(alpha, alpha) and one permutation per batch
+
+Repeatable and resumable by construction: every random draw is a stateless
+op keyed by `(seed, example position in the run)` or `(seed, batch position
+in the run)`. Epoch `e` visits a permutation of `repeated_augmentation`
+copies of the data keyed by `(seed, e)`. A run resumed at epoch `e` therefore
+sees exactly the batches an uninterrupted run sees, and the parallel map
+(`data_workers` calls) cannot change the result.
+
+Written with `tf.random.stateless_*` ops rather than Keras' augmentation
+layers: their random state is a per-layer generator that cannot be keyed by
+the example through a public API, Keras' `CutMix(factor=...)` does not draw
+lambda ~ Beta(alpha, alpha), `MixUp` draws one lambda per sample and
+`RandomErasing` has neither the recipe's ranges nor its fill.
 """
 
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_smallvit import data as datasets
+from keras_smallvit.training import autoaugment
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# Per-channel mean and std of the papers' datasets, in [0, 1] units (the
+# official recipe's numbers). Other datasets compute theirs from the
+# training split (`dataset_statistics`).
+DATASET_STATISTICS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+}
+
+# The AutoAugment policy of each dataset in the papers; any other dataset
+# (digits, folders of small images) gets the CIFAR-10 one.
+DEFAULT_AUTOAUGMENT_POLICY = {"svhn_cropped": "svhn", "tiny_imagenet": "imagenet"}
+
+# Random erasing, as the official recipe draws it.
+ERASING_AREA = (0.02, 0.4)
+ERASING_ASPECT = (0.3, 1 / 0.3)
+ERASING_TRIES = 100
+
+# Independent random streams: one key per (stream, position).
+_EXAMPLE_STREAM, _BATCH_STREAM = 1, 2
 
 
 @dataclasses.dataclass
@@ -60,6 +91,74 @@ def load_split(config, split):
     return InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes)
 
 
+def dataset_statistics(dataset_name, train_data):
+    """`(mean, std)` per channel in [0, 1] units: the recipe's numbers for the
+    papers' datasets, else computed from the training split's pixels."""
+    if dataset_name in DATASET_STATISTICS:
+        return DATASET_STATISTICS[dataset_name]
+    pixels = train_data.images.reshape(-1, train_data.images.shape[-1]).astype("float64") / 255.0
+    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def default_autoaugment_policy(dataset_name):
+    return DEFAULT_AUTOAUGMENT_POLICY.get(dataset_name, "cifar10")
+
+
+# Every registered model accepts a multiple of 16 with its default patch
+# size (ViT/CaiT/T2T: an 8x8 token grid, PiT/Swin: 16x16; CNNs any size).
+IMAGE_SIZE_MULTIPLE = 16
+
+
+def resolve_image_size(config):
+    """`config` with `image_size` measured from the images of a
+    `folder:<path>` dataset when it is None (the median side, rounded to a
+    multiple of `IMAGE_SIZE_MULTIPLE`, said in one line)."""
+    if config.image_size is not None or not config.dataset.startswith(datasets.FOLDER_PREFIX):
+        return config
+    measured = datasets.folder_image_size(config.dataset)
+    size = max(IMAGE_SIZE_MULTIPLE, int(round(measured / IMAGE_SIZE_MULTIPLE)) * IMAGE_SIZE_MULTIPLE)
+    print(
+        f"image_size {size}: the images' median side is {measured} px, rounded to a multiple of "
+        f"{IMAGE_SIZE_MULTIPLE} that every model accepts (--image-size to choose)"
+    )
+    return dataclasses.replace(config, image_size=size)
+
+
+def resolve_data_settings(config, train_data):
+    """`config` with what it leaves to the data filled in: the normalisation
+    statistics (`dataset_statistics`) and the AutoAugment policy. The run
+    records the result in `config.json`."""
+    changes = {}
+    if config.normalization_mean is None or config.normalization_std is None:
+        mean, std = dataset_statistics(config.dataset, train_data)
+        changes["normalization_mean"] = tuple(config.normalization_mean or mean)
+        changes["normalization_std"] = tuple(config.normalization_std or std)
+    if config.augmentation == "autoaugment" and config.autoaugment_policy is None:
+        changes["autoaugment_policy"] = default_autoaugment_policy(config.dataset)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def normalization(config, train_data=None):
+    """`(mean, std)` float32 arrays the pipeline normalises with: the
+    config's, else the dataset's (`dataset_statistics`, from `train_data`
+    where the dataset has no recipe numbers); `(0, 1)` when `normalize` is off."""
+    if not config.normalize:
+        return np.zeros(3, "float32"), np.ones(3, "float32")
+    mean, std = config.normalization_mean, config.normalization_std
+    if mean is None or std is None:
+        if train_data is None and config.dataset not in DATASET_STATISTICS:
+            raise ValueError(
+                f"Invalid `normalization_mean`/`normalization_std`: None, and `{config.dataset}` has no "
+                "recipe statistics: give them, or resolve them from the training split first "
+                "(`keras_smallvit.training.resolve_data_settings(config, train_data)`)."
+            )
+        computed = dataset_statistics(config.dataset, train_data)
+        mean, std = mean or computed[0], std or computed[1]
+    return np.asarray(mean, "float32"), np.asarray(std, "float32")
+
+
 def steps_per_epoch(num_examples, config):
     steps = (num_examples * config.repeated_augmentation) // config.batch_size
     if steps < 1:
@@ -70,72 +169,141 @@ def steps_per_epoch(num_examples, config):
     return steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
 
 
-def image_augmentation(config, image_size, seed):
-    """Per-image augmentation on float32 images in [0, 255]: random crop after
-    zero padding, horizontal flip, RandAugment, random erasing (Keras layers)."""
-    steps = []
+def _key(seed, stream, position):
+    """A stateless-random seed `[2]` unique to `(seed, stream, position)`."""
+    base = tf.stack([tf.cast(seed, tf.int64), tf.constant(stream, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(position, tf.int64))
+
+
+def random_erasing(image, probability, fill, seed):
+    """The recipe's random erasing of one float image `(H, W, C)`.
+
+    With `probability`: up to `ERASING_TRIES` boxes of area
+    `U(ERASING_AREA) * H * W` and aspect `U(ERASING_ASPECT)` (h / w), sides
+    rounded; the first one strictly smaller than the image is placed
+    uniformly and filled with `fill` (per channel). None fits: unchanged.
+    """
+    height, width = image.shape[0], image.shape[1]
+    apply_seed, area_seed, aspect_seed, top_seed, left_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 5)
+    )
+    area = tf.random.stateless_uniform([ERASING_TRIES], area_seed, *ERASING_AREA) * (height * width)
+    aspect = tf.random.stateless_uniform([ERASING_TRIES], aspect_seed, *ERASING_ASPECT)
+    box_h = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    box_w = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    fits = (box_h < height) & (box_w < width)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    box_h, box_w = box_h[first], box_w[first]
+    # Top-left corner uniform over the positions that keep the box inside.
+    top = tf.cast(tf.random.stateless_uniform([], top_seed) * tf.cast(height - box_h + 1, tf.float32), tf.int32)
+    left = tf.cast(tf.random.stateless_uniform([], left_seed) * tf.cast(width - box_w + 1, tf.float32), tf.int32)
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    erase = (tf.random.stateless_uniform([], apply_seed) < probability) & tf.reduce_any(fits)
+    return tf.where(erase & inside[..., None], tf.cast(fill, image.dtype), image)
+
+
+def augment_image(image, config, seed, mean, std):
+    """The per-image recipe on one uint8 image `(S, S, 3)` (see the module
+    docstring): returns the normalised float32 image."""
+    size = image.shape[0]
+    crop_seed, flip_seed, policy_seed, erase_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     if config.crop_padding:
-        # The zero padding itself is done in `train_dataset` (tf.pad):
-        # ZeroPadding2D is not a tf.data layer on JAX/torch.
-        steps.append(keras.layers.RandomCrop(image_size, image_size, seed=seed))
+        pad = config.crop_padding
+        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
     if config.horizontal_flip:
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
-    if config.augmentation == "randaugment":
-        steps.append(
-            keras.layers.RandAugment(
-                value_range=(0, 255),
-                num_ops=config.randaugment_ops,
-                factor=config.randaugment_factor,
-                seed=seed + 2,
-            )
-        )
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if config.augmentation == "autoaugment":
+        policy = config.autoaugment_policy or default_autoaugment_policy(config.dataset)
+        image = autoaugment.auto_augment(image, policy, policy_seed)
+    elif config.augmentation == "randaugment":
+        image = autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, policy_seed)
+    image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
     if config.random_erasing:
-        p = config.random_erasing
-        # A single float would draw the probability from [0, p]; a pair fixes it.
-        steps.append(keras.layers.RandomErasing(factor=(p, p), value_range=(0, 255), seed=seed + 3))
-    # `Pipeline`, not `Sequential`: Sequential fails inside tf.data on JAX/torch.
-    return keras.layers.Pipeline(steps) if steps else None
+        # The official code erases after normalising and fills with the
+        # dataset's mean as is: `mean[c]` in normalised units.
+        fill = np.zeros(3, "float32") if config.normalization_mean is None else config.normalization_mean
+        image = random_erasing(image, config.random_erasing, fill, erase_seed)
+    return image
 
 
-def _one_hot(labels, num_classes):
-    return tf.one_hot(labels, num_classes, dtype=tf.float32)
+def cutmix(images, labels, lam, permutation, seed):
+    """CutMix of a batch with its `permutation`, as the recipe draws it: a
+    box of sides `int(sqrt(1 - lam) * W)` and `* H`, centre uniform, clipped to
+    the image; labels mixed by the box's actual area. Returns
+    `(images, labels, lam)` with `lam` recomputed from the clipped box."""
+    height, width = images.shape[1], images.shape[2]
+    cut = tf.sqrt(1.0 - lam)
+    cut_h = tf.cast(cut * height, tf.int32)  # int(): truncation, as the recipe
+    cut_w = tf.cast(cut * width, tf.int32)
+    centre = tf.random.stateless_uniform([2], seed)
+    cy = tf.cast(centre[0] * height, tf.int32)
+    cx = tf.cast(centre[1] * width, tf.int32)
+    top, bottom = tf.clip_by_value(cy - cut_h // 2, 0, height), tf.clip_by_value(cy + cut_h // 2, 0, height)
+    left, right = tf.clip_by_value(cx - cut_w // 2, 0, width), tf.clip_by_value(cx + cut_w // 2, 0, width)
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    mixed = tf.where(inside[None, :, :, None], tf.gather(images, permutation), images)
+    lam = 1.0 - tf.cast((bottom - top) * (right - left), tf.float32) / float(height * width)
+    return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
 
 
-def _seed_generators(layer):
-    """The generators `layer` and its sub-layers draw from inside tf.data
-    (TensorFlow ones, whatever the Keras backend: Keras preprocessing layers
-    switch to TensorFlow in tf.data and keep a generator per backend)."""
-    generators = []
-    for sublayer in layer._flatten_layers(include_self=True):
-        if hasattr(sublayer, "generator") and hasattr(sublayer, "seed"):
-            sublayer.backend.set_backend("tensorflow")
-            try:
-                generators.append(sublayer._get_seed_generator("tensorflow"))
-            finally:
-                sublayer.backend.reset()
-    return generators
+def mixup(images, labels, lam, permutation):
+    """Mixup of a batch with its `permutation` by one `lam`."""
+    mixed = lam * images + (1.0 - lam) * tf.gather(images, permutation)
+    return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
 
 
-def _reseeded(generators, seed, example_id):
-    """Resets every generator to a state that depends only on `(seed, example_id)`."""
-    updates = []
-    for k, generator in enumerate(generators):
-        state = tf.stack([tf.cast(seed + 7919 * k, tf.int64), tf.cast(example_id, tf.int64)])
-        updates.append(generator.state.assign(tf.cast(state, generator.state.dtype)))
-    return updates
+def sample_beta(alpha, seed):
+    """One draw of Beta(alpha, alpha): X / (X + Y) with X, Y ~ Gamma(alpha)."""
+    x = tf.random.stateless_gamma([2], seed, alpha=alpha)
+    return x[0] / (x[0] + x[1])
 
 
-def train_dataset(train_data, config, initial_epoch=0):
+def mix_batch(images, labels, config, seed):
+    """With probability `config.mix_prob`, CutMix or Mixup (equal chance
+    when both alphas are > 0), one lambda and one permutation per batch.
+    Returns `(images, labels, mode, lam)`; `mode` 0 none, 1 CutMix, 2 Mixup."""
+    modes = [m for m, alpha in ((1, config.cutmix_alpha), (2, config.mixup_alpha)) if alpha > 0]
+    if not modes or config.mix_prob == 0:
+        return images, labels, tf.constant(0), tf.constant(1.0)
+    draw_seed, beta_seed, shuffle_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    draw = tf.random.stateless_uniform([2], draw_seed)
+    choice = tf.minimum(tf.cast(draw[1] * len(modes), tf.int32), len(modes) - 1)
+    mode = tf.where(draw[0] < config.mix_prob, tf.gather(tf.constant(modes), choice), 0)
+    permutation = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(images)[0]), shuffle_seed)
+
+    def apply_cutmix():
+        lam = sample_beta(config.cutmix_alpha, beta_seed)
+        return cutmix(images, labels, lam, permutation, box_seed)
+
+    def apply_mixup():
+        return mixup(images, labels, sample_beta(config.mixup_alpha, beta_seed), permutation)
+
+    mixed, mixed_labels, lam = tf.switch_case(
+        mode, [lambda: (images, labels, tf.constant(1.0)), apply_cutmix, apply_mixup]
+    )
+    return mixed, mixed_labels, mode, lam
+
+
+def train_dataset(train_data, config, initial_epoch=0, with_mixing_info=False):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
-    (`steps_per_epoch` each): `((B, H, W, 3) float32 in [0, 1], (B, C) one-hot)`.
+    (`steps_per_epoch` each): `((B, H, W, 3) float32 normalised, (B, C) one-hot)`.
 
-    Mixed batches (Mixup or CutMix) carry mixed one-hot labels.
+    Mixed batches (Mixup or CutMix) carry mixed one-hot labels (the loss on
+    them is the recipe's `lam * CE(y_a) + (1 - lam) * CE(y_b)`: cross-entropy,
+    label smoothing included, is linear in the target). With
+    `with_mixing_info`, each element also carries `{"mode", "lam"}` (tests,
+    diagnostics).
     """
     images, labels = train_data.images, train_data.labels
     num_examples, image_size = len(train_data), images.shape[1]
     steps = steps_per_epoch(num_examples, config)
     per_epoch = steps * config.batch_size
-    seed = config.seed
+    seed, num_classes = config.seed, train_data.num_classes
+    config = resolve_data_settings(config, train_data)
+    mean, std = normalization(config)
 
     def epoch_examples(epoch):
         copies = tf.tile(tf.range(num_examples, dtype=tf.int64), [config.repeated_augmentation])
@@ -146,80 +314,39 @@ def train_dataset(train_data, config, initial_epoch=0):
     examples = tf.data.Dataset.range(initial_epoch, config.epochs).flat_map(epoch_examples)
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
     images_t, labels_t = tf.constant(images), tf.constant(labels)
-    workers = max(1, config.data_workers)
-    shards = []
-    for shard in range(workers):
-        augment = image_augmentation(config, image_size, seed=seed)
-        generators = _seed_generators(augment) if augment is not None else []
 
-        def load(example_id, index, augment=augment, generators=generators):
-            image = tf.cast(tf.gather(images_t, index), tf.float32)
-            if augment is not None:
-                with tf.control_dependencies(_reseeded(generators, seed, example_id)):
-                    if config.crop_padding:
-                        pad = config.crop_padding
-                        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-                    image = augment(image)
-            return image, tf.gather(labels_t, index)
+    def load(example_id, index):
+        image = augment_image(tf.gather(images_t, index), config, _key(seed, _EXAMPLE_STREAM, example_id), mean, std)
+        image.set_shape((image_size, image_size, 3))
+        return image, tf.one_hot(tf.gather(labels_t, index), num_classes, dtype=tf.float32)
 
-        # Sequential map inside a shard: one example's reseed-then-draw at a time.
-        shards.append(examples.shard(workers, shard).map(load).prefetch(16))
-    examples_per_shard = -(-per_epoch * (config.epochs - initial_epoch) // workers)
-    # Finite round-robin choice: an endless one never ends the dataset.
-    choice = tf.data.Dataset.range(workers).repeat(examples_per_shard)
-    ordered = tf.data.Dataset.choose_from_datasets(shards, choice, stop_on_empty_dataset=False)
-
-    num_classes = train_data.num_classes
-    batches = ordered.batch(config.batch_size, drop_remainder=True)
-    batches = batches.map(lambda x, y: (x, _one_hot(y, num_classes)))
-    mix = batch_mixing(config, seed=seed)
-    if mix is not None:
-        batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
-        batches = tf.data.Dataset.zip(batch_ids, batches).map(mix)
-    return batches.map(lambda x, y: (x / 255.0, y), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
-def batch_mixing(config, seed):
-    """`(batch_id, (images, one_hot)) -> (images, labels)`: with probability
-    `mix_prob`, CutMix or Mixup (equal chance, as the official code); every
-    draw is keyed by `(seed, batch_id)`."""
-    layers = []
-    if config.cutmix_alpha > 0:
-        layers.append(keras.layers.CutMix(factor=config.cutmix_alpha, seed=seed))
-    if config.mixup_alpha > 0:
-        layers.append(keras.layers.MixUp(alpha=config.mixup_alpha, seed=seed + 1))
-    if not layers or config.mix_prob == 0:
-        return None
-
-    generators = [g for layer in layers for g in _seed_generators(layer)]
+    # Stateless draws: a parallel, ordered map gives the same batches for any
+    # number of parallel calls.
+    batches = examples.map(load, num_parallel_calls=max(1, config.data_workers), deterministic=True)
+    batches = batches.batch(config.batch_size, drop_remainder=True)
+    batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
 
     def mix(batch_id, batch):
-        images, labels = batch
-        draw = tf.random.stateless_uniform([2], seed=tf.stack([tf.cast(seed, tf.int64), batch_id]))
-        branches = [lambda: (images, labels)]
-        for layer in layers:
-            def apply(layer=layer):
-                with tf.control_dependencies(_reseeded(generators, seed + 1, batch_id)):
-                    out = layer({"images": tf.identity(images), "labels": tf.identity(labels)})
-                return out["images"], out["labels"]
+        x, y, mode, lam = mix_batch(*batch, config, _key(seed, _BATCH_STREAM, batch_id))
+        return (x, y, {"mode": mode, "lam": lam}) if with_mixing_info else (x, y)
 
-            branches.append(apply)
-        # 0: no mixing; 1..len(layers): one of the layers with equal chance.
-        which = tf.where(
-            draw[0] < config.mix_prob,
-            1 + tf.cast(tf.minimum(draw[1] * len(layers), len(layers) - 1), tf.int32),
-            0,
-        )
-        return tf.switch_case(which, branches)
-
-    return mix
+    batches = tf.data.Dataset.zip(batch_ids, batches).map(mix, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return batches.prefetch(AUTOTUNE)
 
 
 def eval_dataset(eval_data, config):
-    """Test batches in a fixed order, `(float32 [0, 1] images, one-hot labels)`."""
+    """Test batches in a fixed order: `(normalised float32 images, one-hot labels)`."""
     num_classes = eval_data.num_classes
+    mean, std = normalization(config)
     dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
     dataset = dataset.batch(config.eval_batch_size)
     return dataset.map(
-        lambda x, y: (tf.cast(x, tf.float32) / 255.0, _one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE
+        lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, tf.one_hot(y, num_classes, dtype=tf.float32)),
+        num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
+
+
+def preprocess_eval_images(images, config):
+    """uint8 images as `eval_dataset` feeds them to the model (NumPy)."""
+    mean, std = normalization(config)
+    return ((images.astype("float32") / 255.0 - mean) / std).astype("float32")

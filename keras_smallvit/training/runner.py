@@ -49,12 +49,14 @@ def build_model(config, num_classes, image_size):
 
 
 def compile_model(model, config, entry, steps_per_epoch, num_classes):
+    from keras_smallvit.training.optimization import sata_learning_rate_multipliers
+
     lr = config.lr or entry.paper_lr
     schedule = learning_rate_schedule(
         lr, steps_per_epoch, config.epochs, config.warmup_epochs, config.warmup_start_lr, config.min_lr
     )
     model.compile(
-        optimizer=make_optimizer(schedule, config.weight_decay),
+        optimizer=make_optimizer(schedule, config.weight_decay, sata_learning_rate_multipliers(config, entry)),
         loss=make_loss(config.label_smoothing),
         metrics=make_metrics(num_classes),
         jit_compile=resolve_jit_compile(config.jit_compile),
@@ -69,24 +71,35 @@ def diagnostics_callbacks(config, model, test_data):
         return []
     from keras_smallvit.diagnostics import AttentionDiagnostics
 
-    images = test_data.images[: config.diagnostics_images].astype("float32") / 255.0  # as eval_dataset
+    images = pipeline.preprocess_eval_images(test_data.images[: config.diagnostics_images], config)
     log_dir = os.path.join(config.workdir, "tensorboard", "diagnostics")
     return [AttentionDiagnostics(images, log_dir=log_dir, run_dir=config.workdir, model=model)]
 
 
-def export_model(model, workdir):
+def export_model(model, workdir, config=None):
     """`<workdir>/saved_model` for serving, on every backend (torch through a
     TensorFlow subprocess): uint8 images -> probabilities, with the input
-    pipeline's `x / 255` inside (see `keras_smallvit.export_for_serving`).
-    Written then renamed; returns its path."""
-    return export_for_serving(model, os.path.join(workdir, "saved_model"), "saved_model", scale=1 / 255.0)
+    pipeline's preprocessing inside (`x / 255`, then `config`'s
+    normalisation; see `keras_smallvit.export_for_serving`). Written then
+    renamed; returns its path."""
+    mean = std = None
+    if config is not None and config.normalize:
+        mean, std = (list(v) for v in pipeline.normalization(config))
+    return export_for_serving(
+        model, os.path.join(workdir, "saved_model"), "saved_model", scale=1 / 255.0, mean=mean, std=std
+    )
 
 
 def train(config, verbose="auto"):
     """Runs (or resumes) `config` in `config.workdir`; returns the metrics dict
-    that is also written to `metrics.json`."""
-    config.validate()
+    that is also written to `metrics.json`. The data are loaded (and checked)
+    before anything is written."""
+    config = pipeline.resolve_image_size(config.validate())
     workdir = config.workdir
+    train_data = pipeline.load_split(config, "train")
+    test_data = pipeline.load_split(config, "test")
+    # Statistics and policy the config leaves to the data, recorded as used.
+    config = pipeline.resolve_data_settings(config, train_data)
     os.makedirs(workdir, exist_ok=True)
     write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
     # --- AAL: the teacher run comes first (it seeds itself) ---
@@ -94,8 +107,6 @@ def train(config, verbose="auto"):
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
 
-    train_data = pipeline.load_split(config, "train")
-    test_data = pipeline.load_split(config, "test")
     num_classes, image_size = train_data.num_classes, train_data.images.shape[1]
     steps = pipeline.steps_per_epoch(len(train_data), config)
     with data_parallel_scope(config.distribute, config.batch_size):
@@ -133,7 +144,7 @@ def train(config, verbose="auto"):
         "parameters": int(student.count_params()),
         "epochs": config.epochs,
         "final_top1": float(final["top1"]),
-        "final_top5": float(final["top5"]),
+        "final_top5": float(final["top5"]) if "top5" in final else None,  # top-5 only past 5 classes
         "best_top1": best.get("val_top1"),
         "best_top5": best.get("val_top5"),
         "best_epoch": best.get("epoch"),
@@ -143,5 +154,5 @@ def train(config, verbose="auto"):
         metrics["aal_teacher"] = teacher_path
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
     if config.export:
-        metrics["export"] = export_model(student, workdir)
+        metrics["export"] = export_model(student, workdir, config)
     return metrics

@@ -15,6 +15,7 @@ from keras_smallvit.training import apply_overrides
 from keras_smallvit.training import load_split
 from keras_smallvit.training import smoke
 from keras_smallvit.training import train
+from keras_smallvit.training.pipeline import preprocess_eval_images
 from tests.aal.test_distiller import TINY_TEACHER
 from tests.backend_utils import assert_same_saved_weights
 from tests.contract import BACKEND
@@ -108,7 +109,7 @@ def test_cli_with_a_teacher_weights_file_saves_and_exports_the_student_only(tmp_
 
     plain, _ = build_model(dataclasses.replace(config, aal=False), 10, 16)
     assert metrics["parameters"] == plain.count_params()
-    x = load_split(config, "test").images[:4].astype("float32") / 255.0
+    x = preprocess_eval_images(load_split(config, "test").images[:4], config)  # the run's normalisation
     for name in ("best.keras", "last.keras"):
         model = keras.saving.load_model(os.path.join(workdir, name))
         assert sorted(v.path for v in model.weights) == sorted(v.path for v in plain.weights), name
@@ -121,7 +122,7 @@ def test_cli_with_a_teacher_weights_file_saves_and_exports_the_student_only(tmp_
         serving = tf.saved_model.load(os.path.join(workdir, "saved_model"))
         assert len(serving.variables) == len(plain.variables)  # weights + random generator states
         assert not [v.name for v in serving.variables if "link" in v.name]
-        uint8_images = load_split(config, "test").images[:4]  # the export takes raw images, x / 255 inside
+        uint8_images = load_split(config, "test").images[:4]  # the export takes raw images, preprocessing inside
         probabilities = serving.serve(tf.constant(uint8_images))["probabilities"].numpy()
         np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(keras.ops.softmax(predictions)), atol=1e-5)
     with pytest.raises(SystemExit, match="--teacher.*need `--aal`"):

@@ -46,7 +46,7 @@ def tiny_model(name):
         layer = block.attention_layer
         # Sharp attention (large scales) so SATA finds trivial weights; s off its initial value.
         layer.temperature.assign(np.linspace(3.0, 6.0, layer.num_heads).astype("float32"))
-        layer.suppression_layer.scale_parameter.assign(0.3)
+        layer.suppression_layer.sata_scale.assign(0.3)
     return model
 
 

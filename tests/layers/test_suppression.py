@@ -1,8 +1,14 @@
+import io
+import json
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
 
 from keras_smallvit.layers import TrivialAttentionSuppression
+from keras_smallvit.layers.suppression import SCALE_NAME
 from tests import references as ref
 from tests.backend_utils import gradients
 from tests.contract import LayerContract
@@ -55,18 +61,17 @@ def test_gradients_reach_attention_and_scale_not_the_mask():
     a = attention_probs(shape=(2, 2, 7, 7), sharpness=1.5)
     upstream_np = np.random.default_rng(1).normal(size=a.shape).astype("float32")
     upstream = keras.ops.convert_to_tensor(upstream_np)
-    layer = TrivialAttentionSuppression(threshold=0.2, initial_scale=0.6, scale_lr_multiplier=0.5)
+    layer = TrivialAttentionSuppression(threshold=0.2, initial_scale=0.6)
     layer.build(a.shape)
 
-    def loss(scale_parameter, attention):
-        out, _ = layer.stateless_call([scale_parameter], [], attention)
+    def loss(scale, attention):
+        out, _ = layer.stateless_call([scale], [], attention)
         return keras.ops.sum(out * upstream)
 
-    grad_u, grad_a = gradients(loss, [layer.scale_parameter, a])
+    grad_s, grad_a = gradients(loss, [layer.sata_scale, a])
     want_a, want_s = ref.twist_grad(a, upstream_np, 0.2, 0.6)
     np.testing.assert_allclose(grad_a, want_a, rtol=1e-4, atol=1e-5)
-    # s = 0.5 * u, so dL/du = 0.5 * dL/ds.
-    np.testing.assert_allclose(grad_u, 0.5 * want_s, rtol=1e-4)
+    np.testing.assert_allclose(grad_s, want_s, rtol=1e-4)  # the variable is s itself
 
 
 @pytest.mark.parametrize(
@@ -88,19 +93,102 @@ def test_no_nan_in_values_or_gradients_on_degenerate_rows(row):
     def loss(u, attention):
         return keras.ops.sum(layer.stateless_call([u], [], attention)[0])
 
-    for g in gradients(loss, [layer.scale_parameter, a]):
+    for g in gradients(loss, [layer.sata_scale, a]):
         assert np.isfinite(g).all()
 
 
-def test_scale_moves_at_its_own_learning_rate_under_adam():
-    lr, multiplier = 1e-2, 0.1
-    layer = TrivialAttentionSuppression(initial_scale=0.5, scale_lr_multiplier=multiplier)
+def test_scale_is_stored_directly_as_the_float32_variable_sata_scale():
+    layer = TrivialAttentionSuppression(initial_scale=0.7, dtype="mixed_float16")
     layer.build((1, 1, 4, 4))
-    np.testing.assert_allclose(as_numpy(layer.scale), 0.5, rtol=1e-6)
-    optimizer = keras.optimizers.Adam(lr)
-    optimizer.apply_gradients([(keras.ops.ones(()), layer.scale_parameter)])
-    # Adam's first step moves u by lr (sign of the gradient), so s by multiplier * lr.
-    np.testing.assert_allclose(0.5 - as_numpy(layer.scale), multiplier * lr, rtol=1e-3)
+    assert [v.name for v in layer.trainable_weights] == ["sata_scale"] == [SCALE_NAME]
+    assert layer.sata_scale.dtype == "float32"
+    np.testing.assert_array_equal(as_numpy(layer.sata_scale), np.float32(0.7))
+    layer.sata_scale.assign(0.25)
+    np.testing.assert_array_equal(as_numpy(layer.scale), np.float32(0.25))
+    assert "scale_lr_multiplier" not in layer.get_config()  # no learning rate in the layer
+    assert not TrivialAttentionSuppression(trainable_scale=False).trainable_weights
+
+
+def test_legacy_multiplier_still_starts_at_initial_scale_and_keeps_its_config():
+    with pytest.warns(UserWarning, match="legacy"):
+        layer = TrivialAttentionSuppression(initial_scale=0.5, scale_lr_multiplier=0.1)
+    layer.build((1, 1, 4, 4))
+    np.testing.assert_array_equal(as_numpy(layer.scale), np.float32(0.5))
+    config = layer.get_config()
+    assert config["scale_lr_multiplier"] == 0.1
+    with pytest.warns(UserWarning, match="legacy"):
+        assert TrivialAttentionSuppression.from_config(config).get_config() == config
+
+
+def save_as_legacy_file(path, legacy_path, multiplier, u):
+    """Rewrites the `.keras` file of a SATA model as the old layer wrote it:
+    `scale_lr_multiplier` in every `suppression` config and the stored SATA
+    weight `u` (the old layer's `s` was `multiplier * u`)."""
+    with zipfile.ZipFile(path) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    config = json.loads(files["config.json"])
+    found = []
+
+    def add_multiplier(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("suppression"), dict):
+                node["suppression"]["scale_lr_multiplier"] = multiplier
+                found.append(node["suppression"])
+            for value in node.values():
+                add_multiplier(value)
+        elif isinstance(node, list):
+            for value in node:
+                add_multiplier(value)
+
+    add_multiplier(config)
+    assert found
+    files["config.json"] = json.dumps(config).encode()
+    weights = io.BytesIO(files["model.weights.h5"])
+    scales = []
+    with h5py.File(weights, "r+") as h5:
+        h5.visititems(lambda name, obj: scales.append(obj) if name.endswith("suppression_layer/vars/0") else None)
+        assert scales
+        for dataset in scales:
+            dataset[()] = np.float32(u)
+    files["model.weights.h5"] = weights.getvalue()
+    with zipfile.ZipFile(legacy_path, "w") as target:
+        for name, data in files.items():
+            target.writestr(name, data)
+
+
+def test_model_saved_by_the_old_layer_loads_with_s_equal_to_multiplier_times_u(tmp_path):
+    """Old files: `scale_lr_multiplier=c` in the config, `u` stored, `s = c * u`."""
+    import keras_smallvit
+
+    multiplier, u = 7e-5 / 3e-3, np.float32(0.3 / (7e-5 / 3e-3))
+    s = np.float32(u) * np.float32(multiplier)  # the old layer's float32 product
+    model = keras_smallvit.create_model(
+        "sata_vit", num_classes=3, image_size=16, depth=1, hidden_dim=16, num_heads=2, head_dim=8
+    )
+    scale = model.get_layer("vi_t_backbone").get_layer("block_0").attention_layer.suppression_layer
+    scale.sata_scale.assign(0.9)
+    path, legacy_path = str(tmp_path / "new.keras"), str(tmp_path / "old.keras")
+    model.save(path)
+    save_as_legacy_file(path, legacy_path, multiplier, u)
+    x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
+    scale.sata_scale.assign(s)
+    expected = as_numpy(model(x))
+
+    with pytest.warns(UserWarning, match="legacy"):
+        legacy = keras.saving.load_model(legacy_path)
+    (loaded,) = [v for v in legacy.weights if v.name == SCALE_NAME]
+    np.testing.assert_array_equal(as_numpy(loaded), s)
+    np.testing.assert_allclose(as_numpy(legacy(x)), expected, rtol=1e-6, atol=1e-7)
+    # Saved again (the enclosing configs keep the multiplier) and reloaded: the same s.
+    again = str(tmp_path / "again.keras")
+    legacy.save(again)
+    with pytest.warns(UserWarning, match="legacy"):
+        reloaded = keras.saving.load_model(again)
+    np.testing.assert_array_equal(as_numpy([v for v in reloaded.weights if v.name == SCALE_NAME][0]), s)
+    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, rtol=1e-6, atol=1e-7)
+    # A new file holds s itself and no multiplier.
+    new = keras.saving.load_model(path)
+    np.testing.assert_array_equal(as_numpy([v for v in new.weights if v.name == SCALE_NAME][0]), np.float32(0.9))
 
 
 @pytest.mark.parametrize(
