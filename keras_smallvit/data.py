@@ -392,6 +392,42 @@ def folder_image_size(name, sample=64):
     return int(np.median(sides))
 
 
+def find_unreadable_image(name, split, data_dir=None):
+    """The first image file of a file-based dataset's split that does not
+    decode, or None (for the datasets that are not files, or when all decode).
+    Slow (one eager decode per file): for error messages only."""
+    import tensorflow as tf
+
+    if name.startswith(FOLDER_PREFIX):
+        root = name[len(FOLDER_PREFIX):]
+        split_dir = _folder_split_dir(root, split)
+        if split_dir is None:
+            return None
+        paths = [
+            path
+            for entry in sorted(tf.io.gfile.listdir(split_dir))
+            if tf.io.gfile.isdir(os.path.join(split_dir, entry))
+            for path in _list_images(os.path.join(split_dir, entry.rstrip("/")), FOLDER_LAYOUT)
+        ]
+    elif name == "tiny_imagenet":
+        root = _resolve_tiny_imagenet_dir(data_dir)
+        if split == "train":
+            paths = [p for wnid in _read_lines(os.path.join(root, "wnids.txt"))
+                     for p in _list_images(os.path.join(root, "train", wnid, "images"), TINY_IMAGENET_LAYOUT)]
+        else:
+            images_dir = os.path.join(root, "val", "images")
+            paths = [os.path.join(images_dir, line.split("\t")[0])
+                     for line in _read_lines(os.path.join(root, "val", "val_annotations.txt"))]
+    else:
+        return None
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except tf.errors.OpError:
+            return path
+    return None
+
+
 def _folder_split_dir(root, split):
     import tensorflow as tf
 

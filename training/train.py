@@ -30,6 +30,10 @@ import json
 import os
 import sys
 
+# TensorFlow's C++ start-up log lines, on every backend (tf.data runs on TensorFlow
+# everywhere); a user who sets TF_CPP_MIN_LOG_LEVEL keeps theirs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Flags that map onto TrainConfig fields (None = not given).
 FLAG_FIELDS = {
     "model": str,
@@ -78,6 +82,8 @@ def parse_args(argv):
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig field (model.<arg>=... for create_model arguments)")
     parser.add_argument("--smoke", action="store_true", help="shrink everything to a seconds-long run")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the run in --workdir (its files only) and start over, instead of resuming")
     # --- AAL ---
     parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
     parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
@@ -139,6 +145,7 @@ def main(argv=None):
 
     import keras_smallvit
     from keras_smallvit.training import train
+    from keras_smallvit.training.run_guard import RunFolderInUse
     from training.configs import list_configs
 
     if args.list:
@@ -150,7 +157,11 @@ def main(argv=None):
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     print(f"{config.model} on {config.dataset}, backend {keras.backend.backend()}, workdir {config.workdir}")
-    metrics = train(config)
+    try:
+        metrics = train(config, restart=args.restart)
+    except (ValueError, FileNotFoundError, RunFolderInUse) as error:
+        # The library's own errors name the argument or file and the way on: no traceback.
+        raise SystemExit(f"error: {error}")
     print(json.dumps(metrics, indent=2))
     print(f"final top-1 {metrics['final_top1']:.4f}, best top-1 {metrics['best_top1']:.4f} "
           f"(epoch {metrics['best_epoch']}); run folder {os.path.abspath(config.workdir)}")

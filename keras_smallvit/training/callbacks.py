@@ -24,6 +24,23 @@ from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.files import write_text_atomically  # noqa: F401
 
 
+def best_weights_name(epoch):
+    return f"best_epoch_{epoch}.weights.h5"
+
+
+def is_loadable_keras_file(path):
+    """Whether `path` is a complete `.keras` archive (its config and weights
+    are there and the zip's checksums hold), without building the model."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            return {"config.json", "model.weights.h5"} <= names and archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _seed_generator_variables(model):
     return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
@@ -83,23 +100,70 @@ class RunFolder(keras.callbacks.Callback):
         """The saved state dict, or None when the run starts from scratch."""
         if not os.path.exists(self.state_path):
             return None
-        with open(self.state_path) as f:
-            return json.load(f)
+        try:
+            with open(self.state_path) as f:
+                state = json.load(f)
+            for key in ("epoch", "weights", "history", "best", "best_epoch"):
+                state[key]  # noqa: B018 (a KeyError names what is missing)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(self._damaged(self.state_path, error)) from None
+        return state
+
+    def _damaged(self, path, error):
+        return (
+            f"Cannot read {path} ({type(error).__name__}: {error}): the run folder's backup is damaged. "
+            f"To start this folder over, rerun with --restart (`train(config, restart=True)`); "
+            "or use a new --workdir."
+        )
 
     def restore(self, model):
         """Loads the last backup into `model` (compiled, optimizer built here)
-        and returns the epoch to resume at (0 if there is no backup)."""
+        and returns the epoch to resume at (0 if there is no backup).
+        `best.keras`/`last.keras` that are missing or unreadable are rebuilt
+        from the backup."""
         state = self.load_state()
         if state is None:
             return 0
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        weights_path = os.path.join(self.backup_dir, state["weights"])
+        try:
+            model.load_weights(weights_path)
+        except Exception as error:  # h5py/OS errors of a truncated or missing file
+            raise ValueError(self._damaged(weights_path, error)) from None
         restore_seed_generator_states(model, state.get("seed_generators", []))
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.epoch_seconds = state.get("epoch_seconds", [])
+        self._repair_checkpoints(model, state)
         return state["epoch"]
+
+    def _repair_checkpoints(self, model, state):
+        """Rewrites `last.keras` (from the backup) and `best.keras` (from the
+        backup's best weights) when either is missing or unreadable."""
+        saved_model = self.saved_model if self.saved_model is not None else model
+        last = os.path.join(self.workdir, "last.keras")
+        if not is_loadable_keras_file(last):
+            print(f"{last} is missing or damaged: rewritten from the backup of epoch {state['epoch']}.")
+            replace_atomically(saved_model.save, last)
+        best = os.path.join(self.workdir, "best.keras")
+        if self.best_epoch is None or is_loadable_keras_file(best):
+            return
+        if self.best_epoch == state["epoch"]:
+            replace_atomically(saved_model.save, best)
+        else:
+            best_weights = os.path.join(self.backup_dir, best_weights_name(self.best_epoch))
+            if not os.path.exists(best_weights):
+                print(
+                    f"{best} (epoch {self.best_epoch}) is missing or damaged and this run's backup has no "
+                    f"best weights ({best_weights}): it cannot be restored; last.keras and the metrics are intact."
+                )
+                return
+            current = saved_model.get_weights()
+            saved_model.load_weights(best_weights)
+            replace_atomically(saved_model.save, best)
+            saved_model.set_weights(current)
+        print(f"{best} was missing or damaged: rewritten from the backup (epoch {self.best_epoch}).")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()
@@ -126,6 +190,9 @@ class RunFolder(keras.callbacks.Callback):
         if value is not None and (self.best is None or value > self.best):
             self.best, self.best_epoch = value, epoch + 1
             replace_atomically(saved_model.save, os.path.join(self.workdir, "best.keras"))
+            # The backup keeps the best epoch's weights too: a lost best.keras is rebuilt from them.
+            # (named by epoch: a kill before the state commit never pairs them with another epoch)
+            replace_atomically(saved_model.save_weights, os.path.join(self.backup_dir, best_weights_name(epoch + 1)))
         replace_atomically(saved_model.save, os.path.join(self.workdir, "last.keras"))
         self._write_csv()
 
@@ -143,7 +210,7 @@ class RunFolder(keras.callbacks.Callback):
         }
         write_text_atomically(self.state_path, json.dumps(state, indent=1))
         for name in os.listdir(self.backup_dir):
-            if name.endswith(".weights.h5") and name != weights_name:
+            if name.endswith(".weights.h5") and name not in (weights_name, best_weights_name(self.best_epoch)):
                 remove_path(os.path.join(self.backup_dir, name))
 
     def _write_csv(self):

@@ -84,10 +84,20 @@ def load_split(config, split):
         dataset, total = dataset.take(limit), limit if total is None else min(limit, total)
     images, labels = [], []
     with tqdm(total=total, desc=f"loading {config.dataset} {split}", unit="img", leave=False) as bar:
-        for batch_images, batch_labels in dataset.batch(1024).as_numpy_iterator():
-            images.append(np.round(batch_images * 255.0).astype("uint8"))
-            labels.append(batch_labels.astype("int32"))
-            bar.update(len(batch_labels))
+        try:
+            for batch_images, batch_labels in dataset.batch(1024).as_numpy_iterator():
+                images.append(np.round(batch_images * 255.0).astype("uint8"))
+                labels.append(batch_labels.astype("int32"))
+                bar.update(len(batch_labels))
+        except tf.errors.OpError as error:
+            # tf.data's decode error names no file: find the one that fails.
+            bad = datasets.find_unreadable_image(config.dataset, split, config.data_dir)
+            where = f"image file {bad!r}" if bad else f"the {split} split of `{config.dataset}`"
+            raise ValueError(
+                f"Cannot read {where}: {error.message.splitlines()[0]}. Replace or remove it and rerun."
+            ) from None
+    if not images:
+        raise ValueError(f"The {split} split of `{config.dataset}` holds no images.")
     return InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes)
 
 

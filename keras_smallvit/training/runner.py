@@ -18,6 +18,7 @@ from keras_smallvit.export import export_for_serving
 from keras_smallvit.models import create_model
 from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
+from keras_smallvit.training import run_guard
 from keras_smallvit.training.callbacks import RunFolder
 from keras_smallvit.training.callbacks import write_text_atomically
 from keras_smallvit.training.distribute import data_parallel_scope
@@ -90,18 +91,49 @@ def export_model(model, workdir, config=None):
     )
 
 
-def train(config, verbose="auto"):
+def train(config, verbose="auto", restart=False):
     """Runs (or resumes) `config` in `config.workdir`; returns the metrics dict
-    that is also written to `metrics.json`. The data are loaded (and checked)
-    before anything is written."""
+    that is also written to `metrics.json`.
+
+    Nothing is written before the command is checked: the config, the data
+    (loaded first), and the run folder (`run_guard.check_resumable`: a
+    folder holding a run with other settings, or foreign files, is refused).
+    `restart=True` discards the folder's previous run (its artefacts only)
+    and starts over. One training per folder at a time (`run_guard.RunLock`).
+    """
     config = pipeline.resolve_image_size(config.validate())
     workdir = config.workdir
     train_data = pipeline.load_split(config, "train")
     test_data = pipeline.load_split(config, "test")
+    check_splits_agree(config, train_data, test_data)
     # Statistics and policy the config leaves to the data, recorded as used.
     config = pipeline.resolve_data_settings(config, train_data)
+    if not restart:
+        run_guard.check_resumable(config, workdir)
     os.makedirs(workdir, exist_ok=True)
-    write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
+    with run_guard.RunLock(workdir):
+        if restart:
+            run_guard.clear_run_folder(workdir)
+        else:
+            run_guard.check_resumable(config, workdir)  # again, now that the folder is ours
+        write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
+        return _train_in_folder(config, train_data, test_data, verbose)
+
+
+def check_splits_agree(config, train_data, test_data):
+    """Fails before training when the splits cannot be used together."""
+    for name, split in (("train", train_data), ("test", test_data)):
+        if not len(split):
+            raise ValueError(f"The {name} split of `{config.dataset}` holds no images.")
+    if train_data.images.shape[1:] != test_data.images.shape[1:]:
+        raise ValueError(
+            f"The splits of `{config.dataset}` differ in image shape: train {train_data.images.shape[1:]}, "
+            f"test {test_data.images.shape[1:]}. Give `image_size` to resize both."
+        )
+
+
+def _train_in_folder(config, train_data, test_data, verbose):
+    workdir = config.workdir
     # --- AAL: the teacher run comes first (it seeds itself) ---
     teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.aal else None
     keras.utils.set_random_seed(config.seed)

@@ -1,0 +1,212 @@
+"""Nothing lost, nothing silently mixed: the resume check, one training per
+folder, checkpoints rebuilt from the backup, errors that name the file."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_smallvit.training import TrainConfig
+from keras_smallvit.training import RunFolder
+from keras_smallvit.training import load_split
+from keras_smallvit.training import train
+from keras_smallvit.training import run_guard
+from keras_smallvit.training.runner import check_splits_agree
+from tests.contract import BACKEND
+from tests.training.test_training import tiny_config
+
+
+def folder_digest(folder):
+    """Every file's path and bytes under `folder` (to prove nothing changed)."""
+    digest = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return digest
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished 2-epoch tiny run, shared by the tests that only read it
+    (each copies it before changing anything)."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    config = tiny_config(workdir, epochs=2)
+    train(config, verbose=0)
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes,key",
+    [({"seed": 1}, "seed"), ({"lr": 0.01}, "lr"), ({"epochs": 3}, "epochs"),
+     ({"model_overrides": {"depth": 2, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}}, "model_overrides")],
+)
+def test_a_changed_command_refuses_to_resume_and_touches_nothing(finished_run, changes, key):
+    before = folder_digest(finished_run.workdir)
+    with pytest.raises(run_guard.RunFolderMismatch) as error:
+        train(dataclasses.replace(finished_run, **changes), verbose=0)
+    message = str(error.value)
+    assert f"{key}:" in message and "->" in message and "--workdir" in message and "--restart" in message
+    assert folder_digest(finished_run.workdir) == before
+
+
+def test_settings_that_cannot_change_the_past_may_differ(finished_run):
+    from keras_smallvit.training.pipeline import resolve_data_settings
+
+    config = resolve_data_settings(finished_run, load_split(finished_run, "train"))
+    assert run_guard.check_resumable(config, config.workdir)  # the same run: resumable
+    relaxed = dataclasses.replace(config, data_workers=3, export=True, diagnostics=True, eval_batch_size=8)
+    assert run_guard.check_resumable(relaxed, config.workdir)
+
+
+def test_invalid_config_and_foreign_folder_leave_everything_as_it_was(finished_run, tmp_path):
+    before = folder_digest(finished_run.workdir)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        train(dataclasses.replace(finished_run, batch_size=0), verbose=0)
+    assert folder_digest(finished_run.workdir) == before
+    foreign = tmp_path / "my_project"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    (foreign / "log.csv").write_text("my own log")
+    with pytest.raises(run_guard.RunFolderMismatch, match="notes.txt"):
+        train(dataclasses.replace(finished_run, workdir=str(foreign)), verbose=0)
+    assert sorted(os.listdir(foreign)) == ["log.csv", "notes.txt"] and (foreign / "log.csv").read_text() == "my own log"
+
+
+def test_restart_removes_only_what_a_run_writes(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    for name in ("config.json", "log.csv", "metrics.json", "last.keras", "best.partial.keras", "notes.txt"):
+        (workdir / name).write_text("x")
+    (workdir / "backup").mkdir()
+    (workdir / "data").mkdir()
+    run_guard.clear_run_folder(str(workdir))
+    assert sorted(os.listdir(workdir)) == ["data", "notes.txt"]
+
+
+def test_one_training_per_folder(finished_run, tmp_path):
+    workdir = str(tmp_path / "locked")
+    os.makedirs(workdir)
+    with run_guard.RunLock(workdir):
+        with pytest.raises(run_guard.RunFolderInUse, match=f"pid {os.getpid()}"):
+            run_guard.RunLock(workdir).__enter__()
+        # A second training of another seed is refused before it writes anything.
+        with pytest.raises(run_guard.RunFolderInUse):
+            train(dataclasses.replace(finished_run, workdir=workdir, seed=5), verbose=0)
+        assert os.listdir(workdir) == [run_guard.LOCK_FILE]
+    with run_guard.RunLock(workdir):  # released: free again
+        pass
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="kernel lock semantics, backend-independent: one backend is enough")
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    """`kill -9` of the process holding the lock: the next training gets the folder."""
+    guard = os.path.join(os.path.dirname(run_guard.__file__), "run_guard.py")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import importlib.util, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location('run_guard', {guard!r})\n"
+        "guard = importlib.util.module_from_spec(spec); spec.loader.exec_module(guard)\n"
+        f"lock = guard.RunLock({str(tmp_path)!r}); lock.__enter__(); print('locked', flush=True); time.sleep(60)\n"
+    )], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"locked"
+    with pytest.raises(run_guard.RunFolderInUse, match=f"pid {holder.pid}"):
+        run_guard.RunLock(str(tmp_path)).__enter__()
+    holder.kill()
+    holder.wait()
+    with run_guard.RunLock(str(tmp_path)):
+        pass
+
+
+# --- checkpoints rebuilt from the backup; damaged files named ---------------------
+
+
+def tiny_fit_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def run_two_epochs(workdir):
+    """Epoch 1 is the best (val_top1 0.9), epoch 2 the last (0.1); returns
+    the weights each epoch ended with."""
+    model, folder, weights = tiny_fit_model(), RunFolder(str(workdir)), []
+    folder.set_model(model)
+    for epoch, score in enumerate((0.9, 0.1)):
+        model.layers[-1].kernel.assign(np.full((3, 2), epoch + 1.0, "float32"))
+        folder.on_epoch_begin(epoch)
+        folder.on_epoch_end(epoch, {"val_top1": score})
+        weights.append([w.copy() for w in model.get_weights()])
+    return weights
+
+
+def kernel_of(path):
+    return keras.saving.load_model(path).layers[-1].kernel.numpy()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_lost_best_and_last_checkpoints_are_rebuilt_from_the_backup(tmp_path, damage):
+    best_weights, last_weights = run_two_epochs(tmp_path)
+    for name in ("best.keras", "last.keras"):
+        path = tmp_path / name
+        if damage == "deleted":
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    model = tiny_fit_model()
+    assert RunFolder(str(tmp_path)).restore(model) == 2
+    np.testing.assert_array_equal(kernel_of(tmp_path / "best.keras"), best_weights[0])  # epoch 1's
+    np.testing.assert_array_equal(kernel_of(tmp_path / "last.keras"), last_weights[0])
+    np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), last_weights[0])  # the resume goes on from the last
+
+
+def test_a_damaged_backup_names_the_file(tmp_path):
+    run_two_epochs(tmp_path)
+    weights = tmp_path / "backup" / "epoch_2.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="epoch_2.weights.h5.*--restart"):
+        RunFolder(str(tmp_path)).restore(tiny_fit_model())
+    (tmp_path / "backup" / "state.json").write_text('{"epoch": 2, "weigh')
+    with pytest.raises(ValueError, match="state.json.*--restart"):
+        RunFolder(str(tmp_path)).restore(tiny_fit_model())
+
+
+def test_a_corrupt_image_is_named_and_mismatched_splits_fail_before_training(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in range(2):
+            os.makedirs(tmp_path / "images" / split / f"c{c}")
+            for i in range(3):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "images" / split / f"c{c}" / f"{i}.png")
+    bad = tmp_path / "images" / "train" / "c1" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:20])
+    config = TrainConfig(dataset=f"folder:{tmp_path / 'images'}", image_size=8)
+    with pytest.raises(ValueError, match="1.png"):
+        load_split(config, "train")
+    from keras_smallvit.training.pipeline import InMemoryData
+
+    train_split = InMemoryData(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int32), 2)
+    with pytest.raises(ValueError, match="differ in image shape"):
+        check_splits_agree(config, train_split, InMemoryData(np.zeros((4, 9, 9, 3), np.uint8), np.zeros(4, np.int32), 2))
+
+
+def test_cli_errors_are_one_line_without_traceback(finished_run, tmp_path):
+    from training.train import main
+
+    foreign = tmp_path / "other"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    start = time.time()
+    with pytest.raises(SystemExit, match="error: .*keep.txt"):
+        main(["--model", "vit", "--dataset", "digits", "--image-size", "16", "--workdir", str(foreign)])
+    assert time.time() - start < 30
