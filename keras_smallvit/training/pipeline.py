@@ -297,15 +297,13 @@ def mix_batch(images, labels, config, seed):
     return mixed, mixed_labels, mode, lam
 
 
-def train_dataset(train_data, config, initial_epoch=0, with_mixing_info=False):
+def train_dataset(train_data, config, initial_epoch=0):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
     (`steps_per_epoch` each): `((B, H, W, 3) float32 normalised, (B, C) one-hot)`.
 
     Mixed batches (Mixup or CutMix) carry mixed one-hot labels (the loss on
     them is the recipe's `lam * CE(y_a) + (1 - lam) * CE(y_b)`: cross-entropy,
-    label smoothing included, is linear in the target). With
-    `with_mixing_info`, each element also carries `{"mode", "lam"}` (tests,
-    diagnostics).
+    label smoothing included, is linear in the target).
     """
     images, labels = train_data.images, train_data.labels
     num_examples, image_size = len(train_data), images.shape[1]
@@ -337,8 +335,8 @@ def train_dataset(train_data, config, initial_epoch=0, with_mixing_info=False):
     batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
 
     def mix(batch_id, batch):
-        x, y, mode, lam = mix_batch(*batch, config, _key(seed, _BATCH_STREAM, batch_id))
-        return (x, y, {"mode": mode, "lam": lam}) if with_mixing_info else (x, y)
+        x, y, _, _ = mix_batch(*batch, config, _key(seed, _BATCH_STREAM, batch_id))
+        return x, y
 
     batches = tf.data.Dataset.zip(batch_ids, batches).map(mix, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
