@@ -128,7 +128,9 @@ def resolve_config(args):
     if given and not config.aal:
         raise ValueError(f"Invalid `{' '.join(given)}`: the AAL options need `--aal`.")
     if args.smoke:
-        config = smoke(config)
+        # What the command line sets explicitly wins over the smoke budget.
+        explicit = set(flags) | {a.split("=", 1)[0].strip() for a in args.assignments}
+        config = smoke(config, keep=explicit)
         if args.workdir is None:
             config = dataclasses.replace(config, workdir=config.workdir + "_smoke")
     return config.validate()

@@ -16,6 +16,29 @@ from keras_smallvit.utils.validation import check_divisible
 from keras_smallvit.utils.validation import check_range
 
 TOKENIZERS = ("patch", "spt")
+# The `keras.Model` keyword arguments a functional model of this package
+# forwards (what its `get_config()` holds besides its own arguments).
+KERAS_MODEL_ARGUMENTS = ("name", "trainable")
+
+
+def check_model_kwargs(model_class, kwargs):
+    """Raises a `ValueError` for a keyword argument `model_class` does not
+    take: a functional `keras.Model` drops unknown ones silently, so a
+    misspelt `depthh=2` would build the default model.
+
+    Args:
+        model_class: the class being constructed (its signature lists the
+            allowed arguments).
+        kwargs: the `**kwargs` its `__init__` received.
+    """
+    unknown = [k for k in kwargs if k not in KERAS_MODEL_ARGUMENTS]
+    if unknown:
+        from keras_smallvit.models.registry import constructor_arguments
+
+        allowed = sorted({*constructor_arguments(model_class), *KERAS_MODEL_ARGUMENTS})
+        raise ValueError(
+            f"Invalid argument `{unknown[0]}` for {model_class.__name__}. Allowed: {', '.join(allowed)}."
+        )
 
 
 def check_image_and_patch_size(image_size, patch_size):
@@ -86,6 +109,7 @@ class Backbone(keras.Model):
     """
 
     def __init__(self, *args, dtype=None, **kwargs):
+        check_model_kwargs(type(self), {k: v for k, v in kwargs.items() if k not in ("inputs", "outputs")})
         super().__init__(*args, dtype=dtype, **kwargs)
         keep_dtype_policy(self, dtype)
 

@@ -7,7 +7,11 @@ Configs are code (big_vision style): `training/configs/<name>.py` returns a
 import ast
 import dataclasses
 import json
+import numbers
+import re
+import typing
 from typing import Optional
+from typing import Tuple
 
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -115,7 +119,7 @@ class TrainConfig:
     """
 
     model: str = "sl_vit"
-    techniques: Optional[tuple] = None
+    techniques: Optional[Tuple[str, ...]] = None
     model_overrides: dict = dataclasses.field(default_factory=dict)
     drop_path_rate: float = 0.1
     sata_lr: Optional[float] = None
@@ -128,8 +132,8 @@ class TrainConfig:
     max_test_examples: Optional[int] = None
     data_workers: int = 4
     normalize: bool = True
-    normalization_mean: Optional[tuple] = None
-    normalization_std: Optional[tuple] = None
+    normalization_mean: Optional[Tuple[float, float, float]] = None
+    normalization_std: Optional[Tuple[float, float, float]] = None
 
     epochs: int = 100
     warmup_epochs: int = 10
@@ -178,8 +182,13 @@ class TrainConfig:
         from keras_smallvit import data
         from keras_smallvit.models import TECHNIQUES
         from keras_smallvit.models import list_models
+        from keras_smallvit.models.registry import check_model_arguments
 
+        for field in dataclasses.fields(self):
+            check_field_type(field.name, getattr(self, field.name))
         check_choice("model", self.model, list_models())
+        # The `model.<arg>` overrides by create_model's rule, before any training.
+        check_model_arguments(self.model, self.model_overrides)
         if self.techniques is not None:
             for technique in self.techniques:
                 check_choice("techniques", technique, TECHNIQUES)
@@ -207,8 +216,9 @@ class TrainConfig:
         check_choice("jit_compile", self.jit_compile, JIT_CHOICES)
         for name in ("epochs", "repeated_augmentation", "batch_size", "eval_batch_size", "data_workers"):
             check_positive_int(name, getattr(self, name))
-        if self.image_size is not None:
-            check_positive_int("image_size", self.image_size)
+        for name in ("image_size", "steps_per_epoch", "max_train_examples", "max_test_examples"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 f"Invalid `warmup_epochs` {self.warmup_epochs}: must be in [0, epochs) = [0, {self.epochs})."
@@ -243,7 +253,14 @@ class TrainConfig:
         if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
             raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
         if self.aal_teacher_model is not None:
+            from keras_smallvit.models.registry import check_model_arguments
+
             check_choice("aal_teacher_model", self.aal_teacher_model, list_models())
+            # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
+            check_model_arguments(
+                self.aal_teacher_model,
+                [k for k in self.aal_teacher_overrides if k not in ("num_classes", "image_size")],
+            )
         if self.aal_teacher_epochs is not None:
             check_positive_int("aal_teacher_epochs", self.aal_teacher_epochs)
         if self.aal_teacher is None and self.aal_teacher_model is None:
@@ -274,25 +291,195 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
+        for key in values:
+            check_field_name(key)
         for name in ("techniques", "normalization_mean", "normalization_std"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)
 
 
-def smoke(config):
-    """Shrinks a config to a seconds-long run: same code paths, tiny budget."""
-    return dataclasses.replace(
-        config,
-        epochs=2,
-        warmup_epochs=1,
-        repeated_augmentation=1,
-        batch_size=16,
-        eval_batch_size=32,
-        max_train_examples=64,
-        max_test_examples=32,
-        data_workers=2,
-    )
+def field_names():
+    return tuple(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+
+
+def check_field_name(name):
+    """Raises a `ValueError` (not the dataclass's `TypeError`) for a key that
+    is no `TrainConfig` field."""
+    # The form `--set` has always used: "Invalid `key`: 'nosuch'. Allowed values: ...".
+    return check_choice("key", name, field_names())
+
+
+def _field_types():
+    return typing.get_type_hints(TrainConfig)
+
+
+def _unwrap_optional(annotation):
+    """`Optional[X]` -> `(X, True)`, `X` -> `(X, False)`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return annotation, False
+
+
+def _describe(annotation):
+    kind, optional = _unwrap_optional(annotation)
+    origin = typing.get_origin(kind) or kind
+    text = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a dict"}.get(origin)
+    if origin is tuple:
+        items = typing.get_args(kind)
+        if len(items) == 2 and items[1] is Ellipsis:
+            text = f"comma-separated {_describe(items[0])} values"
+        elif items:
+            text = f"{len(items)} comma-separated numbers" if float in items else f"{len(items)} values"
+        else:
+            text = "comma-separated values"
+    text = text or "a value"
+    return text + " or none" if optional else text
+
+
+def _type_matches(value, kind):
+    origin = typing.get_origin(kind) or kind
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if origin is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if origin is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        items = typing.get_args(kind)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return all(_type_matches(v, items[0]) for v in value)
+        if items:
+            return len(value) == len(items) and all(_type_matches(v, k) for v, k in zip(value, items))
+        return True
+    return True  # `object` (jit_compile): checked by its own choice list
+
+
+def check_field_type(name, value):
+    """Raises a `ValueError` if `value` is not of field `name`'s type (e.g. a
+    bool field set to `"maybe"`).
+
+    Args:
+        name: a `TrainConfig` field.
+        value: the value set programmatically or parsed from `--set`.
+    """
+    annotation = _field_types()[check_field_name(name)]
+    kind, optional = _unwrap_optional(annotation)
+    if value is None and optional:
+        return value
+    if not _type_matches(value, kind):
+        if kind is bool:
+            raise ValueError(f"Invalid `{name}` {value!r}. Allowed values: True, False.")
+        raise ValueError(f"Invalid `{name}` {value!r}. Expected {_describe(annotation)}.")
+    return value
+
+
+_INT_TEXT = re.compile(r"^[+-]?\d+$")
+
+
+def _parse_as(name, text, kind, annotation):
+    """`text` read as a value of type `kind` (no `None` here)."""
+    origin = typing.get_origin(kind) or kind
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if origin is bool:
+        if lowered not in ("true", "false"):
+            raise ValueError(f"Invalid `{name}` {text!r}. Allowed values: true, false.")
+        return lowered == "true"
+    if origin is int:
+        if not _INT_TEXT.match(stripped):
+            raise ValueError(f"Invalid `{name}` {text!r}. Expected {_describe(annotation)}.")
+        return int(stripped)
+    if origin is float:
+        try:
+            return float(stripped)
+        except ValueError:
+            raise ValueError(f"Invalid `{name}` {text!r}. Expected {_describe(annotation)}.") from None
+    if origin is str:
+        # A quoted string (`'runs/a b'`) loses its quotes, as with `parse_value`.
+        if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+            return stripped[1:-1]
+        return text
+    if origin is dict:
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError):
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"Invalid `{name}` {text!r}. Expected {_describe(annotation)}.")
+        return value
+    if origin is tuple:
+        parts = [part.strip() for part in stripped.strip("()[] ").split(",")]
+        parts = [part for part in parts if part]
+        items = typing.get_args(kind)
+        if len(items) == 2 and items[1] is Ellipsis:
+            item_kinds = [items[0]] * len(parts)
+        elif items:
+            if len(parts) != len(items):
+                raise ValueError(f"Invalid `{name}` {text!r}. Expected {_describe(annotation)}.")
+            item_kinds = list(items)
+        else:
+            return tuple(parse_value(part) for part in parts)
+        try:
+            return tuple(_parse_as(name, part, k, k) for part, k in zip(parts, item_kinds))
+        except ValueError:
+            raise ValueError(f"Invalid `{name}` {text!r}. Expected {_describe(annotation)}.") from None
+    return parse_value(text)  # `object` (jit_compile: auto / true / false)
+
+
+def parse_field_value(name, text):
+    """Reads `--set name=text` by the type of field `name`.
+
+    Args:
+        name: a `TrainConfig` field (a `ValueError` lists them otherwise).
+        text: the text after `=`. `none` / `null` is None for Optional
+            fields; bools are `true` / `false`; tuples are `a,b` or `(a,b)`.
+
+    Returns:
+        The typed value; raises a `ValueError` naming the field and what it
+        allows when `text` does not read as that type.
+    """
+    annotation = _field_types()[check_field_name(name)]
+    kind, optional = _unwrap_optional(annotation)
+    if optional and text.strip().lower() in ("none", "null"):
+        return None
+    return _parse_as(name, text, kind, annotation)
+
+
+# What `smoke` sets; `resolve_config` keeps the fields given on the command line.
+SMOKE_SETTINGS = dict(
+    epochs=2,
+    warmup_epochs=1,
+    repeated_augmentation=1,
+    batch_size=16,
+    eval_batch_size=32,
+    max_train_examples=64,
+    max_test_examples=32,
+    data_workers=2,
+)
+
+
+def smoke(config, keep=()):
+    """Shrinks a config to a seconds-long run: same code paths, tiny budget.
+
+    Args:
+        config: the `TrainConfig` to shrink.
+        keep: field names to leave as they are (the flags the user gave).
+    """
+    changes = {k: v for k, v in SMOKE_SETTINGS.items() if k not in keep}
+    if "warmup_epochs" not in keep:
+        # An explicit `--epochs 1` leaves no room for the smoke warm-up epoch.
+        epochs = changes.get("epochs", config.epochs)
+        changes["warmup_epochs"] = min(SMOKE_SETTINGS["warmup_epochs"], max(epochs - 1, 0))
+    return dataclasses.replace(config, **changes)
 
 
 def parse_value(text):
@@ -315,35 +502,38 @@ def parse_value(text):
 def apply_overrides(config, assignments):
     """Applies `["key=value", ...]` (or a dict) to a copy of `config`.
 
-    Keys are `TrainConfig` fields; `model.<arg>=value` sets a `create_model`
+    Keys are `TrainConfig` fields, and a text value is read by the field's
+    type (see `parse_field_value`); `model.<arg>=value` sets a `create_model`
     argument (e.g. `model.depth=6`), `teacher.<arg>=value` one of the AAL
-    teacher's (`aal_teacher_overrides`).
+    teacher's (`aal_teacher_overrides`); those are read by `parse_value`.
+
+    Args:
+        config: a `TrainConfig`.
+        assignments: `"key=value"` strings, or a dict of already typed values.
     """
     if isinstance(assignments, dict):
-        items = list(assignments.items())
+        items = [(key, value, False) for key, value in assignments.items()]
     else:
         items = []
         for assignment in assignments:
             if "=" not in assignment:
                 raise ValueError(f"Invalid override {assignment!r}: expected `key=value`.")
             key, value = assignment.split("=", 1)
-            items.append((key.strip(), parse_value(value)))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            items.append((key.strip(), value, True))
     changes, model_overrides = {}, dict(config.model_overrides)
     teacher_overrides = dict(config.aal_teacher_overrides)
-    for key, value in items:
+    for key, value, is_text in items:
         if key.startswith("model."):
-            model_overrides[key[len("model."):]] = value
+            model_overrides[key[len("model."):]] = parse_value(value) if is_text else value
             continue
         if key.startswith("teacher."):
-            teacher_overrides[key[len("teacher."):]] = value
+            teacher_overrides[key[len("teacher."):]] = parse_value(value) if is_text else value
             continue
-        if key in ("aal_decay", "aal_teacher_layers") and isinstance(value, (tuple, list, float, int)):
-            # `--set aal_decay=0.99@0.6667,0.98` parses as a tuple: keep the text form.
-            value = ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
-        check_choice("key", key, sorted(fields))
+        check_field_name(key)
+        if is_text:
+            value = parse_field_value(key, value)
         if key == "augmentation" and value is None:
-            value = "none"  # `augmentation=none` means the choice, not a missing value
+            value = "none"  # `augmentation=None` means the choice, not a missing value
         if key == "techniques" and value is not None:
             value = (value,) if isinstance(value, str) else tuple(value)
             value = tuple(v for v in value if v)

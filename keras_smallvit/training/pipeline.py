@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_smallvit import data as datasets
 from keras_smallvit.training import autoaugment
+from keras_smallvit.utils.validation import check_positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -170,6 +171,9 @@ def normalization(config, train_data=None):
 
 
 def steps_per_epoch(num_examples, config):
+    if config.steps_per_epoch is not None:
+        # 0 would run no step and fail deep in Keras; `validate()` says the same.
+        check_positive_int("steps_per_epoch", config.steps_per_epoch)
     steps = (num_examples * config.repeated_augmentation) // config.batch_size
     if steps < 1:
         raise ValueError(

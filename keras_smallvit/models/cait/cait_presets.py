@@ -2,6 +2,7 @@
 
 from keras_smallvit.models.cait.cait_backbone import CaiTBackbone
 from keras_smallvit.models.image_classifier import ImageClassifier
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.vit.vit_presets import CLASSIFIER_ARGS
 from keras_smallvit.models.vit.vit_presets import default_patch_size
@@ -30,5 +31,10 @@ CAIT_VARIANTS = {
     "sata_cait": (("sata",), "CaiT + suppression of accumulated trivial attention"),
 }
 
+
+# What `build_cait` passes on: the backbone's arguments (image_size is
+# `create_model`'s) and the classifier's it routes.
+CAIT_ARGUMENTS = (*constructor_arguments(CaiTBackbone, exclude=("image_size",)), *CLASSIFIER_ARGS)
+
 for _name, (_techniques, _description) in CAIT_VARIANTS.items():
-    register_model(_name, build_cait, _techniques, _description, paper_lr=1e-3)
+    register_model(_name, build_cait, _techniques, _description, paper_lr=1e-3, arguments=CAIT_ARGUMENTS)

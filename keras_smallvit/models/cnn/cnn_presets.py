@@ -13,6 +13,7 @@ from keras_smallvit.models.cnn.cnn_common import check_weights_path
 from keras_smallvit.models.cnn.cnn_common import load_weights_file
 from keras_smallvit.models.cnn.efficientnet import EfficientNet
 from keras_smallvit.models.cnn.resnet import ResNet
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 
 # Lee et al. 2021 (SPT/LSA), Sec. 4.1.3: "the initial learning rate of ViT and
@@ -70,4 +71,6 @@ for _name, (_class, _defaults, _description) in CNN_PRESETS.items():
         _description,
         paper_lr=CNN_PAPER_LR,
         stochastic_depth=False,  # no drop path in these CNNs
+        # The class's arguments (num_classes / image_size are create_model's) and `weights`.
+        arguments=(*constructor_arguments(_class, exclude=("num_classes", "image_size")), "weights"),
     )

@@ -10,6 +10,7 @@ from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+from keras_smallvit.models.backbone import check_model_kwargs
 from keras_smallvit.models.backbone import keep_dtype_policy
 
 # variant -> (keras.applications constructor name, top dropout of the paper / Keras)
@@ -80,6 +81,7 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)  # before the build
         check_choice("variant", variant, tuple(EFFICIENTNET_VARIANTS))
         check_positive_int("num_classes", num_classes)
         image_hw = check_image_size(image_size, MIN_IMAGE_SIZE)

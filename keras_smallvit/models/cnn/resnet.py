@@ -9,6 +9,7 @@ from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+from keras_smallvit.models.backbone import check_model_kwargs
 from keras_smallvit.models.backbone import keep_dtype_policy
 
 STEMS = ("cifar", "imagenet")
@@ -121,6 +122,7 @@ class ResNet(FeatureMapsMixin, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        check_model_kwargs(type(self), kwargs)  # before the build
         # Validate everything up front so errors name the model's argument.
         image_hw = check_image_size(image_size)
         stage_blocks = tuple(check_positive_int("stage_blocks", b) for b in stage_blocks)

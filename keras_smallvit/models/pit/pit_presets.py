@@ -2,6 +2,7 @@
 
 from keras_smallvit.models.image_classifier import ImageClassifier
 from keras_smallvit.models.pit.pit_backbone import PiTBackbone
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.vit.vit_presets import CLASSIFIER_ARGS
 from keras_smallvit.models.vit.vit_presets import default_patch_size as vit_default_patch_size
@@ -39,5 +40,10 @@ PIT_VARIANTS = {
     "cb_pit": (("cb",), "PiT + context broadcasting"),
 }
 
+
+# What `build_pit` passes on: the backbone's arguments (image_size is
+# `create_model`'s) and the classifier's it routes.
+PIT_ARGUMENTS = (*constructor_arguments(PiTBackbone, exclude=("image_size",)), *CLASSIFIER_ARGS)
+
 for _name, (_techniques, _description) in PIT_VARIANTS.items():
-    register_model(_name, build_pit, _techniques, _description, paper_lr=1e-3)
+    register_model(_name, build_pit, _techniques, _description, paper_lr=1e-3, arguments=PIT_ARGUMENTS)

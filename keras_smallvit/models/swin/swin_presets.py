@@ -2,6 +2,7 @@
 
 from keras_smallvit.models.image_classifier import ImageClassifier
 from keras_smallvit.models.pit.pit_presets import default_patch_size
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.swin.swin_backbone import SwinBackbone
 from keras_smallvit.models.vit.vit_presets import CLASSIFIER_ARGS
@@ -33,5 +34,10 @@ SWIN_VARIANTS = {
     "cb_swin": (("cb",), "Swin + context broadcasting"),
 }
 
+
+# What `build_swin` passes on: the backbone's arguments (image_size is
+# `create_model`'s) and the classifier's it routes.
+SWIN_ARGUMENTS = (*constructor_arguments(SwinBackbone, exclude=("image_size",)), *(*CLASSIFIER_ARGS, "norm_before_pooling"))
+
 for _name, (_techniques, _description) in SWIN_VARIANTS.items():
-    register_model(_name, build_swin, _techniques, _description, paper_lr=1e-3)
+    register_model(_name, build_swin, _techniques, _description, paper_lr=1e-3, arguments=SWIN_ARGUMENTS)

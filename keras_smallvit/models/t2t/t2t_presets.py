@@ -1,6 +1,7 @@
 """Registered T2T-ViT variants: the small-dataset config of the papers' official code."""
 
 from keras_smallvit.models.image_classifier import ImageClassifier
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.t2t.t2t_backbone import T2TBackbone
 from keras_smallvit.models.vit.vit_presets import CLASSIFIER_ARGS
@@ -48,5 +49,10 @@ T2T_VARIANTS = {
     "sata_t2t": (("sata",), "T2T-ViT + suppression of accumulated trivial attention"),
 }
 
+
+# What `build_t2t` passes on: the backbone's arguments (image_size is
+# `create_model`'s) and the classifier's it routes.
+T2T_ARGUMENTS = (*constructor_arguments(T2TBackbone, exclude=("image_size",)), *CLASSIFIER_ARGS)
+
 for _name, (_techniques, _description) in T2T_VARIANTS.items():
-    register_model(_name, build_t2t, _techniques, _description, paper_lr=1e-3)
+    register_model(_name, build_t2t, _techniques, _description, paper_lr=1e-3, arguments=T2T_ARGUMENTS)

@@ -1,6 +1,7 @@
 """Registered ViT variants: the small-dataset config of the papers' official code."""
 
 from keras_smallvit.models.image_classifier import ImageClassifier
+from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import register_model
 from keras_smallvit.models.vit.vit_backbone import ViTBackbone
 from keras_smallvit.utils.validation import as_pair
@@ -66,5 +67,10 @@ VIT_VARIANTS = {
     "sl_sata_cb_vit": (("spt", "lsa", "sata", "cb"), "ViT with SPT, LSA, SATA and CB together"),
 }
 
+
+# What `build_vit` passes on: the backbone's arguments (image_size is
+# `create_model`'s) and the classifier's it routes.
+VIT_ARGUMENTS = (*constructor_arguments(ViTBackbone, exclude=("image_size",)), *CLASSIFIER_ARGS)
+
 for _name, (_techniques, _description) in VIT_VARIANTS.items():
-    register_model(_name, build_vit, _techniques, _description, paper_lr=3e-3)
+    register_model(_name, build_vit, _techniques, _description, paper_lr=3e-3, arguments=VIT_ARGUMENTS)
