@@ -245,7 +245,13 @@ def tree_contents(path):
 def test_failed_export_leaves_the_previous_export_untouched(classifier, tmp_path, monkeypatch):
     previous = tmp_path / "saved_model"
     os.makedirs(previous / "variables")
-    for name, content in [("saved_model.pb", b"good graph"), ("variables/variables.index", b"good index")]:
+    os.makedirs(previous / "assets.extra")
+    config = json.dumps({"format": "saved_model", "inputs": {}, "outputs": {}}).encode()
+    for name, content in [
+        ("saved_model.pb", b"good graph"),
+        ("variables/variables.index", b"good index"),
+        ("assets.extra/serving_config.json", config),  # an export of ours: it may be replaced
+    ]:
         (previous / name).write_bytes(content)
     before = tree_contents(previous)
 

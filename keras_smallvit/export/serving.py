@@ -11,9 +11,12 @@ ONNX is the TensorFlow serving function converted by tf2onnx (the `onnx`
 extra).
 """
 
+import ctypes
 import json
 import numbers
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +24,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_smallvit.utils.files import check_replaceable
+from keras_smallvit.utils.files import make_partial_dir
 from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.validation import check_choice
@@ -32,9 +37,14 @@ OUTPUT_NAME = "probabilities"
 # `assets.extra/serving_config.json`, in ONNX the metadata key `serving_config`.
 CONFIG_NAME = "serving_config"
 ONNX_EXTRA = "pip install 'keras_smallvit[onnx]' (tf2onnx and onnxruntime)"
+# The subprocess export's model file lives in `<tmp>/<prefix><parent pid>_*`:
+# the next export removes those whose process is gone (killed with -9).
+TEMPORARY_PREFIX = "keras_smallvit_export_"
+# The subprocess exits when the process of this pid is no longer its parent.
+PARENT_PID_VARIABLE = "KERAS_SMALLVIT_EXPORT_PARENT_PID"
 
 
-def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean=None, std=None):
+def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean=None, std=None, overwrite=False):
     """Exports a classifier for serving, whatever the current Keras backend.
 
     The exported function takes raw `uint8` images `(batch, H, W, C)` of the
@@ -53,8 +63,13 @@ def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean
     ONNX: one input `images`, one output `probabilities`, for ONNX Runtime.
     Both carry `serving_config` (input, output, preprocessing) as metadata.
 
-    The export is written under a temporary name and renamed onto `path`:
-    a failed export leaves a previous one at `path` untouched.
+    The export is written under a temporary name (`<name>.partial<ext>`) and
+    renamed onto `path`: a failed export leaves a previous one at `path`
+    untouched. It never replaces what it did not write: `path` must not
+    exist, be an empty folder, or be a previous export (a folder with
+    `assets.extra/serving_config.json`, or an ONNX file with the metadata
+    `serving_config`); anything else raises `FileExistsError` before any
+    work, unless `overwrite=True`.
 
     Args:
         model: a classifier returning logits `(batch, num_classes)`, e.g.
@@ -67,22 +82,17 @@ def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean
         scale: the uint8 pixels are multiplied by this first (> 0).
         mean: None, or subtracted after scaling: one number or one per channel.
         std: None, or divides after the mean: one number or one per channel (> 0).
+        overwrite: whether to replace `path` even when it is not a previous
+            export (e.g. a folder of other files). Default False.
 
     Returns:
         `path`.
     """
     check_choice("format", format, FORMATS)
-    image_shape = _image_shape(model)
-    num_classes = _num_classes(model, image_shape)
-    preprocessing = _preprocessing(scale, mean, std, image_shape[-1])
-    if format == "onnx":
-        _require_onnx_converter()
-    config = {
-        "format": format,
-        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, *image_shape]}},
-        "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [None, num_classes]}},
-        "preprocessing": preprocessing,
-    }
+    check_output(path, overwrite)  # before any model work
+    config = serving_config(model, format, scale, mean, std)
+    _remove_stale_temporary_folders()
+
     def write(tmp_path):
         try:
             _write(model, tmp_path, format, config)
@@ -92,12 +102,73 @@ def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean
 
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    replace_atomically(write, os.fspath(path))
+    replace_atomically(write, os.fspath(path), is_ours=is_export, overwrite=overwrite)
     return path
 
 
+def check_output(path, overwrite=False):
+    """Raises `FileExistsError` unless an export may be written at `path`
+    (see `export_for_serving`)."""
+    check_replaceable(os.fspath(path), is_ours=is_export, overwrite=overwrite)
+
+
+def is_export(path):
+    """Whether `path` is an export of `export_for_serving` (one it may replace).
+
+    A SavedModel folder is recognised by `saved_model.pb` and its
+    `assets.extra/serving_config.json`; an ONNX file (one file, no room for a
+    marker beside it that could not be separated from it) by its metadata
+    key `serving_config`, both holding this library's config.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        config_file = os.path.join(path, "assets.extra", CONFIG_NAME + ".json")
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")) or not os.path.isfile(config_file):
+            return False
+        try:
+            with open(config_file) as f:
+                return _is_serving_config(json.load(f))
+        except (OSError, ValueError):
+            return False
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x08":  # an ONNX ModelProto starts with its ir_version field
+                return False
+        import onnx
+
+        model_proto = onnx.load(path, load_external_data=False)
+        props = {p.key: p.value for p in model_proto.metadata_props}
+        return _is_serving_config(json.loads(props[CONFIG_NAME]))
+    except Exception:  # not ONNX, not ours, or onnx missing: not replaced without `overwrite`
+        return False
+
+
+def _is_serving_config(config):
+    return isinstance(config, dict) and config.get("format") in FORMATS and {"inputs", "outputs"} <= set(config)
+
+
+def serving_config(model, format, scale=1 / 255, mean=None, std=None):
+    """The export's description (`serving_config`), after checking the arguments."""
+    image_shape = _image_shape(model)
+    num_classes = _num_classes(model, image_shape)
+    preprocessing = _preprocessing(scale, mean, std, image_shape[-1])
+    if format == "onnx":
+        _require_onnx_converter()
+    return {
+        "format": format,
+        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, *image_shape]}},
+        "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [None, num_classes]}},
+        "preprocessing": preprocessing,
+    }
+
+
 def _write(model, path, format, config):
+    """Writes the export at `path` (a new name: no check, no rename)."""
     backend = keras.backend.backend()
+    if format == "saved_model":
+        make_partial_dir(path)  # marked first: a killed export's leftover is recognised as ours
     if backend == "tensorflow" or (backend == "jax" and format == "saved_model"):
         if format == "saved_model":
             archive, _ = _serving_archive(model, config)
@@ -326,10 +397,15 @@ def _write_onnx(serve, path, config):
 
 def _export_in_tensorflow_subprocess(model, path, format, preprocessing):
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    with tempfile.TemporaryDirectory(prefix="keras_smallvit_export_") as tmp:
+    # Removed on every exit but kill -9 (then by the next export, see `_remove_stale_temporary_folders`).
+    with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}_") as tmp:
         model_file = os.path.join(tmp, "model.keras")
         model.save(model_file)
-        command = [sys.executable, "-m", "keras_smallvit.export", model_file, os.path.abspath(path), "--format", format]
+        # `--in-place`: `path` is this export's own temporary name, already checked.
+        command = [
+            sys.executable, "-m", "keras_smallvit.export", model_file, os.path.abspath(path), "--format", format,
+            "--in-place",
+        ]
         # `--key=value`: argparse would take a value such as "-0.5,0.1" for an option.
         command.append(f"--scale={float(preprocessing['scale'])!r}")
         for key in ("mean", "std"):
@@ -337,11 +413,81 @@ def _export_in_tensorflow_subprocess(model, path, format, preprocessing):
                 command.append(f"--{key}=" + ",".join(repr(float(v)) for v in np.ravel(preprocessing[key])))
         env = dict(os.environ, KERAS_BACKEND="tensorflow")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env[PARENT_PID_VARIABLE] = str(os.getpid())
         # This checkout importable even when the package is not installed.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        # `run` kills the child on any exception here (Ctrl-C included);
+        # `_die_with_parent` covers a parent killed outright.
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, preexec_fn=_die_with_parent_function()
+        )
     if result.returncode != 0:
         raise RuntimeError(
             f"The {format} export under the TensorFlow backend failed (`{' '.join(command[1:4])} ...`, "
             f"exit code {result.returncode}):\n{result.stderr[-3000:]}"
         )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_function():
+    """A `preexec_fn` that has Linux send SIGKILL to the child when this
+    process dies, or None elsewhere (the child's `watch_parent` covers it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+
+    def die_with_parent():
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return die_with_parent
+
+
+def watch_parent(interval=0.5):
+    """In the export subprocess: exits as soon as the process that started it
+    (`KERAS_SMALLVIT_EXPORT_PARENT_PID`) is gone, without Linux's death signal
+    (other OSes), or when it died before the signal was set up."""
+    import threading
+    import time
+
+    expected = os.environ.get(PARENT_PID_VARIABLE)
+    if not expected:
+        return
+
+    def watch():
+        while True:
+            if os.getppid() != int(expected):
+                os._exit(1)
+            time.sleep(interval)
+
+    if os.getppid() != int(expected):
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _remove_stale_temporary_folders():
+    """Removes the subprocess exports' temporary folders whose process is
+    gone (a parent killed with -9 runs no cleanup)."""
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness check on POSIX only
+        return
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(TEMPORARY_PREFIX):].split("_")[0]
+        if not name.startswith(TEMPORARY_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # someone else's process
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
