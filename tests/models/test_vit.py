@@ -68,7 +68,7 @@ def test_backbone_config_round_trip():
 
 
 def test_classifier_config_round_trip():
-    model = tiny_classifier(head_dropout=0.0)
+    model = ImageClassifier(ViTBackbone(**TINY, **ALL_TECHNIQUES), 5, head_dropout=0.1)  # a head argument
     config = model.get_config()
     restored = ImageClassifier.from_config(config)
     assert restored.get_config() == config
