@@ -50,3 +50,11 @@ def assert_same_saved_weights(workdir_a, workdir_b, atol=1e-6):
     assert len(a.weights) == len(b.weights)
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb), atol=atol)
+
+
+def tree_contents(path):
+    """`{relative path: bytes}` of every file under `path` (to prove a folder is unchanged)."""
+    return {
+        os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(path) for f in files
+    }

@@ -17,6 +17,7 @@ import pytest
 
 import keras_smallvit
 from keras_smallvit.export import serving
+from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
 
 IMAGE_SIZE = 16
@@ -233,13 +234,6 @@ def classifier():
     """A tiny classifier, for the checks that fail before any export."""
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
     return keras.Model(images, keras.layers.Dense(NUM_CLASSES)(keras.layers.GlobalAveragePooling2D()(images)))
-
-
-def tree_contents(path):
-    return {
-        os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), "rb").read()
-        for d, _, files in os.walk(path) for f in files
-    }
 
 
 def test_failed_export_leaves_the_previous_export_untouched(classifier, tmp_path, monkeypatch):

@@ -14,30 +14,16 @@ import sys
 import tempfile
 import time
 
-import keras
 import pytest
 
 import keras_smallvit
 from keras_smallvit.export import serving
 from keras_smallvit.utils import files
+from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
+from tests.test_export import classifier  # noqa: F401 (a fixture)
 
-IMAGE_SIZE = 16
-NUM_CLASSES = 5
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
-    return keras.Model(images, keras.layers.Dense(NUM_CLASSES)(keras.layers.GlobalAveragePooling2D()(images)))
-
-
-def tree_contents(path):
-    return {
-        os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), "rb").read()
-        for d, _, names in os.walk(path) for f in names
-    }
 
 
 def make_run_folder(path):
@@ -164,7 +150,6 @@ def test_a_real_export_replaces_the_previous_one(classifier, tmp_path):
 
 PARENT = r"""
 import sys
-import keras
 import keras_smallvit
 
 images = keras.Input((16, 16, 3))

@@ -2,7 +2,6 @@
 folder, checkpoints rebuilt from the backup, errors that name the file."""
 
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -19,19 +18,9 @@ from keras_smallvit.training import load_split
 from keras_smallvit.training import train
 from keras_smallvit.training import run_guard
 from keras_smallvit.training.runner import check_splits_agree
+from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
 from tests.training.test_training import tiny_config
-
-
-def folder_digest(folder):
-    """Every file's path and bytes under `folder` (to prove nothing changed)."""
-    digest = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                digest[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return digest
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +39,12 @@ def finished_run(tmp_path_factory):
      ({"model_overrides": {"depth": 2, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}}, "model_overrides")],
 )
 def test_a_changed_command_refuses_to_resume_and_touches_nothing(finished_run, changes, key):
-    before = folder_digest(finished_run.workdir)
+    before = tree_contents(finished_run.workdir)
     with pytest.raises(run_guard.RunFolderMismatch) as error:
         train(dataclasses.replace(finished_run, **changes), verbose=0)
     message = str(error.value)
     assert f"{key}:" in message and "->" in message and "--workdir" in message and "--restart" in message
-    assert folder_digest(finished_run.workdir) == before
+    assert tree_contents(finished_run.workdir) == before
 
 
 def test_settings_that_cannot_change_the_past_may_differ(finished_run):
@@ -68,10 +57,10 @@ def test_settings_that_cannot_change_the_past_may_differ(finished_run):
 
 
 def test_invalid_config_and_foreign_folder_leave_everything_as_it_was(finished_run, tmp_path):
-    before = folder_digest(finished_run.workdir)
+    before = tree_contents(finished_run.workdir)
     with pytest.raises(ValueError, match="`batch_size`"):
         train(dataclasses.replace(finished_run, batch_size=0), verbose=0)
-    assert folder_digest(finished_run.workdir) == before
+    assert tree_contents(finished_run.workdir) == before
     foreign = tmp_path / "my_project"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
