@@ -150,6 +150,7 @@ def test_a_real_export_replaces_the_previous_one(classifier, tmp_path):
 
 PARENT = r"""
 import sys
+import keras
 import keras_smallvit
 
 images = keras.Input((16, 16, 3))
