@@ -14,24 +14,50 @@ or piece by piece for a script of your own:
               steps_per_epoch=steps, callbacks=[training.RunFolder("runs/x")])
 """
 
-from keras_smallvit.training.callbacks import RunFolder
-from keras_smallvit.training.callbacks import replace_atomically
-from keras_smallvit.training.config import TrainConfig
-from keras_smallvit.training.config import apply_overrides
-from keras_smallvit.training.config import smoke
-from keras_smallvit.training.optimization import MultiRateAdamW
-from keras_smallvit.training.optimization import learning_rate_schedule
-from keras_smallvit.training.optimization import make_loss
-from keras_smallvit.training.optimization import make_metrics
-from keras_smallvit.training.optimization import make_optimizer
-from keras_smallvit.training.optimization import sata_learning_rate_multipliers
-from keras_smallvit.training.pipeline import eval_dataset
-from keras_smallvit.training.pipeline import load_split
-from keras_smallvit.training.pipeline import resolve_data_settings
-from keras_smallvit.training.pipeline import resolve_image_size
-from keras_smallvit.training.pipeline import steps_per_epoch
-from keras_smallvit.training.pipeline import train_dataset
-from keras_smallvit.training.runner import build_model
-from keras_smallvit.training.runner import compile_model
-from keras_smallvit.training.runner import export_model
-from keras_smallvit.training.runner import train
+import importlib
+
+# Imported on first use (PEP 562): `from keras_smallvit.training import
+# TrainConfig` (every training config) stays free of Keras and TensorFlow.
+# None of these modules registers a Keras class (`import keras_smallvit`
+# registers the models and optimizers, `keras_smallvit.aal` its own).
+_EXPORTS = {
+    "RunFolder": "callbacks",
+    "replace_atomically": "callbacks",
+    "TrainConfig": "config",
+    "apply_overrides": "config",
+    "smoke": "config",
+    "MultiRateAdamW": "optimization",
+    "learning_rate_schedule": "optimization",
+    "make_loss": "optimization",
+    "make_metrics": "optimization",
+    "make_optimizer": "optimization",
+    "sata_learning_rate_multipliers": "optimization",
+    "eval_dataset": "pipeline",
+    "load_split": "pipeline",
+    "resolve_data_settings": "pipeline",
+    "resolve_image_size": "pipeline",
+    "steps_per_epoch": "pipeline",
+    "train_dataset": "pipeline",
+    "build_model": "runner",
+    "compile_model": "runner",
+    "export_model": "runner",
+    "train": "runner",
+}
+# Submodules reachable as attributes, as when this package imported them all.
+_SUBMODULES = ("autoaugment", "callbacks", "config", "distribute", "optimization", "pipeline", "run_guard", "runner")
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # once
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
