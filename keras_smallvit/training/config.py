@@ -177,21 +177,35 @@ class TrainConfig:
     aal_links: str = "full"
     aal_teacher_layers: str = "block_normalization"
 
-    def validate(self):
-        """Raises `ValueError` naming the first invalid field."""
+    def validate(self, models=True):
+        """Raises `ValueError` naming the first invalid field.
+
+        Args:
+            models: whether to run the checks that import the model registry
+                and `keras_smallvit.aal`, hence Keras: `model`,
+                `model_overrides`, `techniques`, `aal_links`, `aal_decay`,
+                `aal_teacher_model` and `aal_teacher_layers`. The command
+                line runs `validate(models=False)` first, before it imports
+                Keras, then the whole `validate()`.
+
+        Returns:
+            `self`.
+        """
         from keras_smallvit import data
-        from keras_smallvit.models import TECHNIQUES
-        from keras_smallvit.models import list_models
-        from keras_smallvit.models.registry import check_model_arguments
 
         for field in dataclasses.fields(self):
             check_field_type(field.name, getattr(self, field.name))
-        check_choice("model", self.model, list_models())
-        # The `model.<arg>` overrides by create_model's rule, before any training.
-        check_model_arguments(self.model, self.model_overrides)
-        if self.techniques is not None:
-            for technique in self.techniques:
-                check_choice("techniques", technique, TECHNIQUES)
+        if models:
+            from keras_smallvit.models import TECHNIQUES
+            from keras_smallvit.models import list_models
+            from keras_smallvit.models.registry import check_model_arguments
+
+            check_choice("model", self.model, list_models())
+            # The `model.<arg>` overrides by create_model's rule, before any training.
+            check_model_arguments(self.model, self.model_overrides)
+            if self.techniques is not None:
+                for technique in self.techniques:
+                    check_choice("techniques", technique, TECHNIQUES)
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("precision", self.precision, PRECISIONS)
@@ -238,21 +252,22 @@ class TrainConfig:
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)
         if self.aal:
-            self._validate_aal()
+            self._validate_aal(models)
         return self
 
-    def _validate_aal(self):
-        from keras_smallvit import aal
-        from keras_smallvit.models import list_models
+    def _validate_aal(self, models=True):
+        if models:
+            from keras_smallvit import aal
 
-        check_choice("aal_links", self.aal_links, aal.LINK_MODES)
-        try:
-            aal.parse_link_decay(self.aal_decay)
-        except ValueError as error:
-            raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
+            check_choice("aal_links", self.aal_links, aal.LINK_MODES)
+            try:
+                aal.parse_link_decay(self.aal_decay)
+            except ValueError as error:
+                raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
         if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
             raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
-        if self.aal_teacher_model is not None:
+        if models and self.aal_teacher_model is not None:
+            from keras_smallvit.models import list_models
             from keras_smallvit.models.registry import check_model_arguments
 
             check_choice("aal_teacher_model", self.aal_teacher_model, list_models())
@@ -278,7 +293,8 @@ class TrainConfig:
                     "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
                     "name the teacher model (e.g. 'resnet56')."
                 )
-        if isinstance(self.aal_teacher_layers, str) and self.aal_teacher_layers not in aal.TEACHER_LAYER_CHOICES:
+        layers = self.aal_teacher_layers
+        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
             if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
                 raise ValueError(
                     f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
