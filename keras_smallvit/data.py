@@ -20,7 +20,8 @@ Supported names: `"digits"` (scikit-learn, offline), `"cifar10"`,
 `"folder:<path>"` (an ImageFolder-style directory).
 
 TensorFlow and TensorFlow Datasets are imported inside the functions: they
-are slow to import and only the data pipeline needs them.
+are slow to import and only the data pipeline needs them. `check_data`
+checks that a dataset is on disk without them.
 """
 
 import dataclasses
@@ -137,6 +138,43 @@ def load_dataset(name, split, image_size=None, data_dir=None):
     return _load_tfds(name, split, image_size, data_dir)
 
 
+def check_data(name, data_dir=None):
+    """Raises the error `load_dataset` would raise for data that is not on
+    disk, without importing TensorFlow (fast: the command line's check).
+
+    It runs the loaders' own layout checks on the local file system (both
+    splits). What it cannot see without TensorFlow is left to
+    `load_dataset`, so it never rejects data that `load_dataset` accepts:
+    images that do not decode, paths such as `gs://...`, and for the TFDS
+    names anything inside the prepared `<data_dir>/<name>/` folder.
+
+    Args:
+        name: A name `load_dataset` accepts.
+        data_dir: As in `load_dataset`.
+
+    Raises:
+        ValueError: If `name` is invalid, or a folder's classes disagree.
+        FileNotFoundError: If the data is not on disk (the loader's message).
+    """
+    if name.startswith(FOLDER_PREFIX):
+        root = name[len(FOLDER_PREFIX):]
+        if not _is_remote(root):
+            for split in SPLITS:
+                _folder_examples(name, root, split, _LocalFiles)
+        return
+    _check_name(name)
+    if name == "tiny_imagenet":
+        if data_dir is None or not _is_remote(data_dir):
+            _, _, (test_paths, _) = _tiny_imagenet_examples(data_dir, _LocalFiles)
+            _check_first_test_image(test_paths, _LocalFiles)
+    elif name in TFDS_NAMES:
+        where = data_dir if data_dir is not None else _tfds_data_dir()
+        folder = os.path.join(where, name)
+        # TFDS reads <data_dir>/<name>/<version>/: without that folder, no version is there.
+        if not _is_remote(where) and not any(os.path.isdir(p) for p in (folder, os.path.expanduser(folder))):
+            raise _tfds_not_prepared(name, where, folder)
+
+
 def load_digits(image_size=32, split="train", test_fraction=0.2, seed=0):
     """scikit-learn's 1,797 8x8 handwritten digits as RGB images.
 
@@ -227,15 +265,7 @@ def _load_tfds(name, split, image_size, data_dir):
         dataset = builder.as_dataset(split=split, as_supervised=True)
     except AssertionError as error:  # TFDS's "could not find data in ..."
         where = data_dir if data_dir is not None else builder.data_dir.rsplit(os.sep + name, 1)[0]
-        raise FileNotFoundError(
-            f"TensorFlow Datasets' `{name}` is not prepared under data_dir={where!r} "
-            f"(looked for {builder.data_dir}). Nothing is downloaded here. Prepare it "
-            "on a machine with internet access:\n"
-            f"  python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.load('{name}', data_dir='{where}')\"\n"
-            f"then copy the folder `{where}/{name}` here and pass that `data_dir` "
-            "(or set TFDS_DATA_DIR)."
-        ) from error
+        raise _tfds_not_prepared(name, where, builder.data_dir) from error
 
     def preprocess(image, label):
         return _to_float_image(image, image_size), tf.cast(label, tf.int32)
@@ -250,6 +280,24 @@ def _load_tfds(name, split, image_size, data_dir):
         num_test=splits["test"].num_examples if "test" in splits else None,
     )
     return dataset.prefetch(tf.data.AUTOTUNE), info
+
+
+def _tfds_not_prepared(name, where, looked_for):
+    return FileNotFoundError(
+        f"TensorFlow Datasets' `{name}` is not prepared under data_dir={where!r} "
+        f"(looked for {looked_for}). Nothing is downloaded here. Prepare it "
+        "on a machine with internet access:\n"
+        f"  python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.load('{name}', data_dir='{where}')\"\n"
+        f"then copy the folder `{where}/{name}` here and pass that `data_dir` "
+        "(or set TFDS_DATA_DIR)."
+    )
+
+
+def _tfds_data_dir():
+    """The data dir TFDS reads when given none (`tfds.core.constants.DATA_DIR`)."""
+    default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", default))
 
 
 def _files_dataset(paths, labels, image_size):
@@ -268,53 +316,75 @@ def _files_dataset(paths, labels, image_size):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+class _LocalFiles:
+    """The `tf.io.gfile` calls of this module on `os`, for local paths: the
+    loaders' layout checks without importing TensorFlow (`check_data`)."""
+
+    exists = staticmethod(os.path.exists)
+    isdir = staticmethod(os.path.isdir)
+    listdir = staticmethod(os.listdir)
+
+    @staticmethod
+    def GFile(path):  # noqa: N802 (tf.io.gfile's name)
+        return open(path, encoding="utf-8", errors="replace")
+
+
+def _gfile(files):
+    if files is not None:
+        return files
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _is_remote(path):
+    """A path only `tf.io.gfile` reads (gs://, s3://, ...)."""
+    return "://" in str(path)
+
+
 def _missing(what, path, layout):
     return FileNotFoundError(f"{what}: {path!r} does not exist. Expected layout:\n{layout}")
 
 
-def _resolve_tiny_imagenet_dir(data_dir):
-    import tensorflow as tf
-
+def _resolve_tiny_imagenet_dir(data_dir, files=None):
+    files = _gfile(files)
     if data_dir is None:
         raise FileNotFoundError(
             "`tiny_imagenet` needs `data_dir`: the unpacked tiny-imagenet-200 folder "
             f"(nothing is downloaded). Expected layout:\n{TINY_IMAGENET_LAYOUT}"
         )
     nested = os.path.join(data_dir, "tiny-imagenet-200")
-    if not tf.io.gfile.exists(os.path.join(data_dir, "wnids.txt")) and tf.io.gfile.exists(nested):
+    if not files.exists(os.path.join(data_dir, "wnids.txt")) and files.exists(nested):
         data_dir = nested  # the folder the zip was unpacked into
     for relative in ("wnids.txt", "train", os.path.join("val", "val_annotations.txt")):
         path = os.path.join(data_dir, relative)
-        if not tf.io.gfile.exists(path):
+        if not files.exists(path):
             raise _missing("Tiny ImageNet not found", path, TINY_IMAGENET_LAYOUT)
     return data_dir
 
 
-def _read_lines(path):
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path) as f:
+def _read_lines(path, files=None):
+    with _gfile(files).GFile(path) as f:
         return [line.strip() for line in f if line.strip()]
 
 
-def _list_images(directory, layout):
-    import tensorflow as tf
-
-    if not tf.io.gfile.isdir(directory):
+def _list_images(directory, layout, files=None):
+    files = _gfile(files)
+    if not files.isdir(directory):
         raise _missing("Image folder not found", directory, layout)
     return sorted(
         os.path.join(directory, f)
-        for f in tf.io.gfile.listdir(directory)
+        for f in files.listdir(directory)
         if f.lower().endswith(IMAGE_EXTENSIONS)
     )
 
 
-def _load_tiny_imagenet(split, image_size, data_dir):
-    import tensorflow as tf
-
-    root = _resolve_tiny_imagenet_dir(data_dir)
+def _tiny_imagenet_examples(data_dir, files=None):
+    """`(num_classes, (train_paths, train_labels), (test_paths, test_labels))`,
+    with the layout checks of the loader."""
+    root = _resolve_tiny_imagenet_dir(data_dir, files)
     # Sorted like an ImageFolder over train/, so labels match other tools.
-    wnids = sorted(_read_lines(os.path.join(root, "wnids.txt")))
+    wnids = sorted(_read_lines(os.path.join(root, "wnids.txt"), files))
     if not wnids:
         raise ValueError(f"{os.path.join(root, 'wnids.txt')} lists no classes.")
     label_of = {wnid: i for i, wnid in enumerate(wnids)}
@@ -323,7 +393,7 @@ def _load_tiny_imagenet(split, image_size, data_dir):
         paths, labels = [], []
         for wnid in wnids:
             images_dir = os.path.join(root, "train", wnid, "images")
-            for path in _list_images(images_dir, TINY_IMAGENET_LAYOUT):
+            for path in _list_images(images_dir, TINY_IMAGENET_LAYOUT, files):
                 paths.append(path)
                 labels.append(label_of[wnid])
         return paths, labels
@@ -332,7 +402,7 @@ def _load_tiny_imagenet(split, image_size, data_dir):
         # val/images/ is flat; the labels are only in the annotations file.
         paths, labels = [], []
         annotations = os.path.join(root, "val", "val_annotations.txt")
-        for line in _read_lines(annotations):
+        for line in _read_lines(annotations, files):
             filename, wnid = line.split("\t")[:2]
             if wnid not in label_of:
                 raise ValueError(f"{annotations}: class {wnid!r} of {filename!r} is not in wnids.txt.")
@@ -340,17 +410,24 @@ def _load_tiny_imagenet(split, image_size, data_dir):
             labels.append(label_of[wnid])
         return paths, labels
 
-    train_paths, train_labels = train_examples()
-    test_paths, test_labels = test_examples()
+    return len(wnids), train_examples(), test_examples()
+
+
+def _check_first_test_image(test_paths, files=None):
+    # Check one file up front: a missing val/images/ would otherwise only
+    # fail mid-epoch, deep inside tf.data.
+    if test_paths and not _gfile(files).exists(test_paths[0]):
+        raise _missing("Tiny ImageNet validation image not found", test_paths[0], TINY_IMAGENET_LAYOUT)
+
+
+def _load_tiny_imagenet(split, image_size, data_dir):
+    num_classes, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
     if split == "test":
-        # Check one file up front: a missing val/images/ would otherwise only
-        # fail mid-epoch, deep inside tf.data.
-        if test_paths and not tf.io.gfile.exists(test_paths[0]):
-            raise _missing("Tiny ImageNet validation image not found", test_paths[0], TINY_IMAGENET_LAYOUT)
+        _check_first_test_image(test_paths)
     paths, labels = (train_paths, train_labels) if split == "train" else (test_paths, test_labels)
     info = DatasetInfo(
         name="tiny_imagenet",
-        num_classes=len(wnids),
+        num_classes=num_classes,
         image_size=image_size,
         num_train=len(train_paths),
         num_test=len(test_paths),
@@ -428,35 +505,36 @@ def find_unreadable_image(name, split, data_dir=None):
     return None
 
 
-def _folder_split_dir(root, split):
-    import tensorflow as tf
-
+def _folder_split_dir(root, split, files=None):
+    files = _gfile(files)
     candidates = ("train",) if split == "train" else ("test", "val")
     for candidate in candidates:
         path = os.path.join(root, candidate)
-        if tf.io.gfile.isdir(path):
+        if files.isdir(path):
             return path
     return None
 
 
-def _load_folder(name, root, split, image_size):
-    import tensorflow as tf
-
+def _folder_examples(name, root, split, files=None):
+    """`(num_classes, paths, labels, num_other)` of a folder's split
+    (`num_other`: the other split's examples, None without one), with the
+    layout checks of the loader."""
+    files = _gfile(files)
     if not root:
         raise ValueError(f"Invalid `name`: {name!r}. Expected 'folder:<path>' with a non-empty path.")
-    split_dir = _folder_split_dir(root, split)
+    split_dir = _folder_split_dir(root, split, files)
     if split_dir is None:
         raise _missing(f"Image folder split {split!r} not found", os.path.join(root, split), FOLDER_LAYOUT)
 
     def class_names(directory):
         return sorted(
             entry.rstrip("/")
-            for entry in tf.io.gfile.listdir(directory)
-            if tf.io.gfile.isdir(os.path.join(directory, entry))
+            for entry in files.listdir(directory)
+            if files.isdir(os.path.join(directory, entry))
         )
 
     # Classes come from train/ whatever the split, so labels agree between splits.
-    train_dir = _folder_split_dir(root, "train")
+    train_dir = _folder_split_dir(root, "train", files)
     classes = class_names(train_dir or split_dir)
     if not classes:
         raise _missing("No class sub-folders", os.path.join(train_dir or split_dir, "<class_name>"), FOLDER_LAYOUT)
@@ -466,7 +544,7 @@ def _load_folder(name, root, split, image_size):
         for class_name in class_names(directory):
             if class_name not in classes:
                 raise ValueError(f"{directory}: class folder {class_name!r} is not among the classes of train/.")
-            for path in _list_images(os.path.join(directory, class_name), FOLDER_LAYOUT):
+            for path in _list_images(os.path.join(directory, class_name), FOLDER_LAYOUT, files):
                 paths.append(path)
                 labels.append(classes.index(class_name))
         return paths, labels
@@ -474,8 +552,15 @@ def _load_folder(name, root, split, image_size):
     paths, labels = examples(split_dir)
     if not paths:
         raise _missing("No .jpg/.jpeg/.png images", os.path.join(split_dir, "<class_name>"), FOLDER_LAYOUT)
-    other_dir = _folder_split_dir(root, "test" if split == "train" else "train")
+    other_dir = _folder_split_dir(root, "test" if split == "train" else "train", files)
     num_other = len(examples(other_dir)[0]) if other_dir else None
+    return len(classes), paths, labels, num_other
+
+
+def _load_folder(name, root, split, image_size):
+    import tensorflow as tf
+
+    num_classes, paths, labels, num_other = _folder_examples(name, root, split)
     if image_size is None:
         # No paper default for an arbitrary folder: keep the first image's size
         # (square side = its height) so that every example has one shape.
@@ -483,7 +568,7 @@ def _load_folder(name, root, split, image_size):
         image_size = int(first.shape[0])
     info = DatasetInfo(
         name=name,
-        num_classes=len(classes),
+        num_classes=num_classes,
         image_size=image_size,
         num_train=len(paths) if split == "train" else num_other,
         num_test=len(paths) if split == "test" else num_other,

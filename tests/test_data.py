@@ -184,6 +184,53 @@ def test_missing_folder_raises_file_not_found(tmp_path):
         data.load_dataset(f"folder:{tmp_path / 'nowhere'}", "train")
 
 
+# --- check_data: the loaders' layout checks without TensorFlow ----------------------
+
+
+def test_check_data_passes_what_the_loaders_load(tiny_imagenet_dir, tmp_path):
+    for split in ("train", "val"):  # val/ stands in for test/
+        write_image(str(tmp_path / "images" / split / "cat" / "0.png"), 8, 10)
+    for name, data_dir in [
+        ("digits", None),
+        ("tiny_imagenet", str(tiny_imagenet_dir)),
+        ("tiny_imagenet", str(tiny_imagenet_dir.parent)),  # the folder the zip was unpacked into
+        (f"folder:{tmp_path / 'images'}", None),
+    ]:
+        data.check_data(name, data_dir)
+        for split in data.SPLITS:
+            data.load_dataset(name, split, data_dir=data_dir)
+
+
+def test_check_data_fails_with_the_loaders_message(tmp_path):
+    only_train = tmp_path / "only_train"
+    write_image(str(only_train / "train" / "cat" / "0.png"), 8, 10)
+    (tmp_path / "foreign" / "train" / "cat").mkdir(parents=True)
+    write_image(str(tmp_path / "foreign" / "test" / "dog" / "0.png"), 8, 10)
+    write_image(str(tmp_path / "foreign" / "train" / "cat" / "0.png"), 8, 10)
+    for name, data_dir, split in [
+        ("tiny_imagenet", str(tmp_path / "nowhere"), "train"),
+        ("tiny_imagenet", None, "train"),
+        (f"folder:{tmp_path / 'nowhere'}", None, "train"),
+        (f"folder:{only_train}", None, "test"),
+        (f"folder:{tmp_path / 'foreign'}", None, "test"),  # a test class that train/ lacks
+        ("folder:", None, "train"),
+    ]:
+        with pytest.raises((FileNotFoundError, ValueError)) as fast:
+            data.check_data(name, data_dir)
+        with pytest.raises(type(fast.value)) as full:
+            data.load_dataset(name, split, data_dir=data_dir)
+        assert str(fast.value) == str(full.value)
+    with pytest.raises(FileNotFoundError) as fast:
+        data.check_data("cifar100", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as full:
+        data.load_dataset("cifar100", "train", data_dir=str(tmp_path))
+    # The same message; TFDS also names the version folder it looked for.
+    looked_for = str(tmp_path / "cifar100")
+    assert f"(looked for {looked_for})" in str(fast.value)
+    version = str(full.value).split(f"looked for {looked_for}{os.sep}", 1)[1].split(")", 1)[0]
+    assert str(fast.value) == str(full.value).replace(f"{looked_for}{os.sep}{version})", f"{looked_for})")
+
+
 # --- argument checks -------------------------------------------------------------------
 
 
