@@ -22,13 +22,20 @@ Running the same command again after a crash or kill resumes from the last
 finished epoch in `--workdir` and ends with the same metrics. The run folder
 holds config.json, log.csv, tensorboard/, best.keras, last.keras, backup/,
 metrics.json and saved_model/ (uint8 images -> probabilities; --no-export skips it).
+
+A wrong argument or config, or missing data, fails within a second with one
+`error:` naming it, before Keras is imported (`preflight`); model names and
+`model.<arg>` need the model classes and are checked right after.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
+import types
 
 # TensorFlow's C++ start-up log lines, on every backend (tf.data runs on TensorFlow
 # everywhere); a user who sets TF_CPP_MIN_LOG_LEVEL keeps theirs.
@@ -100,7 +107,14 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def resolve_config(args):
+def resolve_config(args, models=True):
+    """The `TrainConfig` of the command line, validated.
+
+    Args:
+        args: `parse_args`'s namespace.
+        models: passed to `TrainConfig.validate` (False: without the checks
+            that need the model classes, for `preflight`).
+    """
     from keras_smallvit.training.config import apply_overrides
     from keras_smallvit.training.config import smoke
     from training.configs import get_config
@@ -133,11 +147,71 @@ def resolve_config(args):
         config = smoke(config, keep=explicit)
         if args.workdir is None:
             config = dataclasses.replace(config, workdir=config.workdir + "_smoke")
-    return config.validate()
+    return config.validate(models=models)
+
+
+@contextlib.contextmanager
+def _without_frameworks():
+    """Lets the Keras-free modules import without Keras and its backends.
+
+    `import keras_smallvit` imports Keras, which imports the backend
+    framework (seconds): the package registers its Keras classes eagerly.
+    `keras_smallvit.training.config`, `keras_smallvit.data`,
+    `keras_smallvit.utils` and `training.configs` need none of that, so
+    inside this block `keras_smallvit` is a bare package (the same folder,
+    its `__init__` not run). On exit every `keras_smallvit` and `training.*`
+    module imported inside is forgotten again, so that the real imports
+    afterwards run as if this block never had (the third-party ones stay:
+    they are the same either way). With `keras_smallvit` already imported,
+    it changes nothing.
+    """
+    if "keras_smallvit" in sys.modules:
+        yield
+        return
+    before = set(sys.modules)
+    bare = types.ModuleType("keras_smallvit")
+    bare.__path__ = list(importlib.util.find_spec("keras_smallvit").submodule_search_locations)
+    sys.modules["keras_smallvit"] = bare
+    try:
+        yield
+    finally:
+        ours = [n for n in set(sys.modules) - before if n.split(".")[0] == "keras_smallvit" or n.startswith("training.")]
+        removed = {name: sys.modules.pop(name) for name in ours}
+        for name, module in removed.items():
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules and getattr(sys.modules[parent], child, None) is module:
+                delattr(sys.modules[parent], child)  # `training.configs`
+
+
+def preflight(args):
+    """Checks the command line before Keras and TensorFlow are imported.
+
+    The same code as the run (`resolve_config`, without the checks that need
+    the model classes) and `keras_smallvit.data.check_data` for the data, so
+    that a wrong argument or missing data fails within a second or two.
+    `main` then imports Keras and checks everything again.
+
+    Args:
+        args: `parse_args`'s namespace.
+
+    Raises:
+        ValueError: an invalid argument or config, as `resolve_config`.
+        FileNotFoundError: missing data, as the data loaders.
+    """
+    with _without_frameworks():
+        from keras_smallvit.data import check_data
+
+        config = resolve_config(args, models=False)
+        check_data(config.dataset, config.data_dir)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.list:
+        try:
+            preflight(args)
+        except (ValueError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}")
     if args.cpu_devices:
         # Before the backend runs anything.
         from keras_smallvit.training.distribute import use_virtual_cpu_devices
@@ -146,7 +220,6 @@ def main(argv=None):
     import keras
 
     import keras_smallvit
-    from keras_smallvit.training import train
     from keras_smallvit.training.run_guard import RunFolderInUse
     from training.configs import list_configs
 
@@ -159,6 +232,8 @@ def main(argv=None):
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     print(f"{config.model} on {config.dataset}, backend {keras.backend.backend()}, workdir {config.workdir}")
+    from keras_smallvit.training import train  # TensorFlow (tf.data): after the checks
+
     try:
         metrics = train(config, restart=args.restart)
     except (ValueError, FileNotFoundError, RunFolderInUse) as error:

@@ -1,0 +1,157 @@
+"""Fail fast: `python -m training.train` rejects a wrong argument or missing
+data before it imports Keras, TensorFlow or a backend (in well under 3 s),
+with the one-line `error:` of the full check, and writes nothing.
+
+Each test runs its cases in one fresh Python process (this one has Keras
+imported already) and reads back the messages and the imported frameworks.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "tensorflow_datasets")
+
+CHILD = """
+import json, sys, time
+from training.train import main, parse_args, preflight
+
+cases, valid = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+messages, seconds = {}, {}
+for name, argv in cases.items():
+    start = time.perf_counter()
+    try:
+        main(argv)
+        messages[name] = None
+    except SystemExit as exit:
+        messages[name] = str(exit.code)
+    seconds[name] = time.perf_counter() - start
+for argv in valid:
+    preflight(parse_args(argv))  # raises if a valid command is rejected
+import training
+print(json.dumps({
+    "messages": messages,
+    "seconds": seconds,
+    "frameworks": sorted(m for m in sys.modules if m.split(".")[0] in %r),
+    "left_behind": sorted(m for m in sys.modules if m.split(".")[0] == "keras_smallvit" or m.startswith("training.configs")),
+    "training_configs_attribute": hasattr(training, "configs"),
+}))
+""" % (set(FRAMEWORKS),)
+
+
+def run_child(cases, valid=()):
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cases), json.dumps(list(valid))],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def check_failures(report, cases, expected, tmp_path):
+    assert report["frameworks"] == []
+    for name, fragments in expected.items():
+        message = report["messages"][name]
+        assert message is not None and message.startswith("error: "), (name, message)
+        assert "Traceback" not in message
+        for fragment in fragments:
+            assert fragment in message, (name, fragment, message)
+        assert report["seconds"][name] < 3, (name, report["seconds"][name])
+    assert not (tmp_path / "workdirs").exists()  # nothing written
+    assert set(report["messages"]) == set(cases)
+
+
+def test_invalid_arguments_fail_before_the_frameworks_load(tmp_path):
+    workdir = str(tmp_path / "workdirs" / "run")
+    cases = {
+        "lr": ["--set", "lr=abc", "--workdir", workdir],
+        "nosuch": ["--set", "nosuch=1", "--workdir", workdir],
+        "epochs": ["--epochs", "0", "--workdir", workdir],
+        "warmup": ["--epochs", "3", "--warmup-epochs", "3", "--workdir", workdir],
+        "config": ["--config", "nosuch_config", "--workdir", workdir],
+        "aal": ["--teacher", "t.keras", "--workdir", workdir],
+    }
+    report = run_child(cases)
+    check_failures(report, cases, {
+        "lr": ["`lr` 'abc'", "Expected a number"],
+        "nosuch": ["`key`: 'nosuch'", "Allowed values:", "'lr'"],
+        "epochs": ["`epochs`"],
+        "warmup": ["`warmup_epochs` 3", "[0, 3)"],
+        "config": ["`config`: 'nosuch_config'", "digits_sl_vit"],
+        "aal": ["--teacher", "`--aal`"],
+    }, tmp_path)
+
+
+def test_missing_data_fails_before_the_frameworks_load(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    workdir = str(tmp_path / "workdirs" / "run")
+    no_test = tmp_path / "no_test" / "train" / "cat"
+    no_test.mkdir(parents=True)
+    (no_test / "0.png").write_bytes(b"")
+    cases = {
+        "cifar100": ["--dataset", "cifar100", "--data-dir", str(empty), "--workdir", workdir],
+        "svhn": ["--config", "svhn_sl_vit", "--data-dir", str(empty), "--workdir", workdir],
+        "folder": ["--dataset", f"folder:{tmp_path / 'missing'}", "--workdir", workdir],
+        "folder_test": ["--dataset", f"folder:{tmp_path / 'no_test'}", "--workdir", workdir],
+        "tiny_imagenet": ["--dataset", "tiny_imagenet", "--data-dir", str(empty), "--workdir", workdir],
+        "tiny_imagenet_none": ["--config", "tiny_imagenet_sl_vit", "--set", "data_dir=none", "--workdir", workdir],
+    }
+    report = run_child(cases)
+    check_failures(report, cases, {
+        "cifar100": ["`cifar100`", f"data_dir={str(empty)!r}", f"looked for {empty / 'cifar100'}", "tfds.load("],
+        "svhn": ["`svhn_cropped`", str(empty / "svhn_cropped")],
+        "folder": ["split 'train' not found", str(tmp_path / "missing" / "train"), "Expected layout"],
+        "folder_test": ["split 'test' not found", str(tmp_path / "no_test" / "test")],
+        "tiny_imagenet": ["Tiny ImageNet not found", str(empty / "wnids.txt"), "Expected layout"],
+        "tiny_imagenet_none": ["`tiny_imagenet` needs `data_dir`"],
+    }, tmp_path)
+
+
+def test_valid_commands_pass_the_preflight_and_leave_no_module_behind(tmp_path):
+    images = tmp_path / "images"
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (images / split / name).mkdir(parents=True)
+            (images / split / name / "0.png").write_bytes(b"")  # the preflight decodes nothing
+    tiny = tmp_path / "unpacked" / "tiny-imagenet-200"
+    (tiny / "train" / "n01" / "images").mkdir(parents=True)
+    (tiny / "train" / "n01" / "images" / "n01_0.JPEG").write_bytes(b"")
+    (tiny / "val" / "images").mkdir(parents=True)
+    (tiny / "val" / "images" / "val_0.JPEG").write_bytes(b"")
+    (tiny / "wnids.txt").write_text("n01\n")
+    (tiny / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn01\t0\t0\t63\t63\n")
+    tfds_dir = tmp_path / "tfds"
+    (tfds_dir / "cifar100").mkdir(parents=True)  # what is inside is TFDS's to judge
+    workdir = str(tmp_path / "workdirs" / "run")
+    valid = [
+        ["--config", "digits_sl_vit", "--smoke", "--workdir", workdir],
+        # Model checks need the model classes: the full check after the preflight has them.
+        ["--model", "no_such_model", "--set", "model.nosuch=1", "--workdir", workdir],
+        ["--dataset", f"folder:{images}", "--workdir", workdir],
+        ["--dataset", "tiny_imagenet", "--data-dir", str(tiny.parent), "--workdir", workdir],
+        ["--dataset", "cifar100", "--data-dir", str(tfds_dir), "--workdir", workdir],
+        ["--dataset", "cifar100", "--data-dir", "gs://bucket/tfds", "--workdir", workdir],
+    ]
+    report = run_child({}, valid)
+    assert report["frameworks"] == []
+    assert report["left_behind"] == [] and not report["training_configs_attribute"]
+    assert not (tmp_path / "workdirs").exists()
+
+
+def test_the_training_package_still_exports_everything():
+    # Lazy (PEP 562), so that a config module's `TrainConfig` import needs no framework.
+    from keras_smallvit import training
+    from keras_smallvit.training import runner
+
+    assert training.train is runner.train and training.pipeline.load_split is training.load_split
+    assert all(hasattr(training, name) for name in training.__all__)
+    assert set(training.__all__) <= set(dir(training))
+    try:
+        training.nosuch
+    except AttributeError as error:
+        assert "nosuch" in str(error)
+    else:
+        raise AssertionError("training.nosuch exists")
