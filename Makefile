@@ -1,6 +1,9 @@
 # Two commands do all set-up on a fresh machine:
 #   make train   builds the environment, trains SL-ViT (+SATA, CB) on the offline digits data, exports it (training/configs/digits_sl_vit.py)
-#   make test    builds the environment, runs the test suite once per backend
+#   make test    builds the environment, runs the test suite once per backend (what CI runs)
+# For developers:
+#   make test-fast   one backend (FAST_BACKEND, torch: the quickest), without the tests marked `large`
+#   make coverage    make test with line coverage of keras_smallvit/ per backend (coverage/<backend>.json)
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= tensorflow jax torch
@@ -12,17 +15,28 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: install train test
+.PHONY: install train test test-fast coverage
 install: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(VENV)/bin/python -m training.train --config digits_sl_vit $(ARGS)
 
-# Runs every backend even when one fails, then fails if any did.
+# Runs every backend even when one fails, then fails if any did; prints each
+# backend's wall time at the end.
 test: $(VENV)/.installed
-	@failed=""; for backend in $(BACKENDS); do \
-		echo "=== pytest on KERAS_BACKEND=$$backend ==="; \
-		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests || failed="$$failed $$backend"; \
+	@failed=""; times=""; for backend in $(BACKENDS); do \
+		echo "=== pytest on KERAS_BACKEND=$$backend ==="; start=$$(date +%s); \
+		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS) $(COVERAGE_ARGS) tests || failed="$$failed $$backend"; \
+		times="$$times $$backend=$$(( $$(date +%s) - start ))s"; \
 	done; \
+	echo "wall time per backend:$$times"; \
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi; \
 	echo "all backends passed: $(BACKENDS)"
+
+FAST_BACKEND ?= torch
+test-fast: $(VENV)/.installed
+	KERAS_BACKEND=$(FAST_BACKEND) $(VENV)/bin/python -m pytest $(PYTEST_ARGS) -m "not large" tests
+
+coverage: $(VENV)/.installed
+	@mkdir -p coverage
+	$(MAKE) test COVERAGE_ARGS='--cov=keras_smallvit --cov-report=term:skip-covered --cov-report=json:coverage/$$$$backend.json'

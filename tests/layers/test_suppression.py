@@ -22,6 +22,7 @@ def attention_probs(shape=(2, 3, 17, 17), sharpness=3.0, seed=0):
 
 class TestContract(LayerContract):
     input_shape = (2, 3, 9, 9)
+    mixed_output_dtype = "float32"  # SATA computes in float32 under any policy
 
     def layer_factory(self, dtype):
         return TrivialAttentionSuppression(threshold=0.2, initial_scale=0.7, dtype=dtype)

@@ -20,10 +20,8 @@ from keras_smallvit.models import ResNet
 from keras_smallvit.models.cnn import ZeroPadShortcut
 from keras_smallvit.models.cnn import load_weights_file
 from tests.contract import BACKEND
-from tests.contract import FAST_FIT_JIT
-from tests.contract import JIT_BACKENDS
-from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
+from tests.contract import ModelContract
 from tests.contract import as_numpy
 
 CNN_NAMES = ("resnet56", "resnet110", "resnet34", "efficientnet_b0", "efficientnet_b3")
@@ -300,51 +298,17 @@ def test_resnet_config_round_trip():
     assert restored.count_params() == model.count_params()
 
 
-def compile_and_fit(model, x, jit_compile=FAST_FIT_JIT):
-    y = np.arange(len(x)) % model.num_classes
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model.fit(x, y, batch_size=len(x), epochs=1, verbose=0).history["loss"]
-
-
-def test_resnet_fit_step_then_keras_save_load_gives_identical_outputs(tmp_path):
-    model = ResNet(num_classes=5, **TINY_CIFAR)
-    x = images(4, 16)
-    before = [as_numpy(v).copy() for v in model.trainable_weights]
-    assert np.isfinite(compile_and_fit(model, x)).all()
-    assert all(not np.allclose(as_numpy(v), b) for v, b in zip(model.trainable_weights, before))
-    expected = as_numpy(model(x))
-    path = os.path.join(tmp_path, "resnet.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert isinstance(reloaded, ResNet) and reloaded.get_config() == model.get_config()
-    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("policy", MIXED_POLICIES)
-def test_resnet_mixed_precision_fit_has_no_nan_and_float32_logits(policy):
+class TestResNet(ModelContract):
+    all_weights_move = True
     # One block (with a projection shortcut): XLA compiles of the train step are slow.
-    model = ResNet(num_classes=5, dtype=policy, **{**TINY_IMAGENET, "stage_blocks": (1,), "stage_widths": (8,)})
-    assert model.get_layer("stage1_block1_conv1").compute_dtype == policy.split("_")[1]
-    assert model.get_layer("logits").compute_dtype == "float32"
-    x = images(4, 16)
-    # XLA: each block's contract (float16) and the jit test (whole model);
-    # on JAX XLA is the fast path.
-    assert np.isfinite(compile_and_fit(model, x, jit_compile=FAST_FIT_JIT)).all()
-    logits = infer(model, x)
-    assert logits.dtype == np.float32 and np.isfinite(logits).all()
+    mixed_kwargs = {**TINY_IMAGENET, "stage_blocks": (1,), "stage_widths": (8,)}
+    half_layers = ("stage1_block1_conv1",)
 
+    def model_factory(self, dtype=None, **kwargs):
+        return ResNet(num_classes=5, dtype=dtype, **{**TINY_CIFAR, **kwargs})
 
-@pytest.mark.skipif(BACKEND not in JIT_BACKENDS, reason="XLA is for TF/JAX; torch.compile is too slow for CI")
-def test_resnet_jit_compile_matches_eager():
-    model = ResNet(num_classes=5, **TINY_CIFAR)
-    x = images(2, 16)
-    eager = as_numpy(model(x))
-    model.compile(jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4, rtol=1e-4)
+    def check_mixed_model(self, model):
+        assert model.get_layer("logits").compute_dtype == "float32"
 
 
 # === Full-size presets ===

@@ -1,6 +1,4 @@
-import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -12,11 +10,8 @@ from keras_smallvit.models import PiTBackbone
 from keras_smallvit.models.pit import DepthwiseConvPooling
 from keras_smallvit.models.pit.pit_presets import default_patch_size
 from tests import references as ref
-from tests.contract import BACKEND
-from tests.contract import FAST_FIT_JIT
-from tests.contract import JIT_BACKENDS
-from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
+from tests.contract import ModelContract
 from tests.contract import as_numpy
 
 # 16 px, patch 2: grids 8x8 and 4x4; widths 8-16; heads of 4. THREE_STAGES
@@ -116,16 +111,6 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1):
-    x, y = data()
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model.fit(x, y, batch_size=4, epochs=epochs, verbose=0).history["loss"]
-
-
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
@@ -184,40 +169,12 @@ def test_backbone_config_round_trip():
     assert restored.count_params() == backbone.count_params()
 
 
-def test_fit_reduces_loss_then_save_and_reload_gives_identical_outputs(tmp_path):
-    model = tiny_classifier()
-    losses = compile_and_fit(model, epochs=8)  # trained weights, optimizer state in the file
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    x, _ = data(4)
-    expected = as_numpy(model(x))
-    path = os.path.join(tmp_path, "pit.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert isinstance(reloaded, ImageClassifier) and isinstance(reloaded.backbone, PiTBackbone)
-    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=1e-6, rtol=0)
-    assert reloaded.backbone.get_config() == model.backbone.get_config()
+class TestClassifier(ModelContract):
+    mixed_kwargs = {"downsampling": "conv"}  # the depthwise-conv pooling under float16
+    half_layers = ("stage_1_block_0",)
 
-
-@pytest.mark.parametrize("policy", MIXED_POLICIES)
-def test_mixed_precision_fit_has_no_nan(policy):
-    model = tiny_classifier(dtype=policy, downsampling="conv")
-    assert model.backbone.get_layer("stage_1_block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model);
-    # on JAX XLA is the fast path.
-    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
-    # A NaN or inf in the logits would make the loss non-finite; no extra
-    # eager pass (each one compiles every op again on JAX).
-    assert np.isfinite(losses).all()
-    assert model.outputs[0].dtype == "float32"
-
-
-@pytest.mark.skipif(BACKEND not in JIT_BACKENDS, reason="XLA is for TF/JAX; torch.compile is too slow for CI")
-def test_jit_compile_predict_matches_eager():
-    model = tiny_classifier()
-    x, _ = data(4)
-    eager = as_numpy(model(x))
-    model.compile(jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4, rtol=1e-4)
+    def model_factory(self, dtype=None, **kwargs):
+        return tiny_classifier(dtype=dtype, **kwargs)
 
 
 def test_attention_maps_and_class_token_maps_per_stage():

@@ -1,6 +1,4 @@
-import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -17,11 +15,8 @@ from keras_smallvit.models.swin.swin_layers import shifted_window_mask
 from keras_smallvit.models.swin.swin_layers import window_partition
 from keras_smallvit.models.swin.swin_layers import window_reverse
 from tests import references as ref
-from tests.contract import BACKEND
-from tests.contract import FAST_FIT_JIT
-from tests.contract import JIT_BACKENDS
-from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
+from tests.contract import ModelContract
 from tests.contract import as_numpy
 
 # 16 px, patch 2: grids 8x8 (window 4, shift 2 in block 1) and 4x4 (one 4x4
@@ -299,16 +294,6 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1):
-    x, y = data()
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model.fit(x, y, batch_size=4, epochs=epochs, verbose=0).history["loss"]
-
-
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
@@ -361,42 +346,14 @@ def test_backbone_config_round_trip():
     assert restored.count_params() == backbone.count_params()
 
 
-def test_fit_reduces_loss_then_save_and_reload_gives_identical_outputs(tmp_path):
-    model = tiny_classifier()
-    losses = compile_and_fit(model, epochs=8)  # trained weights, optimizer state in the file
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    x, _ = data(4)
-    expected = as_numpy(model(x))
-    path = os.path.join(tmp_path, "swin.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert isinstance(reloaded, ImageClassifier) and isinstance(reloaded.backbone, SwinBackbone)
-    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=1e-6, rtol=0)
-    assert reloaded.get_config() == model.get_config()
+class TestClassifier(ModelContract):
+    # One block per stage keeps the float16 XLA compile short; shifted windows
+    # under mixed precision are covered by TestSwinBlockContract.
+    mixed_kwargs = {"depths": (1, 1)}
+    half_layers = ("stage_0_block_0",)
 
-
-@pytest.mark.parametrize("policy", MIXED_POLICIES)
-def test_mixed_precision_fit_has_no_nan(policy):
-    # One block per stage keeps the XLA compile short; shifted windows under
-    # mixed precision are covered by TestSwinBlockContract.
-    model = tiny_classifier(dtype=policy, depths=(1, 1))
-    assert model.backbone.get_layer("stage_0_block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model);
-    # on JAX XLA is the fast path.
-    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
-    # A NaN or inf in the logits would make the loss non-finite; no extra
-    # eager pass (each one compiles every op again on JAX).
-    assert np.isfinite(losses).all()
-    assert model.outputs[0].dtype == "float32"
-
-
-@pytest.mark.skipif(BACKEND not in JIT_BACKENDS, reason="XLA is for TF/JAX; torch.compile is too slow for CI")
-def test_jit_compile_predict_matches_eager():
-    model = tiny_classifier()
-    x, _ = data(4)
-    eager = as_numpy(model(x))
-    model.compile(jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4, rtol=1e-4)
+    def model_factory(self, dtype=None, **kwargs):
+        return tiny_classifier(dtype=dtype, **kwargs)
 
 
 def test_attention_maps_come_from_the_same_forward_pass_and_have_no_class_token_maps():

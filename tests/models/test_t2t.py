@@ -1,6 +1,4 @@
-import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -16,10 +14,8 @@ from keras_smallvit.models.t2t import T2TBlock
 from keras_smallvit.models.t2t import TokenTransformer
 from tests import references as ref
 from tests.contract import BACKEND
-from tests.contract import FAST_FIT_JIT
-from tests.contract import JIT_BACKENDS
-from tests.contract import MIXED_POLICIES
 from tests.contract import LayerContract
+from tests.contract import ModelContract
 from tests.contract import as_numpy
 
 TOKENS, DIM = 10, 12
@@ -292,16 +288,6 @@ def data(n=8, num_classes=5):
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
 
 
-def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1, batch_size=4):
-    x, y = data()
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0).history["loss"]
-
-
 # The official T2T module creates a LayerNorm(token_dim * 3 * 3) that its
 # forward pass never calls: its parameters are in the official count only.
 UNUSED_OFFICIAL_NORM = 2 * 64 * 3 * 3
@@ -359,44 +345,13 @@ def test_backbone_config_round_trip():
     assert restored.count_params() == backbone.count_params()
 
 
-def test_saved_and_reloaded_classifier_gives_identical_outputs(tmp_path):
-    model = tiny_classifier()
-    randomize(model.backbone)
-    x, _ = data()
-    expected = as_numpy(model(x))
-    path = os.path.join(tmp_path, "t2t.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert isinstance(reloaded.backbone, T2TBackbone)
-    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=1e-6, rtol=0)
-    assert reloaded.backbone.get_config() == model.backbone.get_config()
+class TestClassifier(ModelContract):
+    fit_epochs, batch_size = 4, 8
+    mixed_kwargs = {"depth": 1}  # keeps XLA compiles short
+    half_layers = ("block_0",)
 
-
-def test_fit_reduces_loss_on_a_fixed_batch():
-    losses = compile_and_fit(tiny_classifier(), epochs=4, batch_size=8)
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-
-
-@pytest.mark.parametrize("policy", MIXED_POLICIES)
-def test_mixed_precision_fit_has_no_nan(policy):
-    model = tiny_classifier(dtype=policy, depth=1)  # keeps XLA compiles short
-    assert model.backbone.get_layer("block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model);
-    # on JAX XLA is the fast path.
-    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
-    assert np.isfinite(losses).all()
-    logits = as_numpy(model(data(2)[0]))
-    assert logits.dtype == np.float32 and np.isfinite(logits).all()
-
-
-@pytest.mark.skipif(BACKEND not in JIT_BACKENDS, reason="XLA is for TF/JAX; torch.compile is too slow for CI")
-def test_jit_compile_predict_matches_eager_and_fits():
-    model = tiny_classifier(depth=1)
-    x, _ = data()
-    eager = as_numpy(model(x))
-    model.compile(jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4, rtol=1e-4)
-    assert np.isfinite(compile_and_fit(model, jit_compile=True)).all()
+    def model_factory(self, dtype=None, **kwargs):
+        return tiny_classifier(dtype=dtype, **kwargs)
 
 
 def test_attention_maps_and_class_token_attention():

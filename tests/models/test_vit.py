@@ -1,6 +1,4 @@
-import os
 
-import keras
 import numpy as np
 import pytest
 
@@ -9,10 +7,7 @@ from keras_smallvit.models import ImageClassifier
 from keras_smallvit.models import ViTBackbone
 from keras_smallvit.models import class_token_attention
 from tests import references as ref
-from tests.contract import BACKEND
-from tests.contract import FAST_FIT_JIT
-from tests.contract import JIT_BACKENDS
-from tests.contract import MIXED_POLICIES
+from tests.contract import ModelContract
 from tests.contract import as_numpy
 
 TINY = dict(image_size=16, patch_size=4, hidden_dim=16, depth=2, num_heads=2, head_dim=8)
@@ -32,16 +27,6 @@ def tiny_classifier(num_classes=5, dtype=None, **kwargs):
 def data(n=8, num_classes=5):
     rng = np.random.default_rng(0)
     return rng.uniform(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, num_classes, size=(n,))
-
-
-def compile_and_fit(model, jit_compile=FAST_FIT_JIT, epochs=1):
-    x, y = data()
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.05),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model.fit(x, y, batch_size=4, epochs=epochs, verbose=0).history["loss"]
 
 
 # Parameter counts of the authors' official PyTorch code for the same config.
@@ -74,47 +59,11 @@ def test_classifier_config_round_trip():
     assert restored.get_config() == config
 
 
-def test_saved_and_reloaded_classifier_gives_identical_outputs(tmp_path):
-    model = tiny_classifier()
-    compile_and_fit(model)  # trained weights, optimizer state included in the file
-    x, _ = data()
-    expected = as_numpy(model(x))
-    path = os.path.join(tmp_path, "vit.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)
-    assert isinstance(reloaded, ImageClassifier) and isinstance(reloaded.backbone, ViTBackbone)
-    np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=1e-6, rtol=0)
-    assert reloaded.backbone.get_config() == model.backbone.get_config()
+class TestClassifier(ModelContract):
+    half_layers = ("block_0",)
 
-
-def test_fit_reduces_loss_on_a_fixed_batch():
-    model = tiny_classifier()
-    losses = compile_and_fit(model, epochs=8)
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-
-
-@pytest.mark.parametrize("policy", MIXED_POLICIES)
-def test_mixed_precision_fit_has_no_nan(policy):
-    # float16 on JAX too: our attention computes its softmax itself.
-    model = tiny_classifier(dtype=policy)
-    assert model.backbone.get_layer("block_0").compute_dtype == policy.split("_")[1]
-    # XLA: each block's contract (float16) and the jit test (whole model);
-    # on JAX XLA is the fast path.
-    losses = compile_and_fit(model, jit_compile=FAST_FIT_JIT)
-    assert np.isfinite(losses).all()
-    x, _ = data()
-    logits = as_numpy(model(x))
-    assert logits.dtype == np.float32 and np.isfinite(logits).all()
-
-
-@pytest.mark.skipif(BACKEND not in JIT_BACKENDS, reason="XLA is for TF/JAX; torch.compile is too slow for CI")
-def test_jit_compile_predict_matches_eager_and_fits():
-    model = tiny_classifier()
-    x, _ = data()
-    eager = as_numpy(model(x))
-    assert np.isfinite(compile_and_fit(model.__class__.from_config(model.get_config()), jit_compile=True)).all()
-    model.compile(jit_compile=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-4, rtol=1e-4)
+    def model_factory(self, dtype=None, **kwargs):
+        return tiny_classifier(dtype=dtype, **kwargs)
 
 
 def test_attention_maps_come_from_the_same_forward_pass():

@@ -2,7 +2,6 @@
 folder, checkpoints rebuilt from the backup, errors that name the file."""
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
