@@ -38,6 +38,15 @@ def as_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def inference(model, x):
+    """`model(x)` as NumPy; on JAX one XLA compile of the whole forward pass,
+    cheaper than its eager mode, which compiles every op for every new
+    shape and dtype (mixed precision: every op again)."""
+    if BACKEND == "jax":
+        return model.predict(x, batch_size=len(x), verbose=0)
+    return as_numpy(model(x))
+
+
 def first_output(outputs):
     """The main tensor of a layer/model output (a tensor, a tuple or a dict)."""
     if isinstance(outputs, dict):
@@ -93,11 +102,11 @@ class LayerContract:
     def test_saved_and_reloaded_model_gives_identical_outputs(self, tmp_path):
         x = self.input_data()
         model, _ = wrap_layer(self.layer_factory, x.shape)
-        expected = as_numpy(model(x))
+        expected = inference(model, x)
         path = os.path.join(tmp_path, "model.keras")
         model.save(path)
         reloaded = keras.saving.load_model(path)
-        np.testing.assert_allclose(as_numpy(reloaded(x)), expected, atol=self.atol, rtol=0)
+        np.testing.assert_allclose(inference(reloaded, x), expected, atol=self.atol, rtol=0)
 
     def test_fit_step_updates_weights_and_xla_matches_eager(self):
         x = self.input_data()
@@ -125,7 +134,7 @@ class LayerContract:
         half_layer.set_weights(full_layer.get_weights())
         raw = first_output(half_layer(x))
         assert keras.backend.standardize_dtype(raw.dtype) == (self.mixed_output_dtype or half_type)
-        want, got = as_numpy(full(x)), as_numpy(half(x))
+        want, got = inference(full, x), inference(half, x)
         assert np.isfinite(got).all()
         error = np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-6)
         assert error <= MIXED_TOLERANCE[policy], f"{policy} differs from float32 by {error:.3g} of its range"
@@ -223,7 +232,7 @@ class ModelContract:
         half.set_weights(full.get_weights())
         x, _ = self.data()
         x = x[:2]
-        want, got = as_numpy(full(x)), as_numpy(half(x))
+        want, got = inference(full, x), inference(half, x)
         assert got.dtype == np.float32 and np.isfinite(got).all()
         error = np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-6)
         assert error <= MIXED_TOLERANCE["mixed_bfloat16"], f"bfloat16 differs from float32 by {error:.3g} of its range"

@@ -177,6 +177,7 @@ def export_and_serve(root):
         return json.load(f), expected
 
 
+@pytest.mark.large
 def test_exports_serve_the_models_probabilities_in_a_fresh_process(tmp_path):
     """One test for everything that needs the exports: a module fixture would
     be built once per pytest-xdist worker that runs one of its tests."""

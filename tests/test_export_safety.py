@@ -176,6 +176,7 @@ def _alive(pid):
     return process is not None and process[1] not in ("Z", "X")
 
 
+@pytest.mark.large
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
 @pytest.mark.skipif(
     BACKEND != "torch",

@@ -87,6 +87,7 @@ def cli_args(workdir, *extra):
     ]
 
 
+@pytest.mark.large
 def test_cli_with_a_teacher_weights_file_saves_and_exports_the_student_only(tmp_path):
     """The CLI -> runner path end to end: checkpoints and export hold the student alone."""
     from training.train import main
@@ -131,6 +132,7 @@ def test_cli_with_a_teacher_weights_file_saves_and_exports_the_student_only(tmp_
         main(["--aal", "--teacher", "t.keras", "--set", "aal_links=gamma", "--workdir", str(tmp_path / "y")])
 
 
+@pytest.mark.large
 @pytest.mark.skipif(BACKEND != "torch", reason="the backup path is backend-independent (tests/training covers "
                     "resume on every backend); one backend keeps this file fast")
 def test_crashed_aal_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -158,6 +160,7 @@ def test_crashed_aal_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert_same_saved_weights(config.workdir, resumed.workdir)
 
 
+@pytest.mark.large
 @pytest.mark.skipif(BACKEND != "torch", reason="two train() runs, backend-independent glue; "
                     "the CLI test above runs the AAL runner on every backend")
 def test_cli_trains_a_teacher_first_then_the_student(tmp_path):

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(
 TINY = ["depth=2", "hidden_dim=32", "num_heads=2", "head_dim=8"]
 
 
+@pytest.mark.large
 def test_same_weights_same_logits_on_every_backend(tmp_path):
     keras.utils.set_random_seed(3)
     model = keras_smallvit.create_model(
