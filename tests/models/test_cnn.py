@@ -314,6 +314,7 @@ class TestResNet(ModelContract):
 # === Full-size presets ===
 
 
+@pytest.mark.large
 def test_resnet56_parameter_count_forward_and_stage_shapes_at_64px():
     model = keras_smallvit.create_model("resnet56", num_classes=200, image_size=64)
     want, bn_channels = resnet_params((9, 9, 9), (16, 32, 64), 3, 16, False, 200)
@@ -330,6 +331,7 @@ def test_resnet56_parameter_count_forward_and_stage_shapes_at_64px():
     }
 
 
+@pytest.mark.large
 def test_resnet110_parameter_count_at_32px():
     model = keras_smallvit.create_model("resnet110", num_classes=10, image_size=32)
     want, bn_channels = resnet_params((18, 18, 18), (16, 32, 64), 3, 16, False, 10)
@@ -387,6 +389,7 @@ def test_keras_file_is_accepted_as_weights(tmp_path):
         np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
 
 
+@pytest.mark.large
 def test_efficientnet_b0_at_32px(tmp_path):
     model = keras_smallvit.create_model("efficientnet_b0", num_classes=10, image_size=32)
     trainable, non_trainable = efficientnet_params(1.0, 1.0, 10)
@@ -418,6 +421,7 @@ def test_efficientnet_b0_at_32px(tmp_path):
         np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
 
 
+@pytest.mark.large
 def test_efficientnet_b3_mixed_precision_parameter_count_and_feature_shapes_at_64px():
     model = keras_smallvit.create_model("efficientnet_b3", num_classes=200, image_size=64, dtype="mixed_float16")
     trainable, non_trainable = efficientnet_params(1.2, 1.4, 200)

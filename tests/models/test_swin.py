@@ -295,6 +295,7 @@ def data(n=8, num_classes=5):
 
 
 # Parameter counts of the authors' official PyTorch code for the same config.
+@pytest.mark.large
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

@@ -294,6 +294,7 @@ UNUSED_OFFICIAL_NORM = 2 * 64 * 3 * 3
 
 
 # Parameter counts of the authors' official PyTorch code for the same config.
+@pytest.mark.large
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

@@ -223,6 +223,7 @@ def read_json(path):
         return json.load(f)
 
 
+@pytest.mark.large
 def test_end_to_end_run_writes_the_run_folder(tmp_path):
     config = tiny_config(tmp_path / "run", export=True)  # torch: through a TensorFlow subprocess
     metrics = train(config, verbose=0)
@@ -304,6 +305,7 @@ def test_sigkilled_cli_run_resumes_with_the_same_command(tmp_path):
         assert got[key] == expected[key], key
 
 
+@pytest.mark.large
 def test_mocked_tfds_cifar10_end_to_end(tmp_path):
     import tensorflow_datasets as tfds
 
