@@ -140,10 +140,6 @@ class LayerContract:
         assert error <= MIXED_TOLERANCE[policy], f"{policy} differs from float32 by {error:.3g} of its range"
 
 
-def half_type(policy):
-    return policy.split("_")[1]
-
-
 class ModelContract:
     """The checks every classifier (a backbone and its head) meets, each paying
     at most one XLA compile of the train step and one of the forward pass.
