@@ -28,6 +28,12 @@ from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
+# These functions are plain TensorFlow (no Python control flow on tensors):
+# AutoGraph's conversion of the ~190 functions they call took ~20 s per
+# trace (every `Dataset.map` or `tf.function` around them), with nothing to
+# convert. `do_not_convert` keeps the trace to the ops themselves.
+no_autograph = tf.autograph.experimental.do_not_convert
+
 POLICY_NAMES = ("cifar10", "svhn", "imagenet")
 OP_NAMES = (
     "shearX",
@@ -426,6 +432,7 @@ _OPS = {
 }
 
 
+@no_autograph
 def apply_op(image, name, magnitude):
     """Applies one op, deterministically, as Pillow does on a uint8 image.
 
@@ -517,6 +524,7 @@ def _signed_value(op_index, value, sign):
     return tf.where(kind == 1, sign * value, tf.where(kind == 2, 1.0 + sign * value, value))
 
 
+@no_autograph
 def auto_augment_decisions(policy, seed):
     """The random decisions `auto_augment` makes for `seed`, without touching
     an image (cheap: usable to check their frequencies).
@@ -565,6 +573,7 @@ def _maybe_apply(image, apply, op_index, magnitude):
     return result
 
 
+@no_autograph
 def auto_augment(image, policy, seed):
     """AutoAugment on one image, as the papers' training code applies it.
 
@@ -590,6 +599,7 @@ def auto_augment(image, policy, seed):
     return image
 
 
+@no_autograph
 def rand_augment_decisions(num_ops, magnitude, seed):
     """The random decisions `rand_augment` makes for `seed`.
 
@@ -618,6 +628,7 @@ def rand_augment_decisions(num_ops, magnitude, seed):
     return {"ops": ops, "sign": sign, "magnitude": _signed_value(ops, tf.gather(tf.constant(values), ops), sign)}
 
 
+@no_autograph
 def rand_augment(image, num_ops, magnitude, seed):
     """RandAugment on the same 14 ops: `num_ops` ops drawn uniformly with
     replacement, each always applied at `magnitude` of its range

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_smallvit import data as datasets
 from keras_smallvit.training import autoaugment
+from keras_smallvit.training.autoaugment import no_autograph
 from keras_smallvit.utils.validation import check_positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -189,6 +190,7 @@ def _key(seed, stream, position):
     return tf.random.experimental.stateless_fold_in(base, tf.cast(position, tf.int64))
 
 
+@no_autograph
 def random_erasing(image, probability, fill, seed):
     """The recipe's random erasing of one float image `(H, W, C)`.
 
@@ -217,6 +219,7 @@ def random_erasing(image, probability, fill, seed):
     return tf.where(erase & inside[..., None], tf.cast(fill, image.dtype), image)
 
 
+@no_autograph
 def augment_image(image, config, seed, mean, std):
     """The per-image recipe on one uint8 image `(S, S, 3)` (see the module
     docstring): returns the normalised float32 image."""
@@ -242,6 +245,7 @@ def augment_image(image, config, seed, mean, std):
     return image
 
 
+@no_autograph
 def cutmix(images, labels, lam, permutation, seed):
     """CutMix of a batch with its `permutation`, as the recipe draws it: a
     box of sides `int(sqrt(1 - lam) * W)` and `* H`, centre uniform, clipped to
@@ -263,18 +267,21 @@ def cutmix(images, labels, lam, permutation, seed):
     return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
 
 
+@no_autograph
 def mixup(images, labels, lam, permutation):
     """Mixup of a batch with its `permutation` by one `lam`."""
     mixed = lam * images + (1.0 - lam) * tf.gather(images, permutation)
     return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
 
 
+@no_autograph
 def sample_beta(alpha, seed):
     """One draw of Beta(alpha, alpha): X / (X + Y) with X, Y ~ Gamma(alpha)."""
     x = tf.random.stateless_gamma([2], seed, alpha=alpha)
     return x[0] / (x[0] + x[1])
 
 
+@no_autograph
 def mix_batch(images, labels, config, seed):
     """With probability `config.mix_prob`, CutMix or Mixup (equal chance
     when both alphas are > 0), one lambda and one permutation per batch.
@@ -317,6 +324,7 @@ def train_dataset(train_data, config, initial_epoch=0):
     config = resolve_data_settings(config, train_data)
     mean, std = normalization(config)
 
+    @no_autograph
     def epoch_examples(epoch):
         copies = tf.tile(tf.range(num_examples, dtype=tf.int64), [config.repeated_augmentation])
         order = tf.random.experimental.stateless_shuffle(copies, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
@@ -327,6 +335,7 @@ def train_dataset(train_data, config, initial_epoch=0):
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
     images_t, labels_t = tf.constant(images), tf.constant(labels)
 
+    @no_autograph
     def load(example_id, index):
         image = augment_image(tf.gather(images_t, index), config, _key(seed, _EXAMPLE_STREAM, example_id), mean, std)
         image.set_shape((image_size, image_size, 3))
@@ -338,6 +347,7 @@ def train_dataset(train_data, config, initial_epoch=0):
     batches = batches.batch(config.batch_size, drop_remainder=True)
     batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
 
+    @no_autograph
     def mix(batch_id, batch):
         x, y, _, _ = mix_batch(*batch, config, _key(seed, _BATCH_STREAM, batch_id))
         return x, y
@@ -353,7 +363,7 @@ def eval_dataset(eval_data, config):
     dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
     dataset = dataset.batch(config.eval_batch_size)
     return dataset.map(
-        lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, tf.one_hot(y, num_classes, dtype=tf.float32)),
+        no_autograph(lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, tf.one_hot(y, num_classes, dtype=tf.float32))),
         num_parallel_calls=AUTOTUNE,
     ).prefetch(AUTOTUNE)
 
