@@ -1,3 +1,4 @@
+import gc
 import os
 import tempfile
 
@@ -24,6 +25,14 @@ def _isolation():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+def pytest_collection_finish(session):
+    """Freeze what collection imported (TensorFlow, JAX, torch, TFDS: ~440,000
+    objects) out of the garbage collector's view: a full collection, which
+    `clear_session()` runs after every test, then costs ~0 s instead of ~0.5 s."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_report_header(config):
