@@ -3,10 +3,12 @@ spec, config plumbing and the class-token map override point."""
 
 import keras
 
+from keras_smallvit.layers.attention import ATTENTION_MAPS
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.utils.validation import as_pair
+from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_divisible
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -57,6 +59,19 @@ def resolve_techniques(techniques, kwargs, plain_tokenizer="patch"):
         plain_tokenizer: the backbone's tokenizer without SPT.
     """
     return TechniqueSpec.resolve(techniques, kwargs).check_tokenizer(plain_tokenizer)
+
+
+def call_block(block, x, attention_maps, **kwargs):
+    """`block(x, **kwargs)` in a backbone's graph, appending its attention
+    weights to `attention_maps`.
+
+    The block is called with `return_attention_scores="all"`: its maps before
+    and after SATA stay in the graph (unused by the backbone's outputs, so
+    they cost nothing), where `Backbone.attention_model("all")` finds them.
+    """
+    x, maps = block(x, return_attention_scores="all", **kwargs)
+    attention_maps.append(maps["weights"])
+    return x
 
 
 def make_embedding_dropout(rate, dtype):
@@ -137,6 +152,36 @@ class Backbone(keras.Model):
         `(B, num_heads, grid_h, grid_w)`. Backbones without class-token maps
         return None."""
         return class_token_attention(attention_maps, self.grid_size, self.num_prefix_tokens)
+
+    def attention_model(self, return_attention_scores=True):
+        """A model sharing this backbone's weights, from the same images to
+        its outputs, with the attention maps asked for.
+
+        Args:
+            return_attention_scores: True: this backbone itself (its
+                `"attention_maps"` are the weights that multiply the values);
+                `"all"`: each entry of `"attention_maps"` is the dict of its
+                attention layer (`"before_suppression"`, `"after_suppression"`,
+                `"weights"`; see `MultiHeadSelfAttention`), from one forward
+                pass: the backbone calls every block with
+                `return_attention_scores="all"` (`call_block`; a documented
+                call mode, nothing is patched) and outputs the weights only.
+        """
+        if return_attention_scores is True:
+            return self
+        check_choice("return_attention_scores", return_attention_scores, (True, "all"))
+        # Each block's dict of maps is in this graph already (`call_block`):
+        # its call output, flattened with the dict's keys sorted.
+        keys = sorted(ATTENTION_MAPS)
+        by_weights = {}
+        for layer in self.layers:
+            outputs = layer.output if getattr(layer, "attention_layer", None) is not None else None
+            if isinstance(outputs, (list, tuple)) and len(outputs) == 1 + len(keys):
+                maps = dict(zip(keys, outputs[1:]))
+                by_weights[id(maps["weights"])] = maps
+        outputs = dict(self.output)
+        outputs["attention_maps"] = [by_weights[id(weights)] for weights in outputs["attention_maps"]]
+        return keras.Model(self.input, outputs, name=f"{self.name}_all_attention_maps")
 
     def get_config(self):
         config = {

@@ -111,16 +111,23 @@ class ImageClassifier(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.norm_before_pooling = bool(norm_before_pooling)
 
-    def attention_model(self):
+    def attention_model(self, return_attention_scores=True):
         """A model sharing this one's weights that returns, from one forward pass,
         `{"logits", "attention_maps"}` plus `"class_token_attention"` when the
         backbone has class-token maps on a patch grid (its
-        `class_token_attention(maps)` method returns a list, not None)."""
+        `class_token_attention(maps)` method returns a list, not None).
+
+        Args:
+            return_attention_scores: True (the maps that multiply the values)
+                or `"all"`: each map is its layer's dict of maps before and
+                after SATA (see `Backbone.attention_model`).
+        """
         images = keras.Input(shape=self.backbone.input_shape[1:], name="images")
-        outputs = self.backbone(images)
+        outputs = self.backbone.attention_model(return_attention_scores)(images)
         maps = outputs["attention_maps"]
         results = {"logits": self._head(outputs["sequence_output"]), "attention_maps": maps}
-        class_maps = self.backbone.class_token_attention(maps)
+        weights = [m["weights"] for m in maps] if return_attention_scores == "all" else maps
+        class_maps = self.backbone.class_token_attention(weights)
         if class_maps is not None:
             results["class_token_attention"] = class_maps
         return keras.Model(images, results, name=f"{self.name}_with_attention")

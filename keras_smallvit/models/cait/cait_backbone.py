@@ -3,6 +3,7 @@
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
 from keras_smallvit.models.backbone import make_embedding_dropout
 from keras_smallvit.models.backbone import resolve_techniques
@@ -150,12 +151,10 @@ class CaiTBackbone(Backbone):
         patches = embedding_dropout_layer(position_embedding(tokenizer(images)))
         attention_maps = []
         for layer in patch_blocks:
-            patches, probs = layer(patches, return_attention_scores=True)
-            attention_maps.append(probs)
+            patches = call_block(layer, patches, attention_maps)
         cls = class_token(patches)
         for layer in class_blocks:
-            cls, probs = layer(cls, context=patches, return_attention_scores=True)
-            attention_maps.append(probs)
+            cls = call_block(layer, cls, attention_maps, context=patches)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": concatenate([cls, patches]), "attention_maps": attention_maps},

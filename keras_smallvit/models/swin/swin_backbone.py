@@ -3,6 +3,7 @@
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
 from keras_smallvit.models.backbone import make_embedding_dropout
 from keras_smallvit.models.backbone import resolve_techniques
@@ -210,8 +211,7 @@ class SwinBackbone(Backbone):
         attention_maps = []
         for stage, blocks in enumerate(stages):
             for block in blocks:
-                x, probs = block(x, return_attention_scores=True)
-                attention_maps.append(probs)
+                x = call_block(block, x, attention_maps)
             if stage < len(downsamplings):
                 x = downsamplings[stage](x)
         super().__init__(

@@ -3,6 +3,7 @@
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import make_embedding_dropout
 from keras_smallvit.models.backbone import resolve_techniques
 from keras_smallvit.models.attention_maps import class_token_attention
@@ -241,8 +242,7 @@ class T2TBackbone(Backbone):
         for i, transformer in enumerate(token_transformers):
             kernel, stride, padding = soft_splits[i]
             stage_grid = tuple(soft_split_output_size(s, kernel, stride, padding) for s in stage_grid)
-            x, probs = transformer(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(transformer, x, attention_maps)
             # Tokens back on their grid (row-major, as they were split).
             x = keras.layers.Reshape((*stage_grid, token_dim), dtype=dtype, name=f"token_grid_{i}")(x)
             x = splits[i + 1](x)
@@ -250,8 +250,7 @@ class T2TBackbone(Backbone):
             x = norm(x)
         x = embedding_dropout_layer(embedding(projection(x)))
         for block in blocks:
-            x, probs = block(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(block, x, attention_maps)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": x, "attention_maps": attention_maps},

@@ -3,6 +3,7 @@
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
 from keras_smallvit.models.backbone import make_embedding_dropout
 from keras_smallvit.models.backbone import resolve_techniques
@@ -103,8 +104,7 @@ class ViTBackbone(Backbone):
         x = embedding_dropout_layer(embedding(tokenizer(images)))
         attention_maps = []
         for block in blocks:
-            x, probs = block(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(block, x, attention_maps)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": x, "attention_maps": attention_maps},
