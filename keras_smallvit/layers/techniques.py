@@ -3,7 +3,7 @@
 Every backbone, block and registry entry takes the techniques as one
 `TechniqueSpec` and passes it down unchanged; only three places read it:
 
-- the tokenizer hook (`make_tokenizer`, `make_spt`): SPT;
+- the tokenizer hook (`make_tokenizer`, `make_spt`, `make_spt_pooling`): SPT;
 - the attention hook (`attention_options`): LSA's diagonal mask and learned
   temperature, SATA's suppression, as `MultiHeadSelfAttention` arguments;
 - the block factory (`block_layers`): layers a technique inserts into every
@@ -312,6 +312,19 @@ class TechniqueSpec:
             hidden_dim,
             shift_directions=self.shift_directions,
             shift_ratio=self.shift_ratio if shift_ratio is None else shift_ratio,
+            num_prefix_tokens=num_prefix_tokens,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=dtype,
+            name=name,
+        )
+
+    def make_spt_pooling(self, hidden_dim, *, num_prefix_tokens=0, layer_norm_epsilon=1e-5, dtype=None, name):
+        """SPT as a pooling layer (PiT's and Swin's `S_pool`): 2x2 merging of
+        a token grid, shifted by 1 cell in this spec's directions."""
+        return self.make_spt(
+            2,
+            hidden_dim,
+            shift_ratio=0.5,
             num_prefix_tokens=num_prefix_tokens,
             layer_norm_epsilon=layer_norm_epsilon,
             dtype=dtype,

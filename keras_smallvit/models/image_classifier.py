@@ -132,6 +132,42 @@ class ImageClassifier(keras.Model):
             results["class_token_attention"] = class_maps
         return keras.Model(images, results, name=f"{self.name}_with_attention")
 
+    @classmethod
+    def from_preset(cls, name_or_path, **kwargs):
+        """A classifier from a registry name, a preset folder or a run folder (keras-hub style).
+
+        - a name of `keras_smallvit.list_models()`: a fresh model (random
+          weights); `kwargs` are `create_model`'s (`num_classes`,
+          `image_size` required, overrides);
+        - a preset folder written by `save_to_preset`: its config, weights and
+          serving preprocessing;
+        - a finished run folder of `training.train`: its `best.keras` (else
+          `last.keras`) and the preprocessing its `config.json` records.
+
+        The loaded model's `preprocessing` attribute is the serving
+        preprocessing `{"scale", "mean", "std"}` (`(x * scale - mean) / std` on
+        raw pixels; `export_for_serving(model, path, **model.preprocessing)`).
+        Existing `.keras` files load with `keras.saving.load_model` as before.
+        """
+        from keras_smallvit.models.preset_folder import load_preset
+
+        return load_preset(name_or_path, **kwargs)
+
+    def save_to_preset(self, path, preprocessing=None):
+        """Writes this model as a preset folder `path` (config, weights,
+        serving preprocessing) for `from_preset`. Written under a temporary
+        name and renamed into place; refuses (`FileExistsError` naming it) a
+        `path` that is not missing, empty or a previous preset folder.
+
+        Args:
+            path: the folder.
+            preprocessing: `{"scale", "mean", "std"}`; None: this model's
+                `preprocessing` (from `from_preset`), else `x / 255`.
+        """
+        from keras_smallvit.models.preset_folder import save_preset
+
+        return save_preset(self, path, preprocessing)
+
     def get_config(self):
         return {
             "name": self.name,

@@ -58,7 +58,7 @@ class Preset:
         return (*constructor_arguments(self.model_class, exclude=("image_size",)), *spec_fields, *HEAD_ARGUMENTS)
 
 
-def build_preset(preset, num_classes, image_size, techniques, **overrides):
+def build_preset(preset, num_classes, image_size, techniques, name=None, **overrides):
     """The one builder of every preset: the architecture config, then the
     image-dependent defaults, then the caller's overrides; the techniques as
     one `TechniqueSpec` (`techniques` names with the overrides that are spec
@@ -71,6 +71,7 @@ def build_preset(preset, num_classes, image_size, techniques, **overrides):
         image_size: input size.
         techniques: technique names (see `TechniqueSpec.from_names`) or a
             `TechniqueSpec`.
+        name: the registry name (for error messages).
         **overrides: architecture, technique and head arguments.
     """
     if preset.classifier:
@@ -78,7 +79,8 @@ def build_preset(preset, num_classes, image_size, techniques, **overrides):
         from keras_smallvit.models.cnn.cnn_common import check_no_techniques
         from keras_smallvit.models.cnn.cnn_common import load_weights_file
 
-        check_no_techniques(preset.model_class.__name__, techniques)
+        names = techniques.names if isinstance(techniques, TechniqueSpec) else techniques
+        check_no_techniques(name or preset.model_class.__name__, names)
         weights = overrides.pop("weights", None)
         model = preset.model_class(**{**preset.config, **overrides, "num_classes": num_classes, "image_size": image_size})
         return load_weights_file(model, weights)
@@ -99,7 +101,7 @@ def register_preset(name, preset):
     """Registers the variant `name` of the presets table."""
 
     def build(num_classes, image_size, techniques, **overrides):
-        return build_preset(preset, num_classes, image_size, techniques, **overrides)
+        return build_preset(preset, num_classes, image_size, techniques, name=name, **overrides)
 
     build.__name__ = f"build_{name}"
     register_model(

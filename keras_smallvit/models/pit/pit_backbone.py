@@ -142,9 +142,9 @@ class PiTBackbone(Backbone):
             stages.append(blocks)
             if stage < len(depths) - 1:
                 if downsampling == "spt":
-                    pooling = techniques.make_spt(
-                        2, 2 * dim, shift_ratio=0.5, num_prefix_tokens=1,
-                        layer_norm_epsilon=layer_norm_epsilon, dtype=dtype, name=f"pooling_{stage}",
+                    pooling = techniques.make_spt_pooling(
+                        2 * dim, num_prefix_tokens=1, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype,
+                        name=f"pooling_{stage}",
                     )
                 else:
                     pooling = DepthwiseConvPooling(

@@ -188,9 +188,8 @@ class SwinBackbone(Backbone):
             stages.append(blocks)
             if stage < len(depths) - 1:
                 if downsampling == "spt":
-                    layer = techniques.make_spt(
-                        2, 2 * dim, shift_ratio=0.5, layer_norm_epsilon=layer_norm_epsilon,
-                        dtype=dtype, name=f"downsampling_{stage}",
+                    layer = techniques.make_spt_pooling(
+                        2 * dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype, name=f"downsampling_{stage}"
                     )
                 else:
                     layer = PatchMerging(
