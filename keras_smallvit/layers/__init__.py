@@ -1,7 +1,9 @@
 """Keras layers for the small-dataset ViT techniques (SPT, LSA, SATA, CB) and
-their one spec (`TechniqueSpec`). AAL's head lives in `keras_smallvit.aal`."""
+their one spec (`TechniqueSpec`), and AAL's head (the rest of AAL is
+`keras_smallvit.aal`, which imports it from here: no import runs upward)."""
 
 from keras_smallvit.layers.attention import LocalitySelfAttention
+from keras_smallvit.layers.attention_link import AttentionLinkHead  # AAL's head (training only: keras_smallvit.aal)
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
 from keras_smallvit.layers.context_broadcasting import ContextBroadcasting
 from keras_smallvit.layers.embedding import ClassTokenAndPositionEmbedding
@@ -15,6 +17,7 @@ from keras_smallvit.layers.techniques import register_block_technique
 from keras_smallvit.layers.transformer_block import TransformerBlock
 
 __all__ = [
+    "AttentionLinkHead",
     "BlockTechnique",
     "ClassTokenAndPositionEmbedding",
     "ContextBroadcasting",
