@@ -179,7 +179,7 @@ def load_digits(image_size=32, split="train", test_fraction=0.2, seed=0):
     """scikit-learn's 1,797 8x8 handwritten digits as RGB images.
 
     Offline: the data ships with scikit-learn. The split is a seeded random
-    permutation (the same one `training.demo` uses), so a given `seed` and
+    permutation (the split `training.train` uses for digits), so a given `seed` and
     `test_fraction` always give the same disjoint train and test sets.
 
     Args:

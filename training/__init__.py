@@ -1,1 +1,1 @@
-"""Training entry points (`python -m training.demo`)."""
+"""Training entry points (`python -m training.train`, `python -m training.figures`)."""

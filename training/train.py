@@ -6,7 +6,7 @@
     python -m training.train --config digits_sl_vit --smoke        # seconds-long check
     python -m training.train --dataset folder:path/to/images       # your images: train/<class>/, test/<class>/
     python -m training.train --config digits_sl_vit --diagnostics  # + attention statistics per epoch,
-                                                                   #   figures: python -m training.inspect --run <workdir>
+                                                                   #   figures: python -m training.figures --run <workdir>
 
 AAL (attention links to a frozen CNN teacher; the saved model is the student):
 
@@ -85,7 +85,7 @@ def parse_args(argv):
     parser.add_argument("--no-export", dest="export", action="store_false", default=None)
     parser.add_argument("--diagnostics", action="store_true", default=None,
                         help="attention statistics of 16 test images after every epoch (TensorBoard + "
-                             "<workdir>/diagnostics/); plot with python -m training.inspect --run <workdir>")
+                             "<workdir>/diagnostics/); plot with python -m training.figures --run <workdir>")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig field (model.<arg>=... for create_model arguments)")
     parser.add_argument("--smoke", action="store_true", help="shrink everything to a seconds-long run")

@@ -19,7 +19,7 @@ from keras_smallvit.aal.callbacks import LinkLambdaScheduler
 from keras_smallvit.aal.callbacks import link_lambda_at
 from keras_smallvit.aal.callbacks import parse_link_decay
 from keras_smallvit.aal.distiller import AttentionLinkDistiller
-from keras_smallvit.aal.head import AttentionLinkHead
+from keras_smallvit.layers.attention_link import AttentionLinkHead
 from keras_smallvit.aal.links import LINK_MODES
 from keras_smallvit.aal.links import link_magnitudes
 from keras_smallvit.aal.links import link_matrix

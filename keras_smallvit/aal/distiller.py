@@ -6,7 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_smallvit.aal.callbacks import DEFAULT_LINK_LAMBDA
-from keras_smallvit.aal.head import AttentionLinkHead
+from keras_smallvit.layers.attention_link import AttentionLinkHead
 from keras_smallvit.aal.links import link_magnitudes
 from keras_smallvit.aal.links import link_matrix
 from keras_smallvit.aal.loss import AttentionLinkLoss

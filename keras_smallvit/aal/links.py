@@ -76,18 +76,6 @@ def link_matrix(links, num_blocks, num_layers):
     return matrix
 
 
-def expand_links(links, input_groups, output_groups):
-    """The per-map `(num_inputs, num_maps)` 0/1 mask of a link matrix.
-
-    Args:
-        links: `(num_blocks, num_layers)` 0/1 matrix.
-        input_groups: the ViT layer of every input (attention) map.
-        output_groups: the teacher block of every output (teacher) map.
-    """
-    links = np.asarray(links)
-    return links[np.asarray(output_groups)][:, np.asarray(input_groups)].T.astype("float32")
-
-
 def link_magnitudes(kernel, input_groups, output_groups):
     """Mean `|w|` of the links between every teacher block and ViT layer.
 

@@ -21,7 +21,7 @@
 - `AttentionDiagnostics`: a Keras callback logging all of it per epoch to
   TensorBoard and JSON (`TrainConfig.diagnostics`, `--diagnostics`).
 
-`python -m training.inspect` writes every figure of a run or model as PNG.
+`python -m training.figures` writes every figure of a run or model as PNG.
 """
 
 from keras_smallvit.diagnostics import plots

@@ -62,7 +62,7 @@ class AttentionDiagnostics(keras.callbacks.Callback):
       to `run_dir/diagnostics/epoch_<epoch:03d>.json`, written atomically.
 
     Training is untouched: no extra forward pass runs inside the training
-    steps, only this one per diagnosed epoch. `python -m training.inspect
+    steps, only this one per diagnosed epoch. `python -m training.figures
     --run` plots the per-epoch files.
 
     Args:

@@ -3,19 +3,17 @@ after SATA, and the weights the model multiplies the values with, from one
 forward pass of a classifier (or backbone) of this package.
 
 The backbones return their maps after SATA (and, in CaiT, after the
-post-softmax talking-heads mixing). The probe gets the rest without changing
-any layer: during its own forward pass it wraps each attention layer's
-`masked_softmax(query, key)` (the probabilities before SATA, which every
-attention of this package goes through) with a recorder that keeps its
-output, applies the layer's `suppression_layer` to it, and returns it
-unchanged. The wrapper is an instance attribute set for that call
-only and removed afterwards (training never sees it). On JAX the probe runs
+post-softmax talking-heads mixing). The probe asks for the rest through the
+attention layers' documented call mode: `attention_model(
+return_attention_scores="all")` calls every block with
+`return_attention_scores="all"`, and each attention layer returns its
+probabilities before SATA, after it and the weights that multiply the
+values (`MultiHeadSelfAttention`). Nothing is patched. On JAX the probe runs
 jit-compiled through `stateless_call` (JAX's eager mode compiles every op
 on first use: ~8 s for a tiny ViT on a 2-core CPU, against ~2 s for one
 compile).
 """
 
-import contextlib
 import dataclasses
 from typing import Optional
 
@@ -204,29 +202,6 @@ class AttentionProbe:
     grid_size: Optional[tuple]
 
 
-@contextlib.contextmanager
-def _recording(attention_layers, records):
-    """Wraps each layer's `masked_softmax` (its probabilities before SATA) to
-    fill `records[i]` with them and with the layer's SATA of them."""
-    for index, layer in enumerate(attention_layers):
-        original = layer.masked_softmax
-
-        def record(query, key, index=index, layer=layer, original=original):
-            before = original(query, key)
-            after = layer.suppression_layer(before) if layer.suppression is not None else before
-            records[index] = {"before": before, "after": after}
-            return before
-
-        # object.__setattr__: a plain instance attribute, outside Keras/torch tracking.
-        object.__setattr__(layer, "masked_softmax", record)
-    try:
-        yield records
-    finally:
-        for layer in attention_layers:
-            if "masked_softmax" in vars(layer):
-                object.__delattr__(layer, "masked_softmax")
-
-
 def _layouts(backbone, shapes):
     prefix = int(getattr(backbone, "num_prefix_tokens", 0) or 0)
     grids = [tuple(g) for g in getattr(backbone, "stage_grid_sizes", ()) or ()]
@@ -270,15 +245,14 @@ class AttentionProber:
         self.classifier, self.backbone = resolve_backbone(model)
         self.blocks = attention_blocks(self.backbone)
         self.attention_layers = [block.attention_layer for block in self.blocks]
-        # The classifier's attention model gives the logits too; a bare backbone has none.
-        self.network = self.classifier.attention_model() if self.classifier is not None else self.backbone
+        # Every map before and after SATA; the classifier's gives the logits
+        # too, a bare backbone has none.
+        owner = self.classifier if self.classifier is not None else self.backbone
+        self.network = owner.attention_model(return_attention_scores="all")
         self._compiled = {}  # JAX: compiled probe per image shape
 
     def _forward(self, images):
-        records = {}
-        with _recording(self.attention_layers, records):
-            outputs = self.network(images, training=False)
-        return outputs, records
+        return self.network(images, training=False)
 
     def _forward_jax(self, images):
         import jax  # the JAX backend only: see the module docstring
@@ -287,13 +261,11 @@ class AttentionProber:
         non_trainable = [v.value for v in self.network.non_trainable_variables]
         compiled = self._compiled.get(images.shape)
         if compiled is None:
-            network, layers = self.network, self.attention_layers
+            network = self.network
 
             def forward(trainable, non_trainable, images):
-                records = {}
-                with _recording(layers, records):
-                    outputs, _ = network.stateless_call(trainable, non_trainable, images, training=False)
-                return outputs, records
+                outputs, _ = network.stateless_call(trainable, non_trainable, images, training=False)
+                return outputs
 
             lowered = jax.jit(forward).lower(trainable, non_trainable, images)
             try:
@@ -315,23 +287,18 @@ class AttentionProber:
                 f"Invalid `images` of shape {images.shape}: the model takes (B, {', '.join(map(str, expected))})."
             )
         if keras.backend.backend() == "jax":
-            outputs, records = self._forward_jax(images)
+            outputs = self._forward_jax(images)
         else:
-            outputs, records = self._forward(images)
-        if len(records) != len(self.attention_layers):
-            raise RuntimeError(
-                f"The probe saw {len(records)} of {len(self.attention_layers)} attention layers: "
-                "an attention layer bypassed `masked_softmax`."
-            )
-        batch = images.shape[0]
+            outputs = self._forward(images)
         maps = outputs["attention_maps"]
+        if len(maps) != len(self.attention_layers):
+            raise RuntimeError(
+                f"The probe got {len(maps)} attention maps for {len(self.attention_layers)} attention layers."
+            )
         arrays = []
-        for index, layer in enumerate(self.attention_layers):
-            record = {k: ops.convert_to_numpy(records[index][k]).astype("float32") for k in ("before", "after")}
-            if getattr(layer, "window_size", None) is not None:  # Swin: (B * windows, heads, n, n)
-                record = {k: v.reshape(batch, -1, *v.shape[1:]) for k, v in record.items()}
-            # The backbone's own output map (not the recorder's copy of it).
-            record["weights"] = ops.convert_to_numpy(maps[index]).astype("float32")
+        for index, layer_maps in enumerate(maps):
+            names = {"before": "before_suppression", "after": "after_suppression", "weights": "weights"}
+            record = {k: ops.convert_to_numpy(layer_maps[name]).astype("float32") for k, name in names.items()}
             if record["weights"].shape[:-2] != record["after"].shape[:-2]:
                 raise RuntimeError(
                     f"The probe's layer {index} ({self.blocks[index].name}) does not match attention map "

@@ -4,47 +4,44 @@ import keras
 from keras import ops
 
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+from keras_smallvit.layers.techniques import suppression_config
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
+
+# `return_attention_scores` values: no maps, the weights, or all three maps.
+RETURN_MODES = (False, True, "all")
+# The keys of the maps `return_attention_scores="all"` returns.
+ATTENTION_MAPS = ("before_suppression", "after_suppression", "weights")
+
+
+def check_return_mode(return_attention_scores):
+    """Validates a `return_attention_scores` call argument (see `RETURN_MODES`)."""
+    if not (isinstance(return_attention_scores, bool) or return_attention_scores == "all"):
+        raise ValueError(
+            f"Invalid `return_attention_scores`: {return_attention_scores!r}. Allowed values: False, True, 'all'."
+        )
+    return return_attention_scores
+
+
+def with_attention_scores(out, maps, mode):
+    """`out`, `(out, maps["weights"])` or `(out, maps)` for `mode` False, True or "all"."""
+    if mode is True:
+        return out, maps["weights"]
+    if mode == "all":
+        return out, maps
+    return out
+
+
+def attention_output_spec(out, shape, mode):
+    """`compute_output_spec` of a layer returning `out` and float32 maps of
+    `shape` as `return_attention_scores=mode` asks (see `with_attention_scores`)."""
+    maps = {key: keras.KerasTensor(shape, dtype="float32") for key in ATTENTION_MAPS}
+    return with_attention_scores(out, maps, check_return_mode(mode))
+
 
 # The most negative finite float16: finite in every float dtype, and softmax
 # gives exactly 0 where it is written over (or added to) a float32 score.
 MASK_VALUE = -65504.0
-
-# `scale_lr_multiplier` is legacy: accepted so that models saved with it load
-# (see `TrivialAttentionSuppression`); it no longer sets the learning rate of `s`.
-_SUPPRESSION_ARGS = ("threshold", "initial_scale", "trainable_scale", "epsilon", "scale_lr_multiplier")
-
-
-def suppression_config(suppression):
-    """Normalises a `suppression` argument to `None` or a kwargs dict.
-
-    Accepts `None`, a dict of `TrivialAttentionSuppression` arguments (an
-    empty dict means the paper's defaults), `True` (the defaults), or a
-    `TrivialAttentionSuppression` instance (its arguments are copied).
-    """
-    if suppression is None or suppression is False:
-        return None
-    if suppression is True:
-        return {}
-    if isinstance(suppression, TrivialAttentionSuppression):
-        config = suppression.get_config()
-        return {k: config[k] for k in _SUPPRESSION_ARGS if k in config}  # the legacy one only if set
-    if isinstance(suppression, dict):
-        unknown = sorted(set(suppression) - set(_SUPPRESSION_ARGS))
-        if unknown:
-            raise ValueError(
-                f"Invalid `suppression` keys {unknown}. Allowed keys: "
-                f"{', '.join(_SUPPRESSION_ARGS)}."
-            )
-        TrivialAttentionSuppression(**suppression)  # validates the values now
-        return dict(suppression)
-    raise ValueError(
-        f"Invalid `suppression`: {suppression!r}. Allowed values: None, True, a "
-        "dict of TrivialAttentionSuppression arguments, or a "
-        "TrivialAttentionSuppression layer."
-    )
-
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 class MultiHeadSelfAttention(keras.layers.Layer):
@@ -65,14 +62,20 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
     float32 scores before masking, e.g. to mix heads or add a bias),
     `masked_softmax(query, key)` (scores, mask, softmax: before SATA),
-    `attention_probabilities(query, key)` (`masked_softmax`, then SATA) and
+    `mix_heads(probs)` (after SATA, e.g. talking heads) and
     `combine_heads(weights, value)`.
 
     Call args:
         inputs: `(B, N, dim)`.
         return_attention_scores: if True, also returns the attention
             probabilities `(B, heads, N, N)` in float32, after masking and SATA
-            (before attention dropout).
+            (before attention dropout). With `"all"`, returns `(outputs,
+            maps)`, `maps` a dict of float32 `(B, heads, N, N)` tensors:
+            `"before_suppression"` (softmax after the masks), `"after_suppression"`
+            (then SATA; the same tensor without it) and `"weights"` (what
+            multiplies the values: `"after_suppression"` here, after the
+            talking-heads mixing in CaiT). Keras' `MultiHeadAttention` style:
+            the layer says what it returns, nothing patches it.
         training: dropout switch.
 
     Args:
@@ -202,25 +205,38 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             scores = scores + ops.eye(num_tokens, dtype="float32") * MASK_VALUE
         return ops.softmax(scores, axis=-1)
 
-    def attention_probabilities(self, query, key):
-        """float32 probabilities `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
-
-        Override point for other score functions (relative position bias,
-        talking heads): `masked_softmax` (scores, mask, softmax), then SATA.
-        """
-        probs = self.masked_softmax(query, key)
-        if self.suppression is not None:
-            probs = self.suppression_layer(probs)
+    def mix_heads(self, probs):
+        """The weights that multiply the values, from the probabilities after
+        SATA (override point: talking heads' post-softmax mixing); identity here."""
         return probs
 
+    def attention_outputs(self, query, key):
+        """float32 maps `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k:
+        a dict of `"before_suppression"` (`masked_softmax`), `"after_suppression"`
+        (then SATA; the same tensor without SATA) and `"weights"` (then
+        `mix_heads`: what multiplies the values)."""
+        before = self.masked_softmax(query, key)
+        after = self.suppression_layer(before) if self.suppression is not None else before
+        return {"before_suppression": before, "after_suppression": after, "weights": self.mix_heads(after)}
+
+    def attention_probabilities(self, query, key):
+        """The float32 weights `(B, heads, Nq, Nk)` that multiply the values
+        (`attention_outputs(query, key)["weights"]`)."""
+        return self.attention_outputs(query, key)["weights"]
+
+    def attend(self, query, key, value, training=None):
+        """`(heads merged (B, Nq, heads * head_dim), attention_outputs)`:
+        the attention before the output projection."""
+        outputs = self.attention_outputs(query, key)
+        weights = self.attention_dropout_layer(ops.cast(outputs["weights"], value.dtype), training=training)
+        return self.combine_heads(weights, value), outputs
+
     def call(self, inputs, return_attention_scores=False, training=None):
+        mode = check_return_mode(return_attention_scores)
         query, key, value = self.query_key_value(inputs)
-        probs = self.attention_probabilities(query, key)
-        weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-        out = self.output_dropout_layer(self.output_projection(self.combine_heads(weights, value)), training=training)
-        if return_attention_scores:
-            return out, probs
-        return out
+        out, maps = self.attend(query, key, value, training=training)
+        out = self.output_dropout_layer(self.output_projection(out), training=training)
+        return with_attention_scores(out, maps, mode)
 
     def get_config(self):
         config = super().get_config()

@@ -1,78 +1,51 @@
-"""Pre-norm transformer encoder block with the small-dataset techniques as options."""
+"""Pre-norm transformer encoder block: the block factory of the techniques."""
 
 import keras
 
-from keras_smallvit.layers.attention import LocalitySelfAttention
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
-from keras_smallvit.layers.attention import suppression_config
-from keras_smallvit.layers.context_broadcasting import ContextBroadcasting
+from keras_smallvit.layers.attention import check_return_mode
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
-from keras_smallvit.utils.validation import check_choice
+from keras_smallvit.layers.techniques import TechniqueSpec
+from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
-ATTENTION_TYPES = {"standard": MultiHeadSelfAttention, "lsa": LocalitySelfAttention}
-CONTEXT_BROADCASTING_POSITIONS = ("mlp_output", "attention_output", "block_output")
-_CB_ARGS = ("ratio", "learnable_scale")
-
-
-def context_broadcasting_config(context_broadcasting):
-    """Normalises a `context_broadcasting` argument to `None` or a kwargs dict.
-
-    Accepts `None`, `True` (ratio 0.5), a dict of `ContextBroadcasting`
-    arguments, or a `ContextBroadcasting` instance.
-    """
-    if context_broadcasting is None or context_broadcasting is False:
-        return None
-    if context_broadcasting is True:
-        return {}
-    if isinstance(context_broadcasting, ContextBroadcasting):
-        config = context_broadcasting.get_config()
-        return {k: config[k] for k in _CB_ARGS}
-    if isinstance(context_broadcasting, dict):
-        unknown = sorted(set(context_broadcasting) - set(_CB_ARGS))
-        if unknown:
-            raise ValueError(
-                f"Invalid `context_broadcasting` keys {unknown}. Allowed keys: "
-                f"{', '.join(_CB_ARGS)}."
-            )
-        ContextBroadcasting(**context_broadcasting)  # validates the values now
-        return dict(context_broadcasting)
-    raise ValueError(
-        f"Invalid `context_broadcasting`: {context_broadcasting!r}. Allowed values: "
-        "None, True, a dict of ContextBroadcasting arguments, or a "
-        "ContextBroadcasting layer."
-    )
-
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
+@with_technique_fields
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm encoder block: `x + DP(Attn(LN(x)))`, then `x + DP(MLP(LN(x)))`.
 
     The MLP is Dense(mlp_dim, GELU) -> Dropout -> Dense(dim) -> Dropout. DP is
-    stochastic depth. Context broadcasting, when on, sits at
-    `context_broadcasting_position`:
-    - `"mlp_output"` (default, the common placement): after the MLP's last
+    stochastic depth. The block is the techniques' factory: its attention
+    takes `techniques.attention_options()` (LSA, SATA), and each block
+    technique that is on (CB, or one registered with
+    `register_block_technique`) adds its layer at its position:
+    - `"mlp_output"` (default, CB's common placement): after the MLP's last
       dropout, before drop path and the residual add;
     - `"attention_output"`: the same place on the attention branch;
     - `"block_output"`: after the second residual add.
 
+    Override points: `make_attention_layer()`, `scale_branch(branch, x)`
+    (identity; CaiT's LayerScale).
+
     Call args:
         inputs: `(B, N, dim)`.
         return_attention_scores: also return the attention probabilities
-            `(B, heads, N, N)` (float32).
+            `(B, heads, N, N)` (float32); `"all"`: the attention's dict of
+            maps before and after SATA (see `MultiHeadSelfAttention`).
         training: dropout / drop-path switch.
+        **attention_kwargs: passed to the attention (CaiT's `context`).
 
     Args:
         num_heads: attention heads.
         head_dim: size of each head.
         mlp_ratio: MLP hidden size as a multiple of the input size.
-        attention: `"standard"` or `"lsa"` (diagonal mask + learned temperature).
-        suppression: SATA settings for the attention (see
-            `MultiHeadSelfAttention`), or None.
-        context_broadcasting: CB settings (`True`, or a dict with `ratio`,
-            `learnable_scale`), or None.
-        context_broadcasting_position: where CB acts (see above).
+        techniques: a `TechniqueSpec` (or what `TechniqueSpec.resolve`
+            takes: names, its config dict, None). The flat options of the
+            code before it (`attention`, `suppression`,
+            `context_broadcasting`, `context_broadcasting_position`) are
+            accepted as keyword arguments too.
         drop_path_rate: stochastic depth rate of both branches.
         dropout: dropout after the attention projection and in the MLP.
         attention_dropout: dropout on the attention probabilities.
@@ -86,10 +59,7 @@ class TransformerBlock(keras.layers.Layer):
         num_heads,
         head_dim,
         mlp_ratio=2.0,
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         drop_path_rate=0.0,
         dropout=0.0,
         attention_dropout=0.0,
@@ -98,17 +68,12 @@ class TransformerBlock(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        techniques = TechniqueSpec.resolve(techniques, kwargs)
         super().__init__(**kwargs)
+        self.techniques = techniques
         self.num_heads = check_positive_int("num_heads", num_heads)
         self.head_dim = check_positive_int("head_dim", head_dim)
         self.mlp_ratio = check_range("mlp_ratio", mlp_ratio, 0.0, None, low_inclusive=False)
-        self.attention = check_choice("attention", attention, tuple(ATTENTION_TYPES))
-        self.context_broadcasting = context_broadcasting_config(context_broadcasting)
-        self.context_broadcasting_position = check_choice(
-            "context_broadcasting_position",
-            context_broadcasting_position,
-            CONTEXT_BROADCASTING_POSITIONS,
-        )
         self.drop_path_rate = check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_inclusive=False)
         self.dropout = check_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
         self.attention_dropout = check_range(
@@ -117,7 +82,9 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_qkv_bias = bool(use_qkv_bias)
         self.seed = seed
-        self.suppression = suppression_config(suppression)
+
+    # One block layer per technique that is on: no single-token blocks here.
+    single_token = False
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -137,12 +104,15 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dropout_1 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.mlp_dropout_2 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.drop_path = StochasticDepth(self.drop_path_rate, seed=self.seed, dtype=policy, name="drop_path")
-        self.context_broadcasting_layer = None
-        if self.context_broadcasting is not None:
-            self.context_broadcasting_layer = ContextBroadcasting(
-                **self.context_broadcasting, dtype=policy, name="context_broadcasting"
-            )
-            self.context_broadcasting_layer.build(input_shape)
+        # Each technique layer under its own attribute (`context_broadcasting_layer`
+        # for CB): the attribute is its weights' path in saved files. Only the
+        # names are listed, so each layer is tracked (and saved) once.
+        positions = []
+        for attribute, position, layer in self.techniques.block_layers(policy, single_token=self.single_token):
+            layer.build(input_shape)
+            setattr(self, attribute, layer)
+            positions.append((position, attribute))
+        self.technique_positions = tuple(positions)
 
     def make_attention_layer(self):
         """The attention sub-layer, not yet built (override point).
@@ -151,10 +121,16 @@ class TransformerBlock(keras.layers.Layer):
         it must take `(B, N, dim)`, return `(B, N, dim)` and, with
         `return_attention_scores=True`, also its float32 probabilities.
         """
-        return ATTENTION_TYPES[self.attention](
+        return MultiHeadSelfAttention(
             num_heads=self.num_heads,
             head_dim=self.head_dim,
-            suppression=self.suppression,
+            **self.techniques.attention_options(),
+            **self.attention_arguments(),
+        )
+
+    def attention_arguments(self):
+        """The attention's arguments that are not techniques."""
+        return dict(
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
             use_qkv_bias=self.use_qkv_bias,
@@ -162,24 +138,35 @@ class TransformerBlock(keras.layers.Layer):
             name="attention",
         )
 
-    def _broadcast_at(self, position, x):
-        if self.context_broadcasting_layer is not None and self.context_broadcasting_position == position:
-            return self.context_broadcasting_layer(x)
+    def apply_techniques(self, position, x):
+        """`x` through the technique layers at `position`, in registration order."""
+        for layer_position, attribute in self.technique_positions:
+            if layer_position == position:
+                x = getattr(self, attribute)(x)
         return x
 
-    def call(self, inputs, return_attention_scores=False, training=None):
-        branch, probs = self.attention_layer(
-            self.attention_norm(inputs), return_attention_scores=True, training=training
+    def scale_branch(self, branch, x):
+        """Override point: a residual branch's `x` before drop path (`branch`
+        is `"attention"` or `"mlp"`); identity here."""
+        return x
+
+    def call(self, inputs, return_attention_scores=False, training=None, **attention_kwargs):
+        mode = check_return_mode(return_attention_scores)
+        branch, maps = self.attention_layer(
+            self.attention_norm(inputs),
+            return_attention_scores="all" if mode == "all" else True,
+            training=training,
+            **attention_kwargs,
         )
-        branch = self._broadcast_at("attention_output", branch)
-        x = inputs + self.drop_path(branch, training=training)
+        branch = self.apply_techniques("attention_output", branch)
+        x = inputs + self.drop_path(self.scale_branch("attention", branch), training=training)
         branch = self.mlp_dropout_1(self.mlp_dense_1(self.mlp_norm(x)), training=training)
         branch = self.mlp_dropout_2(self.mlp_dense_2(branch), training=training)
-        branch = self._broadcast_at("mlp_output", branch)
-        x = x + self.drop_path(branch, training=training)
-        x = self._broadcast_at("block_output", x)
-        if return_attention_scores:
-            return x, probs
+        branch = self.apply_techniques("mlp_output", branch)
+        x = x + self.drop_path(self.scale_branch("mlp", branch), training=training)
+        x = self.apply_techniques("block_output", x)
+        if mode:
+            return x, maps
         return x
 
     def get_config(self):
@@ -188,10 +175,7 @@ class TransformerBlock(keras.layers.Layer):
             num_heads=self.num_heads,
             head_dim=self.head_dim,
             mlp_ratio=self.mlp_ratio,
-            attention=self.attention,
-            suppression=self.suppression,
-            context_broadcasting=self.context_broadcasting,
-            context_broadcasting_position=self.context_broadcasting_position,
+            techniques=self.techniques.get_config(),
             drop_path_rate=self.drop_path_rate,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,

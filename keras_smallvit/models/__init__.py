@@ -12,4 +12,5 @@ from keras_smallvit.models.pit import PiTBackbone
 from keras_smallvit.models.swin import SwinBackbone
 from keras_smallvit.models.cait import CaiTBackbone
 from keras_smallvit.models.t2t import T2TBackbone
-from keras_smallvit.models.cnn import EfficientNet, ResNet  # noqa: F401 (also registers the CNNs)
+from keras_smallvit.models.cnn import EfficientNet, ResNet
+from keras_smallvit.models import presets  # noqa: F401 (registers the variants)

@@ -1,21 +1,18 @@
-"""What the transformer backbones share: argument checks, the tokenizer
-choice, config plumbing and the class-token map override point."""
+"""What the transformer backbones share: argument checks, the technique
+spec, config plumbing and the class-token map override point."""
 
 import keras
 
-from keras_smallvit.layers.attention import suppression_config
-from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
-from keras_smallvit.layers.patching import PatchEmbedding
-from keras_smallvit.layers.patching import ShiftedPatchTokenization
-from keras_smallvit.layers.transformer_block import CONTEXT_BROADCASTING_POSITIONS
-from keras_smallvit.layers.transformer_block import context_broadcasting_config
+from keras_smallvit.layers.attention import ATTENTION_MAPS
+from keras_smallvit.layers.techniques import TechniqueSpec
+from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_divisible
+from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
-TOKENIZERS = ("patch", "spt")
 # The `keras.Model` keyword arguments a functional model of this package
 # forwards (what its `get_config()` holds besides its own arguments).
 KERAS_MODEL_ARGUMENTS = ("name", "trainable")
@@ -50,40 +47,65 @@ def check_image_and_patch_size(image_size, patch_size):
     return image_hw, patch_hw
 
 
-def check_technique_arguments(
-    *,
-    attention,
-    attention_types,
-    suppression,
-    context_broadcasting,
-    context_broadcasting_position,
-    shift_directions,
-    embedding_dropout,
-):
-    """Checks the arguments every backbone takes; returns the normalised
-    `(suppression, context_broadcasting)` configs (dicts or None)."""
-    check_choice("attention", attention, tuple(attention_types))
-    check_choice("context_broadcasting_position", context_broadcasting_position, CONTEXT_BROADCASTING_POSITIONS)
-    check_choice("shift_directions", shift_directions, tuple(SHIFT_DIRECTIONS))
-    check_range("embedding_dropout", embedding_dropout, 0.0, 1.0, high_inclusive=False)
-    return suppression_config(suppression), context_broadcasting_config(context_broadcasting)
+def resolve_techniques(techniques, kwargs, plain_tokenizer="patch"):
+    """A backbone's `TechniqueSpec` from its `techniques` argument, with the
+    flat technique options of the code before the spec (old calls, old saved
+    configs) popped from `kwargs`; the tokenizer resolved to
+    `plain_tokenizer` or `"spt"` (a `ValueError` naming `tokenizer` otherwise).
+
+    Args:
+        techniques: see `TechniqueSpec.resolve`.
+        kwargs: the backbone's `**kwargs` (changed in place).
+        plain_tokenizer: the backbone's tokenizer without SPT.
+    """
+    return TechniqueSpec.resolve(techniques, kwargs).check_tokenizer(plain_tokenizer)
 
 
-def make_tokenizer(tokenizer, patch_size, hidden_dim, *, shift_directions, shift_ratio, layer_norm_epsilon, dtype):
-    """The image tokenizer named `"tokenizer"`: `PatchEmbedding` for
-    `"patch"`, `ShiftedPatchTokenization` (SPT) for `"spt"`."""
-    check_choice("tokenizer", tokenizer, TOKENIZERS)
-    if tokenizer == "spt":
-        return ShiftedPatchTokenization(
-            patch_size,
-            hidden_dim,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-            name="tokenizer",
-        )
-    return PatchEmbedding(patch_size, hidden_dim, dtype=dtype, name="tokenizer")
+def call_block(block, x, attention_maps, **kwargs):
+    """`block(x, **kwargs)` in a backbone's graph, appending its attention
+    weights to `attention_maps`.
+
+    The block is called with `return_attention_scores="all"`: its maps before
+    and after SATA stay in the graph (unused by the backbone's outputs, so
+    they cost nothing), where `Backbone.attention_model("all")` finds them.
+    """
+    x, maps = block(x, return_attention_scores="all", **kwargs)
+    attention_maps.append(maps["weights"])
+    return x
+
+
+def make_embedding_dropout(rate, dtype):
+    """The `Dropout` after the embedding, named `"embedding_dropout"`
+    (`rate` validated under that name)."""
+    check_range("embedding_dropout", rate, 0.0, 1.0, high_inclusive=False)
+    return keras.layers.Dropout(rate, dtype=dtype, name="embedding_dropout")
+
+
+def default_patch_size(image_size, tokens_per_side):
+    """Patch size that gives a `tokens_per_side` square token grid (8x8 for
+    ViT and CaiT, 16x16 for PiT and Swin), as in the papers' configs."""
+    height, width = as_pair("image_size", image_size)
+    for name, size in (("height", height), ("width", width)):
+        if size % tokens_per_side:
+            raise ValueError(
+                f"Invalid `image_size` {image_size}: the default patch size makes a "
+                f"{tokens_per_side}x{tokens_per_side} grid, so the image {name} must be a "
+                f"multiple of {tokens_per_side} (e.g. 32 or 64); or pass `patch_size`."
+            )
+    return (height // tokens_per_side, width // tokens_per_side)
+
+
+def stage_tuple(name, value, num_stages=None):
+    """An int or a sequence of positive ints as a tuple (of `num_stages` items)."""
+    if isinstance(value, (list, tuple)):
+        values = tuple(check_positive_int(name, v) for v in value)
+        if not values or (num_stages is not None and len(values) != num_stages):
+            expected = "a non-empty sequence" if num_stages is None else f"one value per stage ({num_stages})"
+            raise ValueError(f"Invalid `{name}`: {value!r}. Expected an int or {expected}.")
+        return values
+    if num_stages is None:
+        raise ValueError(f"Invalid `{name}`: {value!r}. Expected a sequence of positive ints, one per stage.")
+    return (check_positive_int(name, value),) * num_stages
 
 
 def keep_dtype_policy(model, dtype):
@@ -97,13 +119,19 @@ def keep_dtype_policy(model, dtype):
         model.dtype_policy = dtype
 
 
+@with_technique_fields
 class Backbone(keras.Model):
     """Base of the package's functional backbones.
 
-    A subclass builds its graph in `__init__`, calls `super().__init__(inputs,
-    outputs, ...)`, then `self.set_config(**arguments)` with its constructor
-    arguments (validated and normalised): they become attributes and
-    `get_config()`, so `from_config(get_config())` rebuilds the same model.
+    A subclass takes architecture arguments and one `techniques` (a
+    `TechniqueSpec`, resolved by `resolve_techniques`), builds its graph in
+    `__init__` handing the spec unchanged to its blocks and tokenizer, calls
+    `super().__init__(inputs, outputs, ...)`, then
+    `self.set_config(**arguments)` with its constructor arguments (validated
+    and normalised): they become attributes and `get_config()` (the spec as
+    its config dict), so `from_config(get_config())` rebuilds the same model.
+    The spec's fields read as attributes too (`backbone.tokenizer`,
+    `backbone.suppression`, ...).
 
     Override point: `class_token_attention(attention_maps)`.
     """
@@ -125,13 +153,45 @@ class Backbone(keras.Model):
         return None."""
         return class_token_attention(attention_maps, self.grid_size, self.num_prefix_tokens)
 
+    def attention_model(self, return_attention_scores=True):
+        """A model sharing this backbone's weights, from the same images to
+        its outputs, with the attention maps asked for.
+
+        Args:
+            return_attention_scores: True: this backbone itself (its
+                `"attention_maps"` are the weights that multiply the values);
+                `"all"`: each entry of `"attention_maps"` is the dict of its
+                attention layer (`"before_suppression"`, `"after_suppression"`,
+                `"weights"`; see `MultiHeadSelfAttention`), from one forward
+                pass: the backbone calls every block with
+                `return_attention_scores="all"` (`call_block`; a documented
+                call mode, nothing is patched) and outputs the weights only.
+        """
+        if return_attention_scores is True:
+            return self
+        check_choice("return_attention_scores", return_attention_scores, (True, "all"))
+        # Each block's dict of maps is in this graph already (`call_block`):
+        # its call output, flattened with the dict's keys sorted.
+        keys = sorted(ATTENTION_MAPS)
+        by_weights = {}
+        for layer in self.layers:
+            outputs = layer.output if getattr(layer, "attention_layer", None) is not None else None
+            if isinstance(outputs, (list, tuple)) and len(outputs) == 1 + len(keys):
+                maps = dict(zip(keys, outputs[1:]))
+                by_weights[id(maps["weights"])] = maps
+        outputs = dict(self.output)
+        outputs["attention_maps"] = [by_weights[id(weights)] for weights in outputs["attention_maps"]]
+        return keras.Model(self.input, outputs, name=f"{self.name}_all_attention_maps")
+
     def get_config(self):
         config = {
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
-        config.update({name: getattr(self, name) for name in self._config_arguments})
+        for name in self._config_arguments:
+            value = getattr(self, name)
+            config[name] = value.get_config() if isinstance(value, TechniqueSpec) else value
         return config
 
     @classmethod
@@ -140,3 +200,4 @@ class Backbone(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
         return cls(**config)
+

@@ -111,19 +111,62 @@ class ImageClassifier(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.norm_before_pooling = bool(norm_before_pooling)
 
-    def attention_model(self):
+    def attention_model(self, return_attention_scores=True):
         """A model sharing this one's weights that returns, from one forward pass,
         `{"logits", "attention_maps"}` plus `"class_token_attention"` when the
         backbone has class-token maps on a patch grid (its
-        `class_token_attention(maps)` method returns a list, not None)."""
+        `class_token_attention(maps)` method returns a list, not None).
+
+        Args:
+            return_attention_scores: True (the maps that multiply the values)
+                or `"all"`: each map is its layer's dict of maps before and
+                after SATA (see `Backbone.attention_model`).
+        """
         images = keras.Input(shape=self.backbone.input_shape[1:], name="images")
-        outputs = self.backbone(images)
+        outputs = self.backbone.attention_model(return_attention_scores)(images)
         maps = outputs["attention_maps"]
         results = {"logits": self._head(outputs["sequence_output"]), "attention_maps": maps}
-        class_maps = self.backbone.class_token_attention(maps)
+        weights = [m["weights"] for m in maps] if return_attention_scores == "all" else maps
+        class_maps = self.backbone.class_token_attention(weights)
         if class_maps is not None:
             results["class_token_attention"] = class_maps
         return keras.Model(images, results, name=f"{self.name}_with_attention")
+
+    @classmethod
+    def from_preset(cls, name_or_path, **kwargs):
+        """A classifier from a registry name, a preset folder or a run folder (keras-hub style).
+
+        - a name of `keras_smallvit.list_models()`: a fresh model (random
+          weights); `kwargs` are `create_model`'s (`num_classes`,
+          `image_size` required, overrides);
+        - a preset folder written by `save_to_preset`: its config, weights and
+          serving preprocessing;
+        - a finished run folder of `training.train`: its `best.keras` (else
+          `last.keras`) and the preprocessing its `config.json` records.
+
+        The loaded model's `preprocessing` attribute is the serving
+        preprocessing `{"scale", "mean", "std"}` (`(x * scale - mean) / std` on
+        raw pixels; `export_for_serving(model, path, **model.preprocessing)`).
+        Existing `.keras` files load with `keras.saving.load_model` as before.
+        """
+        from keras_smallvit.models.preset_folder import load_preset
+
+        return load_preset(name_or_path, **kwargs)
+
+    def save_to_preset(self, path, preprocessing=None):
+        """Writes this model as a preset folder `path` (config, weights,
+        serving preprocessing) for `from_preset`. Written under a temporary
+        name and renamed into place; refuses (`FileExistsError` naming it) a
+        `path` that is not missing, empty or a previous preset folder.
+
+        Args:
+            path: the folder.
+            preprocessing: `{"scale", "mean", "std"}`; None: this model's
+                `preprocessing` (from `from_preset`), else `x / 255`.
+        """
+        from keras_smallvit.models.preset_folder import save_preset
+
+        return save_preset(self, path, preprocessing)
 
     def get_config(self):
         return {

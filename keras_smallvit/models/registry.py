@@ -1,13 +1,119 @@
-"""A registry of named model variants (timm style): `create_model`, `list_models`."""
+"""A registry of named model variants (timm style): `create_model`, `list_models`.
+
+The variants are data: one table of `Preset`s (`keras_smallvit/models/presets.py`)
+and one generic builder, `build_preset`.
+"""
 
 import dataclasses
 import inspect
 from typing import Callable
 from typing import Optional
 
+from keras_smallvit.layers.techniques import TechniqueSpec
+from keras_smallvit.layers.techniques import technique_names
 from keras_smallvit.utils.validation import check_choice
 
 TECHNIQUES = ("spt", "lsa", "sata", "cb")
+# The `ImageClassifier` arguments a transformer preset routes to the head.
+HEAD_ARGUMENTS = ("pooling", "head_dropout", "norm_before_pooling")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One row of the presets table: everything a named variant is.
+
+    Attributes:
+        model_class: a `Backbone` subclass (wrapped in an `ImageClassifier`),
+            or, with `classifier=True`, a whole classifier class taking
+            `num_classes` and `image_size` (the CNNs).
+        config: its architecture arguments (the papers' small-dataset config).
+        techniques: the techniques it switches on (`TechniqueSpec.from_names`).
+        description: one line for `list_models(details=True)`.
+        paper_lr: the papers' base learning rate for this family (recipe hint).
+        stochastic_depth: whether it takes `drop_path_rate` (the recipe's
+            stochastic depth; False for CNNs).
+        head: `ImageClassifier` defaults (Swin: average pooling after the norm).
+        image_defaults: `image_size -> {argument: value}` for the arguments
+            that depend on the image (the patch size of an 8x8 or 16x16 grid),
+            used when the caller does not give them (or gives None).
+        classifier: `model_class` is a whole classifier (no head, no
+            techniques; a local `weights` file may be given).
+    """
+
+    model_class: type
+    config: dict
+    techniques: tuple = ()
+    description: str = ""
+    paper_lr: float = 1e-3
+    stochastic_depth: bool = True
+    head: dict = dataclasses.field(default_factory=dict)
+    image_defaults: Optional[Callable] = None
+    classifier: bool = False
+
+    def arguments(self):
+        """The `create_model` overrides this preset takes (sorted names)."""
+        if self.classifier:
+            return (*constructor_arguments(self.model_class, exclude=("num_classes", "image_size")), "weights")
+        spec_fields = TechniqueSpec.field_names()
+        return (*constructor_arguments(self.model_class, exclude=("image_size",)), *spec_fields, *HEAD_ARGUMENTS)
+
+
+def build_preset(preset, num_classes, image_size, techniques, name=None, **overrides):
+    """The one builder of every preset: the architecture config, then the
+    image-dependent defaults, then the caller's overrides; the techniques as
+    one `TechniqueSpec` (`techniques` names with the overrides that are spec
+    fields, e.g. `suppression={"threshold": 0.05}`); head options to the
+    `ImageClassifier`.
+
+    Args:
+        preset: a `Preset`.
+        num_classes: number of classes.
+        image_size: input size.
+        techniques: technique names (see `TechniqueSpec.from_names`) or a
+            `TechniqueSpec`.
+        name: the registry name (for error messages).
+        **overrides: architecture, technique and head arguments.
+    """
+    if preset.classifier:
+        # Imported here: only the CNN rows need the weight-file checks.
+        from keras_smallvit.models.cnn.cnn_common import check_no_techniques
+        from keras_smallvit.models.cnn.cnn_common import load_weights_file
+
+        names = techniques.names if isinstance(techniques, TechniqueSpec) else techniques
+        check_no_techniques(name or preset.model_class.__name__, names)
+        weights = overrides.pop("weights", None)
+        model = preset.model_class(**{**preset.config, **overrides, "num_classes": num_classes, "image_size": image_size})
+        return load_weights_file(model, weights)
+    from keras_smallvit.models.image_classifier import ImageClassifier
+
+    head = {**preset.head, **{k: overrides.pop(k) for k in HEAD_ARGUMENTS if k in overrides}}
+    spec_fields = {k: overrides.pop(k) for k in TechniqueSpec.field_names() if k in overrides}
+    spec = TechniqueSpec.resolve(techniques, spec_fields)
+    arguments = {**preset.config, **overrides}
+    for name, value in (preset.image_defaults(image_size) if preset.image_defaults else {}).items():
+        if arguments.get(name) is None:
+            arguments[name] = value
+    backbone = preset.model_class(image_size=image_size, techniques=spec, **arguments)
+    return ImageClassifier(backbone, num_classes, dtype=overrides.get("dtype"), **head)
+
+
+def register_preset(name, preset):
+    """Registers the variant `name` of the presets table."""
+
+    def build(num_classes, image_size, techniques, **overrides):
+        return build_preset(preset, num_classes, image_size, techniques, name=name, **overrides)
+
+    build.__name__ = f"build_{name}"
+    register_model(
+        name,
+        build,
+        preset.techniques,
+        preset.description,
+        paper_lr=preset.paper_lr,
+        stochastic_depth=preset.stochastic_depth,
+        arguments=preset.arguments(),
+        preset=preset,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +132,7 @@ class ModelEntry:
             `num_classes`, `image_size` and `techniques` (sorted names), or
             None when they cannot be known (a `build(**overrides)` registered
             without `arguments`): then only the model's constructors check.
+        preset: the `Preset` it was registered from (None for a custom `build`).
     """
 
     name: str
@@ -35,6 +142,7 @@ class ModelEntry:
     paper_lr: float = 1e-3
     stochastic_depth: bool = True
     arguments: Optional[tuple] = None
+    preset: Optional[Preset] = None
 
 
 _REGISTRY = {}
@@ -61,7 +169,9 @@ def constructor_arguments(*constructors, exclude=()):
     return tuple(sorted(names))
 
 
-def register_model(name, build, techniques=(), description="", paper_lr=1e-3, stochastic_depth=True, arguments=None):
+def register_model(
+    name, build, techniques=(), description="", paper_lr=1e-3, stochastic_depth=True, arguments=None, preset=None
+):
     """Adds a variant; `build` receives `num_classes`, `image_size`,
     `techniques` and the user's overrides.
 
@@ -77,7 +187,7 @@ def register_model(name, build, techniques=(), description="", paper_lr=1e-3, st
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             arguments = constructor_arguments(build, exclude=_BUILD_ARGUMENTS)
     arguments = None if arguments is None else tuple(sorted(set(arguments)))
-    _REGISTRY[name] = ModelEntry(name, build, tuple(techniques), description, paper_lr, stochastic_depth, arguments)
+    _REGISTRY[name] = ModelEntry(name, build, tuple(techniques), description, paper_lr, stochastic_depth, arguments, preset)
 
 
 def list_models(details=False):
@@ -103,8 +213,11 @@ def check_model_arguments(name, overrides):
     entry = get_model_entry(name)
     if entry.arguments is None:
         return
+    allowed = set(entry.arguments)
+    if entry.preset is not None and not entry.preset.classifier:
+        allowed.update(TechniqueSpec.field_names())  # with block techniques registered since
     for argument in overrides:
-        if argument not in entry.arguments:
+        if argument not in allowed:
             raise ValueError(
                 f"Invalid argument `{argument}` for model {name!r}. "
                 f"Allowed: {', '.join(entry.arguments)}."
@@ -112,13 +225,17 @@ def check_model_arguments(name, overrides):
 
 
 def normalize_techniques(techniques):
-    """Validates a techniques collection and returns it as a sorted-by-canon tuple."""
+    """Validates a techniques collection (names of `technique_names()`) and
+    returns it as a sorted-by-canon tuple; a `TechniqueSpec` passes unchanged."""
+    if isinstance(techniques, TechniqueSpec):
+        return techniques
     if isinstance(techniques, str):
         techniques = (techniques,) if techniques else ()
     techniques = tuple(techniques)
+    names = technique_names()
     for t in techniques:
-        check_choice("techniques", t, TECHNIQUES)
-    return tuple(t for t in TECHNIQUES if t in techniques)
+        check_choice("techniques", t, names)
+    return tuple(t for t in names if t in techniques)
 
 
 def create_model(name, *, num_classes, image_size, techniques=None, **overrides):
@@ -129,8 +246,9 @@ def create_model(name, *, num_classes, image_size, techniques=None, **overrides)
         num_classes: number of classes.
         image_size: input size in pixels (int or `(height, width)`).
         techniques: if given, replaces the variant's techniques: any subset of
-            `("spt", "lsa", "sata", "cb")`, e.g. `create_model("vit",
-            techniques=("spt", "lsa", "sata", "cb"), ...)`.
+            `("spt", "lsa", "sata", "cb")` (plus registered block techniques),
+            e.g. `create_model("vit", techniques=("spt", "lsa", "sata", "cb"),
+            ...)`, or a `TechniqueSpec`.
         **overrides: backbone or classifier arguments that replace the
             defaults (e.g. `depth=6`, `suppression={"threshold": 0.05}`,
             `drop_path_rate=0.1`, `dtype="mixed_bfloat16"`).

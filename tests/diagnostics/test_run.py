@@ -1,6 +1,6 @@
 """One tiny real training run with `diagnostics=True`, shared by the callback
 and CLI tests: TensorBoard events and per-epoch JSON, then
-`python -m training.inspect` (in-process) on the run folder."""
+`python -m training.figures` (in-process) on the run folder."""
 
 import dataclasses
 import json
@@ -83,7 +83,7 @@ def png_size(path):
 
 
 def test_cli_writes_figures_json_and_index(run_dir, tmp_path):
-    from training import inspect
+    from training import figures
 
     # A copy of the run whose epoch JSON also has AAL's link magnitudes (as an AAL run's would).
     aal_run = str(tmp_path / "aal_run")
@@ -94,7 +94,7 @@ def test_cli_writes_figures_json_and_index(run_dir, tmp_path):
     with open(epoch_path, "w") as f:
         json.dump(epoch, f)
     out = str(tmp_path / "inspect")
-    summary = inspect.main(["--run", aal_run, "--compare", run_dir, "--labels", "a,b", "--show-images", "3",
+    summary = figures.main(["--run", aal_run, "--compare", run_dir, "--labels", "a,b", "--show-images", "3",
                             "--out", out])
     expected = {
         "temperature": figure_size_pixels("temperature"),
@@ -126,12 +126,12 @@ def test_cli_writes_figures_json_and_index(run_dir, tmp_path):
 
 
 def test_cli_on_a_model_file_and_npy_images(run_dir, tmp_path):
-    from training import inspect
+    from training import figures
 
     images = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
     np.save(tmp_path / "batch.npy", images)
     model = os.path.join(run_dir, "best.keras")
-    summary = inspect.main(["--model", model, "--images", str(tmp_path / "batch.npy"), "--show-images", "2",
+    summary = figures.main(["--model", model, "--images", str(tmp_path / "batch.npy"), "--show-images", "2",
                             "--out", str(tmp_path / "out")])
     assert set(summary["figures"]) == {"temperature", "sharpness", "density", "sata", "class_token_maps"}
     assert png_size(str(tmp_path / "out" / "class_token_maps.png")) == figure_size_pixels(
@@ -139,4 +139,4 @@ def test_cli_on_a_model_file_and_npy_images(run_dir, tmp_path):
     assert summary["models"][0]["report"]["num_images"] == 4
     assert {"learning_curves", "epochs", "aal_links"} <= set(summary["skipped"])
     with pytest.raises(SystemExit, match="--images"):
-        inspect.main(["--model", model, "--out", str(tmp_path / "none")])
+        figures.main(["--model", model, "--out", str(tmp_path / "none")])

@@ -8,7 +8,7 @@ from keras_smallvit.layers import TransformerBlock
 from keras_smallvit.models import ImageClassifier
 from keras_smallvit.models import PiTBackbone
 from keras_smallvit.models.pit import DepthwiseConvPooling
-from keras_smallvit.models.pit.pit_presets import default_patch_size
+from keras_smallvit.models.backbone import default_patch_size
 from tests import references as ref
 from tests.contract import LayerContract
 from tests.contract import ModelContract
@@ -133,7 +133,7 @@ def test_registry_variants_switch_techniques_by_arguments():
         (), ("spt", "lsa"), ("sata",), ("cb",)
     ]
     assert all(entries[n].paper_lr == 1e-3 for n in ("pit", "sl_pit", "sata_pit", "cb_pit"))
-    assert default_patch_size(32) == (2, 2) and default_patch_size(64) == (4, 4)  # 16x16 tokens
+    assert default_patch_size(32, 16) == (2, 2) and default_patch_size(64, 16) == (4, 4)  # 16x16 tokens
     model = keras_smallvit.create_model(
         "pit", num_classes=10, image_size=16, techniques=("spt", "lsa", "sata", "cb"),
         **{k: v for k, v in TINY.items() if k != "image_size"},

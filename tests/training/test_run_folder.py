@@ -198,3 +198,33 @@ def test_cli_errors_are_one_line_without_traceback(finished_run, tmp_path):
     with pytest.raises(SystemExit, match="error: .*keep.txt"):
         main(["--model", "vit", "--dataset", "digits", "--image-size", "16", "--workdir", str(foreign)])
     assert time.time() - start < 30
+
+
+def test_from_preset_reads_a_finished_run_folder_and_touches_nothing(finished_run, tmp_path):
+    """A run folder is a preset: `best.keras` and the preprocessing its
+    config records (no extra training: the shared finished run)."""
+    from keras_smallvit.models import ImageClassifier
+    from keras_smallvit.training.pipeline import normalization
+
+    before = tree_contents(finished_run.workdir)
+    model = ImageClassifier.from_preset(finished_run.workdir)
+    best = keras.saving.load_model(os.path.join(finished_run.workdir, "best.keras"))
+    for got, want in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    with open(os.path.join(finished_run.workdir, "config.json")) as f:
+        recorded = TrainConfig.from_json(f.read())
+    mean, std = normalization(recorded)
+    expected = {"scale": 1 / 255.0, "mean": None, "std": None}
+    if recorded.normalize:
+        expected.update(mean=[float(v) for v in mean], std=[float(v) for v in std])
+    assert model.preprocessing["scale"] == expected["scale"]
+    for key in ("mean", "std"):
+        assert (model.preprocessing[key] is None) == (expected[key] is None)
+        if expected[key] is not None:
+            np.testing.assert_allclose(model.preprocessing[key], expected[key], rtol=1e-6)
+    # The run folder is not a preset folder the library may overwrite.
+    with pytest.raises(FileExistsError, match="Refusing to replace"):
+        model.save_to_preset(finished_run.workdir)
+    assert tree_contents(finished_run.workdir) == before
+    model.save_to_preset(str(tmp_path / "shared"))
+    assert ImageClassifier.from_preset(str(tmp_path / "shared")).preprocessing == model.preprocessing

@@ -1,4 +1,3 @@
-from keras_smallvit.models.cait import cait_presets  # registers the variants
 from keras_smallvit.models.cait.cait_backbone import CaiTBackbone
 from keras_smallvit.models.cait.cait_layers import CaiTBlock
 from keras_smallvit.models.cait.cait_layers import ClassToken

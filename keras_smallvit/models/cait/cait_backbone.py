@@ -1,13 +1,13 @@
-"""CaiT backbone for small datasets, with SPT, LSA, SATA and CB as options."""
+"""CaiT backbone for small datasets; the techniques come as one `TechniqueSpec`."""
 
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
-from keras_smallvit.models.backbone import check_technique_arguments
-from keras_smallvit.models.backbone import make_tokenizer
+from keras_smallvit.models.backbone import make_embedding_dropout
+from keras_smallvit.models.backbone import resolve_techniques
 from keras_smallvit.models.attention_maps import class_token_attention
-from keras_smallvit.models.cait.cait_layers import CAIT_ATTENTION_TYPES
 from keras_smallvit.models.cait.cait_layers import CaiTBlock
 from keras_smallvit.models.cait.cait_layers import ClassToken
 from keras_smallvit.models.cait.cait_layers import LearnedPositionEmbedding
@@ -43,25 +43,25 @@ class CaiTBackbone(Backbone):
       `class_token_attention()` returns the class-attention maps on the
       patch grid.
 
-    Where each technique acts:
-    - SPT (`tokenizer="spt"`): replaces the patch embedding.
-    - LSA (`attention="lsa"`): learned per-head temperature in all
+    Where the techniques (`techniques`, a `TechniqueSpec`) act:
+    - SPT: replaces the patch embedding.
+    - LSA: learned per-head temperature in all
       `depth + class_depth` layers (as in the official code); diagonal mask
       in the patch-attention layers only, applied after the pre-softmax head
       mixing, so every token's weight on itself is exactly 0 in the final
       weights. The official code writes -1e-9 on the diagonal (before the
       mixing), which masks nothing; that bug is not reproduced.
-    - SATA (`suppression`): in every layer, patch and class attention, on the
+    - SATA: in every layer, patch and class attention, on the
       softmax probabilities of each head (after the pre-softmax mixing and
       the mask), before the post-softmax mixing (see `TalkingHeadsAttention`).
       In a class-attention layer it acts on the class token's probabilities
       over the patches.
-    - CB (`context_broadcasting`): in every patch-attention layer at
-      `context_broadcasting_position` (default: MLP output, before LayerScale,
+    - Block techniques (CB): in every patch-attention layer (CB by default
+      at the MLP output, before LayerScale,
       drop path and the residual add; the mean runs over the patch tokens,
       as there is no class token among them). Not in the class-attention
       layers, where the only updated token is the class token and the token
-      mean would be the identity.
+      mean would be the identity (`CaiTBlock` leaves them out there).
 
     Args:
         image_size: int or `(height, width)`.
@@ -73,20 +73,13 @@ class CaiTBackbone(Backbone):
         num_heads: attention heads (4).
         head_dim: size of each head (64).
         mlp_ratio: MLP hidden size / hidden_dim (2, i.e. 384).
-        tokenizer: `"patch"` or `"spt"`.
-        attention: `"standard"` or `"lsa"`.
-        suppression: SATA settings or None.
-        context_broadcasting: CB settings or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"` or
-            `"block_output"`.
+        techniques: a `TechniqueSpec` (see `ViTBackbone`).
         layer_scale_init: one initial LayerScale value for every layer, or
             None for the official per-layer values.
         drop_path_rate: stochastic depth rate.
         dropout: dropout in attention projections and MLPs.
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention weights.
-        shift_directions: SPT directions, `"diagonal"`, `"cardinal"` or `"all"`.
-        shift_ratio: SPT shift as a fraction of the patch size.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`).
@@ -103,24 +96,19 @@ class CaiTBackbone(Backbone):
         num_heads=4,
         head_dim=64,
         mlp_ratio=2.0,
-        tokenizer="patch",
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         layer_scale_init=None,
         drop_path_rate=0.0,
         dropout=0.0,
         embedding_dropout=0.0,
         attention_dropout=0.0,
-        shift_directions="diagonal",
-        shift_ratio=0.5,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
+        techniques = resolve_techniques(techniques, kwargs)
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
@@ -128,28 +116,11 @@ class CaiTBackbone(Backbone):
         check_positive_int("class_depth", class_depth)
         if layer_scale_init is not None:
             check_range("layer_scale_init", layer_scale_init, 0.0, None, low_inclusive=False)
-        suppression, context_broadcasting = check_technique_arguments(
-            attention=attention,
-            attention_types=CAIT_ATTENTION_TYPES,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
-            shift_directions=shift_directions,
-            embedding_dropout=embedding_dropout,
-        )
 
         # === Layers ===
-        tokenizer_layer = make_tokenizer(
-            tokenizer,
-            patch_hw,
-            hidden_dim,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-        )
+        tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
         position_embedding = LearnedPositionEmbedding(dtype=dtype, name="position_embedding")
-        embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
+        embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         class_token = ClassToken(dtype=dtype, name="class_token")
 
         def block(index, class_attention):
@@ -160,11 +131,8 @@ class CaiTBackbone(Backbone):
                 head_dim=head_dim,
                 mlp_ratio=mlp_ratio,
                 class_attention=class_attention,
-                attention=attention,
+                techniques=techniques,
                 layer_scale_init=layer_scale_init or official_layer_scale_init(number),
-                suppression=suppression,
-                context_broadcasting=None if class_attention else context_broadcasting,
-                context_broadcasting_position=context_broadcasting_position,
                 drop_path_rate=drop_path_rate,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
@@ -180,15 +148,13 @@ class CaiTBackbone(Backbone):
 
         # === Functional model ===
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        patches = embedding_dropout_layer(position_embedding(tokenizer_layer(images)))
+        patches = embedding_dropout_layer(position_embedding(tokenizer(images)))
         attention_maps = []
         for layer in patch_blocks:
-            patches, probs = layer(patches, return_attention_scores=True)
-            attention_maps.append(probs)
+            patches = call_block(layer, patches, attention_maps)
         cls = class_token(patches)
         for layer in class_blocks:
-            cls, probs = layer(cls, context=patches, return_attention_scores=True)
-            attention_maps.append(probs)
+            cls = call_block(layer, cls, attention_maps, context=patches)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": concatenate([cls, patches]), "attention_maps": attention_maps},
@@ -209,18 +175,12 @@ class CaiTBackbone(Backbone):
             num_heads=num_heads,
             head_dim=head_dim,
             mlp_ratio=mlp_ratio,
-            tokenizer=tokenizer,
-            attention=attention,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
+            techniques=techniques,
             layer_scale_init=layer_scale_init,
             drop_path_rate=drop_path_rate,
             dropout=dropout,
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

@@ -4,16 +4,11 @@ import keras
 from keras import ops
 
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
-from keras_smallvit.layers.attention import suppression_config
-from keras_smallvit.layers.context_broadcasting import ContextBroadcasting
-from keras_smallvit.layers.stochastic_depth import StochasticDepth
-from keras_smallvit.layers.transformer_block import CONTEXT_BROADCASTING_POSITIONS
-from keras_smallvit.layers.transformer_block import context_broadcasting_config
-from keras_smallvit.utils.validation import check_choice
-from keras_smallvit.utils.validation import check_positive_int
+from keras_smallvit.layers.attention import attention_output_spec
+from keras_smallvit.layers.attention import check_return_mode
+from keras_smallvit.layers.attention import with_attention_scores
+from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import check_range
-
-CAIT_ATTENTION_TYPES = ("standard", "lsa")
 
 
 def official_layer_scale_init(layer_number):
@@ -170,7 +165,9 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
         inputs: `(B, Nq, dim)`.
         context: optional `(B, Nk, dim)` keys/values (class attention).
         return_attention_scores: also return the float32 weights `A`
-            `(B, heads, Nq, Nk)` that multiply `v` (after step 5).
+            `(B, heads, Nq, Nk)` that multiply `v` (after step 5); `"all"`:
+            the dict of `MultiHeadSelfAttention` (before and after SATA:
+            steps 3 and 4, and `"weights"`: step 5).
         training: dropout switch.
 
     Args: those of `MultiHeadSelfAttention`.
@@ -190,13 +187,14 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
         scores = super().attention_scores(query, key)
         return ops.einsum("bhqk,hg->bgqk", scores, ops.cast(self.pre_softmax_mixing, "float32"))
 
-    def attention_probabilities(self, query, key):
-        probs = super().attention_probabilities(query, key)  # mask, softmax, SATA
+    def mix_heads(self, probs):
+        # Step 5, after the base class's mask, softmax and SATA.
         return ops.einsum("bhqk,hg->bgqk", probs, ops.cast(self.post_softmax_mixing, "float32"))
 
     def call(self, inputs, context=None, return_attention_scores=False, training=None):
         if context is None:
             return super().call(inputs, return_attention_scores=return_attention_scores, training=training)
+        mode = check_return_mode(return_attention_scores)
         if self.diagonal_mask:
             raise ValueError(
                 "`diagonal_mask=True` is for self-attention; class attention (a "
@@ -204,151 +202,77 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
             )
         query = self.query_key_value(inputs)[0]
         _, key, value = self.query_key_value(context)
-        probs = self.attention_probabilities(query, key)
-        weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-        out = self.output_dropout_layer(self.output_projection(self.combine_heads(weights, value)), training=training)
-        if return_attention_scores:
-            return out, probs
-        return out
+        out, maps = self.attend(query, key, value, training=training)
+        out = self.output_dropout_layer(self.output_projection(out), training=training)
+        return with_attention_scores(out, maps, mode)
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class CaiTBlock(keras.layers.Layer):
+class CaiTBlock(TransformerBlock):
     """CaiT layer: `x + DP(LS(Attn(LN(x))))`, then `x + DP(LS(MLP(LN(x))))`.
 
-    `Attn` is `TalkingHeadsAttention`, LS a `LayerScale`, DP stochastic depth,
-    MLP Dense(mlp_ratio * dim, GELU) -> Dropout -> Dense(dim) -> Dropout.
+    A `TransformerBlock` whose attention is `TalkingHeadsAttention` and whose
+    branches are scaled by a `LayerScale` (LS) before drop path (DP).
 
     - Patch-attention layer (`class_attention=False`): self-attention of the
-      patch tokens; with `attention="lsa"`, diagonal mask and learned
-      per-head temperature.
+      patch tokens; with LSA, diagonal mask and learned per-head temperature.
     - Class-attention layer (`class_attention=True`): call it on the class
       token(s) with `context=` the patch tokens; only the class token is
       updated. The queries come from `LN(class token)`, the keys and values
       from the patch tokens as they are (not normalised), as in the official
-      code. `attention="lsa"` gives the learned temperature only (no
-      diagonal: a class token does not attend to itself here).
+      code. LSA gives the learned temperature only (no diagonal: a class
+      token does not attend to itself here), and the block techniques that
+      mix tokens (CB) are left out: over a single token they do nothing.
 
-    Context broadcasting, when on, acts on the block's own token sequence at
-    `context_broadcasting_position` (see `TransformerBlock`): after the MLP's
-    last dropout, before LayerScale (the two commute: both act per channel),
-    drop path and the residual add, by default. On a class-attention layer
-    that sequence is the single class token, where the token mean is the
-    token itself, so CB has no effect there.
+    Block techniques act where `TransformerBlock` puts them: CB after the
+    MLP's last dropout, before LayerScale (the two commute: both act per
+    channel), drop path and the residual add, by default.
 
     Call args:
         inputs: `(B, N, dim)`.
         context: `(B, Nk, dim)` patch tokens (class-attention layers only).
         return_attention_scores: also return the float32 attention weights
-            `(B, heads, N, N)` (`(B, heads, N, Nk)` for class attention).
+            `(B, heads, N, N)` (`(B, heads, N, Nk)` for class attention);
+            `"all"`: the attention's dict of maps.
         training: dropout / drop-path switch.
 
     Args:
         num_heads: attention heads.
         head_dim: size of each head.
-        mlp_ratio: MLP hidden size as a multiple of the input size.
         class_attention: whether this is a class-attention layer.
-        attention: `"standard"` or `"lsa"`.
         layer_scale_init: initial LayerScale value of both branches, `> 0`.
-        suppression: SATA settings (see `TalkingHeadsAttention` for where it
-            acts), or None.
-        context_broadcasting: CB settings (`True`, or a dict with `ratio`,
-            `learnable_scale`), or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"`
-            or `"block_output"`.
-        drop_path_rate: stochastic depth rate of both branches.
-        dropout: dropout after the attention projection and in the MLP.
-        attention_dropout: dropout on the attention weights.
-        layer_norm_epsilon: LayerNorm epsilon (PyTorch's default, 1e-5).
-        use_qkv_bias: bias in the qkv projection (False in the official code).
-        seed: seed of the drop-path randomness.
+        **kwargs: the other `TransformerBlock` arguments (`mlp_ratio`,
+            `techniques`, `drop_path_rate`, `dropout`, `attention_dropout`,
+            `layer_norm_epsilon`, `use_qkv_bias`, `seed`).
     """
 
-    def __init__(
-        self,
-        num_heads,
-        head_dim,
-        mlp_ratio=2.0,
-        class_attention=False,
-        attention="standard",
-        layer_scale_init=0.1,
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
-        drop_path_rate=0.0,
-        dropout=0.0,
-        attention_dropout=0.0,
-        layer_norm_epsilon=1e-5,
-        use_qkv_bias=False,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_heads = check_positive_int("num_heads", num_heads)
-        self.head_dim = check_positive_int("head_dim", head_dim)
-        self.mlp_ratio = check_range("mlp_ratio", mlp_ratio, 0.0, None, low_inclusive=False)
+    def __init__(self, num_heads, head_dim, class_attention=False, layer_scale_init=0.1, **kwargs):
+        super().__init__(num_heads, head_dim, **kwargs)
         self.class_attention = bool(class_attention)
-        self.attention = check_choice("attention", attention, CAIT_ATTENTION_TYPES)
         self.layer_scale_init = check_range("layer_scale_init", layer_scale_init, 0.0, None, low_inclusive=False)
-        self.suppression = suppression_config(suppression)
-        self.context_broadcasting = context_broadcasting_config(context_broadcasting)
-        self.context_broadcasting_position = check_choice(
-            "context_broadcasting_position", context_broadcasting_position, CONTEXT_BROADCASTING_POSITIONS
-        )
-        self.drop_path_rate = check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_inclusive=False)
-        self.dropout = check_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
-        self.attention_dropout = check_range(
-            "attention_dropout", attention_dropout, 0.0, 1.0, high_inclusive=False
-        )
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.use_qkv_bias = bool(use_qkv_bias)
-        self.seed = seed
 
-    def build(self, input_shape):
-        dim = input_shape[-1]
-        mlp_dim = int(dim * self.mlp_ratio)
-        policy = self.dtype_policy
-        eps = self.layer_norm_epsilon
-        lsa = self.attention == "lsa"
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=eps, dtype=policy, name="attention_norm")
-        self.attention_norm.build(input_shape)
-        self.attention_layer = TalkingHeadsAttention(
+    @property
+    def single_token(self):
+        return self.class_attention
+
+    def make_attention_layer(self):
+        return TalkingHeadsAttention(
             num_heads=self.num_heads,
             head_dim=self.head_dim,
-            diagonal_mask=lsa and not self.class_attention,
-            learnable_temperature=lsa,
-            suppression=self.suppression,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            use_qkv_bias=self.use_qkv_bias,
-            dtype=policy,
-            name="attention",
+            **self.techniques.attention_options(self_attention=not self.class_attention),
+            **self.attention_arguments(),
         )
-        self.attention_layer.build(input_shape)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        policy = self.dtype_policy
         self.attention_scale = LayerScale(self.layer_scale_init, dtype=policy, name="attention_scale")
         self.attention_scale.build(input_shape)
-        self.mlp_norm = keras.layers.LayerNormalization(epsilon=eps, dtype=policy, name="mlp_norm")
-        self.mlp_norm.build(input_shape)
-        self.mlp_dense_1 = keras.layers.Dense(mlp_dim, activation="gelu", dtype=policy, name="mlp_dense_1")
-        self.mlp_dense_1.build(input_shape)
-        self.mlp_dense_2 = keras.layers.Dense(dim, dtype=policy, name="mlp_dense_2")
-        self.mlp_dense_2.build(tuple(input_shape[:-1]) + (mlp_dim,))
-        self.mlp_dropout_1 = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.mlp_dropout_2 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.mlp_scale = LayerScale(self.layer_scale_init, dtype=policy, name="mlp_scale")
         self.mlp_scale.build(input_shape)
-        self.drop_path = StochasticDepth(self.drop_path_rate, seed=self.seed, dtype=policy, name="drop_path")
-        self.context_broadcasting_layer = None
-        if self.context_broadcasting is not None:
-            self.context_broadcasting_layer = ContextBroadcasting(
-                **self.context_broadcasting, dtype=policy, name="context_broadcasting"
-            )
-            self.context_broadcasting_layer.build(input_shape)
 
-    def _broadcast_at(self, position, x):
-        if self.context_broadcasting_layer is not None and self.context_broadcasting_position == position:
-            return self.context_broadcasting_layer(x)
-        return x
+    def scale_branch(self, branch, x):
+        return self.attention_scale(x) if branch == "attention" else self.mlp_scale(x)
 
     def _check_context(self, context):
         if self.class_attention != (context is not None):
@@ -360,46 +284,19 @@ class CaiTBlock(keras.layers.Layer):
 
     def call(self, inputs, context=None, return_attention_scores=False, training=None):
         self._check_context(context)
-        branch, probs = self.attention_layer(
-            self.attention_norm(inputs), context=context, return_attention_scores=True, training=training
+        attention_kwargs = {} if context is None else {"context": context}
+        return super().call(
+            inputs, return_attention_scores=return_attention_scores, training=training, **attention_kwargs
         )
-        branch = self._broadcast_at("attention_output", branch)
-        x = inputs + self.drop_path(self.attention_scale(branch), training=training)
-        branch = self.mlp_dropout_1(self.mlp_dense_1(self.mlp_norm(x)), training=training)
-        branch = self.mlp_dropout_2(self.mlp_dense_2(branch), training=training)
-        branch = self._broadcast_at("mlp_output", branch)
-        x = x + self.drop_path(self.mlp_scale(branch), training=training)
-        x = self._broadcast_at("block_output", x)
-        if return_attention_scores:
-            return x, probs
-        return x
 
     def compute_output_spec(self, inputs, context=None, return_attention_scores=False, training=None):
         # Shapes without tracing `call` (keeps building a 26-layer model fast).
         self._check_context(context)
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return out
         keys = (inputs if context is None else context).shape[1]
-        return out, keras.KerasTensor((inputs.shape[0], self.num_heads, inputs.shape[1], keys), dtype="float32")
+        return attention_output_spec(out, (inputs.shape[0], self.num_heads, inputs.shape[1], keys), return_attention_scores)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            head_dim=self.head_dim,
-            mlp_ratio=self.mlp_ratio,
-            class_attention=self.class_attention,
-            attention=self.attention,
-            layer_scale_init=self.layer_scale_init,
-            suppression=self.suppression,
-            context_broadcasting=self.context_broadcasting,
-            context_broadcasting_position=self.context_broadcasting_position,
-            drop_path_rate=self.drop_path_rate,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            use_qkv_bias=self.use_qkv_bias,
-            seed=self.seed,
-        )
+        config.update(class_attention=self.class_attention, layer_scale_init=self.layer_scale_init)
         return config

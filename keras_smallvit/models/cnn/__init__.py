@@ -1,4 +1,3 @@
-from keras_smallvit.models.cnn import cnn_presets  # registers the variants
 from keras_smallvit.models.cnn.cnn_common import load_weights_file
 from keras_smallvit.models.cnn.efficientnet import EfficientNet
 from keras_smallvit.models.cnn.resnet import ResNet

@@ -69,7 +69,7 @@ class ResNet(FeatureMapsMixin, keras.Model):
     resolution) -> global average pooling -> dropout -> Dense logits (float32,
     also under mixed precision).
 
-    Presets (see `cnn_presets.py`):
+    Presets (see `keras_smallvit/models/presets.py`):
     - CIFAR ResNet-56 / ResNet-110: `stem="cifar"`, `stem_width=16`,
       `stage_widths=(16, 32, 64)`, 9 / 18 blocks per stage,
       `shortcut="zero_pad"` (option A: 0.85M / 1.7M parameters).

@@ -1,3 +1,2 @@
-from keras_smallvit.models.pit import pit_presets  # registers the variants
 from keras_smallvit.models.pit.pit_backbone import PiTBackbone
 from keras_smallvit.models.pit.pit_layers import DepthwiseConvPooling

@@ -1,15 +1,14 @@
-"""PiT (pooling-based vision transformer) backbone for small datasets, with SPT, LSA, SATA and CB as options."""
+"""PiT (pooling-based vision transformer) backbone for small datasets; the techniques come as one `TechniqueSpec`."""
 
 import keras
 
-from keras_smallvit.models.backbone import TOKENIZERS
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
-from keras_smallvit.models.backbone import check_technique_arguments
-from keras_smallvit.models.backbone import make_tokenizer
+from keras_smallvit.models.backbone import make_embedding_dropout
+from keras_smallvit.models.backbone import resolve_techniques
+from keras_smallvit.models.backbone import stage_tuple
 from keras_smallvit.layers.embedding import ClassTokenAndPositionEmbedding
-from keras_smallvit.layers.patching import ShiftedPatchTokenization
-from keras_smallvit.layers.transformer_block import ATTENTION_TYPES
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.models.pit.pit_layers import DepthwiseConvPooling
@@ -18,19 +17,6 @@ from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 
 PIT_DOWNSAMPLING = ("conv", "spt")
-
-
-def stage_tuple(name, value, num_stages=None):
-    """An int or a sequence of positive ints as a tuple (of `num_stages` items)."""
-    if isinstance(value, (list, tuple)):
-        values = tuple(check_positive_int(name, v) for v in value)
-        if not values or (num_stages is not None and len(values) != num_stages):
-            expected = "a non-empty sequence" if num_stages is None else f"one value per stage ({num_stages})"
-            raise ValueError(f"Invalid `{name}`: {value!r}. Expected an int or {expected}.")
-        return values
-    if num_stages is None:
-        raise ValueError(f"Invalid `{name}`: {value!r}. Expected a sequence of positive ints, one per stage.")
-    return (check_positive_int(name, value),) * num_stages
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -52,19 +38,15 @@ class PiTBackbone(Backbone):
       per block (after LSA masking and SATA), from the same forward pass;
       `class_token_attention()` puts the class-token rows on each stage's grid.
 
-    Where each technique acts:
-    - SPT: `tokenizer="spt"` tokenizes the image with shifted patch
-      tokenization (`shift_directions`, `shift_ratio`); `downsampling="spt"`
-      (S_pool; the default when the tokenizer is SPT) replaces the pooling
-      layers by `ShiftedPatchTokenization` on the token grid (2x2 merging,
-      shift of 1 cell, `shift_directions`), the class token through its own Dense.
-    - LSA: `attention="lsa"`: diagonal mask (class token included) and a
-      learned per-head temperature in every block's attention.
-    - SATA: `suppression`: TWIST on the attention probabilities of every block
-      (after the softmax, before `probs @ v`), one scale `s` per block.
-    - CB: `context_broadcasting`: in every block at
-      `context_broadcasting_position`, mean over all tokens of that stage,
-      class token included. Pooling layers are untouched by SATA and CB.
+    Where the techniques (`techniques`, a `TechniqueSpec`) act:
+    - SPT tokenizes the image; `downsampling="spt"` (S_pool; the default
+      with SPT) replaces the pooling layers by `ShiftedPatchTokenization` on
+      the token grid (2x2 merging, shift of 1 cell, the spec's
+      directions), the class token through its own Dense.
+    - LSA and SATA: in every block's attention (the diagonal mask includes
+      the class token; one SATA scale `s` per block).
+    - Block techniques (CB): in every block; CB's mean runs over all tokens
+      of that stage, class token included. Pooling layers are untouched.
 
     Args:
         image_size: int or `(height, width)`.
@@ -75,20 +57,13 @@ class PiTBackbone(Backbone):
         num_heads: heads per stage, an int or one per stage ((2, 4, 8)).
         head_dim: size of each head in every stage (48).
         mlp_ratio: MLP hidden size / stage width (2).
-        tokenizer: `"patch"` or `"spt"`.
         downsampling: `"conv"` (depthwise convolution, stride 2), `"spt"`, or
             None for `"spt"` with the SPT tokenizer and `"conv"` otherwise.
-        attention: `"standard"` or `"lsa"`.
-        suppression: SATA settings or None.
-        context_broadcasting: CB settings or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"` or
-            `"block_output"`.
+        techniques: a `TechniqueSpec` (see `ViTBackbone`).
         drop_path_rate: stochastic depth rate.
         dropout: dropout in attention projections and MLPs.
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
-        shift_directions: SPT directions (tokenizer and SPT pooling).
-        shift_ratio: SPT shift of the tokenizer as a fraction of the patch size.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer.
@@ -104,42 +79,27 @@ class PiTBackbone(Backbone):
         num_heads=(2, 4, 8),
         head_dim=48,
         mlp_ratio=2.0,
-        tokenizer="patch",
         downsampling=None,
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         drop_path_rate=0.0,
         dropout=0.0,
         embedding_dropout=0.0,
         attention_dropout=0.0,
-        shift_directions="diagonal",
-        shift_ratio=0.5,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # === Validation (errors name the backbone argument) ===
+        techniques = resolve_techniques(techniques, kwargs)
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
         depths = stage_tuple("depths", depths)
         num_heads = stage_tuple("num_heads", num_heads, len(depths))
-        check_choice("tokenizer", tokenizer, TOKENIZERS)
         if downsampling is None:
-            downsampling = "spt" if tokenizer == "spt" else "conv"
+            downsampling = "spt" if techniques.spt else "conv"
         check_choice("downsampling", downsampling, PIT_DOWNSAMPLING)
-        suppression, context_broadcasting = check_technique_arguments(
-            attention=attention,
-            attention_types=ATTENTION_TYPES,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
-            shift_directions=shift_directions,
-            embedding_dropout=embedding_dropout,
-        )
 
         grid = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
         stage_grids = [grid]
@@ -154,17 +114,9 @@ class PiTBackbone(Backbone):
             stage_grids.append(grid)
 
         # === Layers ===
-        tokenizer_layer = make_tokenizer(
-            tokenizer,
-            patch_hw,
-            hidden_dim,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-        )
+        tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
         embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
-        embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
+        embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         stages, poolings = [], []
         block_index = 0
         for stage, (depth, heads) in enumerate(zip(depths, num_heads)):
@@ -176,10 +128,7 @@ class PiTBackbone(Backbone):
                         num_heads=heads,
                         head_dim=head_dim,
                         mlp_ratio=mlp_ratio,
-                        attention=attention,
-                        suppression=suppression,
-                        context_broadcasting=context_broadcasting,
-                        context_broadcasting_position=context_broadcasting_position,
+                        techniques=techniques,
                         drop_path_rate=drop_path_rate,
                         dropout=dropout,
                         attention_dropout=attention_dropout,
@@ -193,13 +142,8 @@ class PiTBackbone(Backbone):
             stages.append(blocks)
             if stage < len(depths) - 1:
                 if downsampling == "spt":
-                    pooling = ShiftedPatchTokenization(
-                        2,
-                        2 * dim,
-                        shift_directions=shift_directions,
-                        num_prefix_tokens=1,
-                        layer_norm_epsilon=layer_norm_epsilon,
-                        dtype=dtype,
+                    pooling = techniques.make_spt_pooling(
+                        2 * dim, num_prefix_tokens=1, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype,
                         name=f"pooling_{stage}",
                     )
                 else:
@@ -210,12 +154,11 @@ class PiTBackbone(Backbone):
 
         # === Functional model ===
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = embedding_dropout_layer(embedding(tokenizer_layer(images)))
+        x = embedding_dropout_layer(embedding(tokenizer(images)))
         attention_maps = []
         for stage, blocks in enumerate(stages):
             for block in blocks:
-                x, probs = block(x, return_attention_scores=True)
-                attention_maps.append(probs)
+                x = call_block(block, x, attention_maps)
             if stage < len(poolings):
                 x = poolings[stage](x)
         super().__init__(
@@ -238,18 +181,12 @@ class PiTBackbone(Backbone):
             num_heads=num_heads,
             head_dim=head_dim,
             mlp_ratio=mlp_ratio,
-            tokenizer=tokenizer,
             downsampling=downsampling,
-            attention=attention,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
+            techniques=techniques,
             drop_path_rate=drop_path_rate,
             dropout=dropout,
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

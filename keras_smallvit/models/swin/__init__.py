@@ -1,4 +1,3 @@
-from keras_smallvit.models.swin import swin_presets  # registers the variants
 from keras_smallvit.models.swin.swin_backbone import SwinBackbone
 from keras_smallvit.models.swin.swin_layers import AbsolutePositionEmbedding
 from keras_smallvit.models.swin.swin_layers import PatchMerging

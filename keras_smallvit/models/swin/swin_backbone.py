@@ -1,15 +1,13 @@
-"""Swin Transformer backbone for small datasets, with SPT, LSA, SATA and CB as options."""
+"""Swin Transformer backbone for small datasets; the techniques come as one `TechniqueSpec`."""
 
 import keras
 
-from keras_smallvit.models.backbone import TOKENIZERS
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
-from keras_smallvit.models.backbone import check_technique_arguments
-from keras_smallvit.models.backbone import make_tokenizer
-from keras_smallvit.layers.patching import ShiftedPatchTokenization
-from keras_smallvit.layers.transformer_block import ATTENTION_TYPES
-from keras_smallvit.models.pit.pit_backbone import stage_tuple
+from keras_smallvit.models.backbone import make_embedding_dropout
+from keras_smallvit.models.backbone import resolve_techniques
+from keras_smallvit.models.backbone import stage_tuple
 from keras_smallvit.models.swin.swin_layers import AbsolutePositionEmbedding
 from keras_smallvit.models.swin.swin_layers import PatchMerging
 from keras_smallvit.models.swin.swin_layers import SwinTransformerBlock
@@ -53,21 +51,17 @@ class SwinBackbone(Backbone):
       from the same forward pass. There is no class token:
       `class_token_attention()` returns None.
 
-    Where each technique acts:
-    - SPT: `tokenizer="spt"` tokenizes the image with shifted patch
-      tokenization (`shift_directions`, `shift_ratio`); `downsampling="spt"`
-      (the default with the SPT tokenizer) replaces patch merging by
-      `ShiftedPatchTokenization` on the token grid (2x2 merging, shift of 1
-      cell, `shift_directions`).
-    - LSA: `attention="lsa"`: in every window of every block, the diagonal
-      mask and a learned per-head temperature (scaling q), together with the
-      relative position bias and the shift mask.
-    - SATA: `suppression`: TWIST on the probabilities of every window row
-      of every block (after the softmax, before `probs @ v`), one scale `s`
-      per block shared by heads and windows.
-    - CB: `context_broadcasting`: in every block at
-      `context_broadcasting_position`, mean over all tokens of the image (not
-      per window). Downsampling layers are untouched by SATA and CB.
+    Where the techniques (`techniques`, a `TechniqueSpec`) act:
+    - SPT tokenizes the image; `downsampling="spt"` (the default with SPT)
+      replaces patch merging by `ShiftedPatchTokenization` on the token grid
+      (2x2 merging, shift of 1 cell, the spec's directions).
+    - LSA: in every window of every block, the diagonal mask and a learned
+      per-head temperature (scaling q), with the relative position bias and
+      the shift mask.
+    - SATA: on the probabilities of every window row of every block, one
+      scale `s` per block shared by heads and windows.
+    - Block techniques (CB): in every block; CB's mean runs over all tokens
+      of the image (not per window). Downsampling layers are untouched.
 
     Args:
         image_size: int or `(height, width)`.
@@ -79,21 +73,14 @@ class SwinBackbone(Backbone):
             each must divide its stage's width.
         window_size: window side (4).
         mlp_ratio: MLP hidden size / stage width (2).
-        tokenizer: `"patch"` or `"spt"`.
         downsampling: `"patch_merging"`, `"spt"`, or None for `"spt"` with
             the SPT tokenizer and `"patch_merging"` otherwise.
-        attention: `"standard"` or `"lsa"`.
-        suppression: SATA settings or None.
-        context_broadcasting: CB settings or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"` or
-            `"block_output"`.
+        techniques: a `TechniqueSpec` (see `ViTBackbone`).
         drop_path_rate: stochastic depth rate of the last block.
         dropout: dropout in attention projections and MLPs.
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         use_qkv_bias: bias in the qkv projections (True, as in Swin).
-        shift_directions: SPT directions (tokenizer and SPT downsampling).
-        shift_ratio: SPT shift of the tokenizer as a fraction of the patch size.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer.
@@ -109,45 +96,30 @@ class SwinBackbone(Backbone):
         num_heads=(3, 6, 12),
         window_size=4,
         mlp_ratio=2.0,
-        tokenizer="patch",
         downsampling=None,
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         drop_path_rate=0.0,
         dropout=0.0,
         embedding_dropout=0.0,
         attention_dropout=0.0,
         use_qkv_bias=True,
-        shift_directions="diagonal",
-        shift_ratio=0.5,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # === Validation (errors name the backbone argument) ===
+        techniques = resolve_techniques(techniques, kwargs)
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
         depths = stage_tuple("depths", depths)
         num_heads = stage_tuple("num_heads", num_heads, len(depths))
         check_positive_int("window_size", window_size)
-        check_choice("tokenizer", tokenizer, TOKENIZERS)
         if downsampling is None:
-            downsampling = "spt" if tokenizer == "spt" else "patch_merging"
+            downsampling = "spt" if techniques.spt else "patch_merging"
         check_choice("downsampling", downsampling, SWIN_DOWNSAMPLING)
         check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_inclusive=False)
-        suppression, context_broadcasting = check_technique_arguments(
-            attention=attention,
-            attention_types=ATTENTION_TYPES,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
-            shift_directions=shift_directions,
-            embedding_dropout=embedding_dropout,
-        )
 
         grid = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
         stage_grids = []
@@ -175,22 +147,14 @@ class SwinBackbone(Backbone):
             stage_grids.append(grid)
 
         # === Layers ===
-        tokenizer_layer = make_tokenizer(
-            tokenizer,
-            patch_hw,
-            hidden_dim,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-        )
+        tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
         tokenizer_norm = None
-        if tokenizer == "patch":  # SPT brings its own LayerNorm
+        if not techniques.spt:  # SPT brings its own LayerNorm
             tokenizer_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, dtype=dtype, name="tokenizer_norm"
             )
         position_embedding = AbsolutePositionEmbedding(dtype=dtype, name="position_embedding")
-        embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
+        embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         total_blocks = sum(depths)
         # torch.linspace(0, rate, total) of the official code.
         drop_path_rates = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
@@ -210,10 +174,7 @@ class SwinBackbone(Backbone):
                         grid_size=stage_grids[stage],
                         use_qkv_bias=use_qkv_bias,
                         mlp_ratio=mlp_ratio,
-                        attention=attention,
-                        suppression=suppression,
-                        context_broadcasting=context_broadcasting,
-                        context_broadcasting_position=context_broadcasting_position,
+                        techniques=techniques,
                         drop_path_rate=drop_path_rates[block_index],
                         dropout=dropout,
                         attention_dropout=attention_dropout,
@@ -227,13 +188,8 @@ class SwinBackbone(Backbone):
             stages.append(blocks)
             if stage < len(depths) - 1:
                 if downsampling == "spt":
-                    layer = ShiftedPatchTokenization(
-                        2,
-                        2 * dim,
-                        shift_directions=shift_directions,
-                        layer_norm_epsilon=layer_norm_epsilon,
-                        dtype=dtype,
-                        name=f"downsampling_{stage}",
+                    layer = techniques.make_spt_pooling(
+                        2 * dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype, name=f"downsampling_{stage}"
                     )
                 else:
                     layer = PatchMerging(
@@ -247,15 +203,14 @@ class SwinBackbone(Backbone):
 
         # === Functional model ===
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = tokenizer_layer(images)
+        x = tokenizer(images)
         if tokenizer_norm is not None:
             x = tokenizer_norm(x)
         x = embedding_dropout_layer(position_embedding(x))
         attention_maps = []
         for stage, blocks in enumerate(stages):
             for block in blocks:
-                x, probs = block(x, return_attention_scores=True)
-                attention_maps.append(probs)
+                x = call_block(block, x, attention_maps)
             if stage < len(downsamplings):
                 x = downsamplings[stage](x)
         super().__init__(
@@ -278,19 +233,13 @@ class SwinBackbone(Backbone):
             num_heads=num_heads,
             window_size=window_size,
             mlp_ratio=mlp_ratio,
-            tokenizer=tokenizer,
             downsampling=downsampling,
-            attention=attention,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
+            techniques=techniques,
             drop_path_rate=drop_path_rate,
             dropout=dropout,
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             use_qkv_bias=use_qkv_bias,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

@@ -6,6 +6,8 @@ from keras import ops
 
 from keras_smallvit.layers.attention import MASK_VALUE
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
+from keras_smallvit.layers.attention import check_return_mode
+from keras_smallvit.layers.attention import with_attention_scores
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_positive_int
@@ -101,7 +103,8 @@ class WindowAttention(MultiHeadSelfAttention):
     Call args:
         inputs: `(B, H * W, C)`.
         return_attention_scores: also return the float32 probabilities
-            `(B, num_windows, heads, ws * ws, ws * ws)` (after masks and SATA).
+            `(B, num_windows, heads, ws * ws, ws * ws)` (after masks and SATA);
+            `"all"`: the dict of maps of `MultiHeadSelfAttention`, in that shape.
         training: dropout switch.
 
     Args:
@@ -195,17 +198,18 @@ class WindowAttention(MultiHeadSelfAttention):
         x = ops.reshape(inputs, (-1, height, width, inputs.shape[-1]))
         if shift:
             x = ops.roll(ops.roll(x, -shift, axis=1), -shift, axis=2)
-        out, probs = super().call(
-            window_partition(x, self.window_size), return_attention_scores=True, training=training
+        mode = check_return_mode(return_attention_scores)
+        out, maps = super().call(
+            window_partition(x, self.window_size), return_attention_scores="all", training=training
         )
         x = window_reverse(out, self.window_size, height, width)
         if shift:
             x = ops.roll(ops.roll(x, shift, axis=1), shift, axis=2)
         out = ops.reshape(x, (-1, height * width, out.shape[-1]))
-        if return_attention_scores:
+        if mode:
             n = self.window_size**2
-            return out, ops.reshape(probs, (-1, self._num_windows, self.num_heads, n, n))
-        return out
+            maps = keras.tree.map_structure(lambda m: ops.reshape(m, (-1, self._num_windows, self.num_heads, n, n)), maps)
+        return with_attention_scores(out, maps, mode)
 
     def get_config(self):
         config = super().get_config()
@@ -220,11 +224,10 @@ class SwinTransformerBlock(TransformerBlock):
     `x + DP(WindowAttention(LN(x)))`, then `x + DP(MLP(LN(x)))` on the
     `(B, H * W, C)` sequence (the LayerNorms act per token, so normalising
     before or after the window partition is the same). The techniques act as
-    in `TransformerBlock`: `attention="lsa"` gives the window attention a
-    diagonal mask and a learned per-head temperature (together with the
-    relative position bias and the shift mask); SATA acts on every window's
-    probabilities; CB mixes in the mean over *all* tokens of the image (not
-    per window) at `context_broadcasting_position`.
+    in `TransformerBlock`: LSA gives the window attention a diagonal mask
+    and a learned per-head temperature (together with the relative position
+    bias and the shift mask); SATA acts on every window's probabilities; CB
+    mixes in the mean over *all* tokens of the image (not per window).
 
     Call args:
         inputs: `(B, H * W, C)`.
@@ -240,9 +243,8 @@ class SwinTransformerBlock(TransformerBlock):
         grid_size: `(H, W)` of the token grid, or None for a square grid.
         use_qkv_bias: bias in the qkv projection (True in Swin).
         **kwargs: the other `TransformerBlock` arguments (`mlp_ratio`,
-            `attention`, `suppression`, `context_broadcasting`,
-            `context_broadcasting_position`, `drop_path_rate`, `dropout`,
-            `attention_dropout`, `layer_norm_epsilon`, `seed`).
+            `techniques`, `drop_path_rate`, `dropout`, `attention_dropout`,
+            `layer_norm_epsilon`, `seed`).
     """
 
     def __init__(self, num_heads, head_dim, window_size=4, shift_size=0, grid_size=None, use_qkv_bias=True, **kwargs):
@@ -250,21 +252,14 @@ class SwinTransformerBlock(TransformerBlock):
         self.window_size, self.shift_size, self.grid_size = check_window_args(window_size, shift_size, grid_size)
 
     def make_attention_layer(self):
-        lsa = self.attention == "lsa"
         return WindowAttention(
             num_heads=self.num_heads,
             head_dim=self.head_dim,
             window_size=self.window_size,
             shift_size=self.shift_size,
             grid_size=self.grid_size,
-            diagonal_mask=lsa,
-            learnable_temperature=lsa,
-            suppression=self.suppression,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            use_qkv_bias=self.use_qkv_bias,
-            dtype=self.dtype_policy,
-            name="attention",
+            **self.techniques.attention_options(),
+            **self.attention_arguments(),
         )
 
     def get_config(self):

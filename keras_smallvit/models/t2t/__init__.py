@@ -1,4 +1,3 @@
-from keras_smallvit.models.t2t import t2t_presets  # registers the variants
 from keras_smallvit.models.t2t.t2t_backbone import T2TBackbone
 from keras_smallvit.models.t2t.t2t_layers import ClassTokenAndSinusoidalPositionEmbedding
 from keras_smallvit.models.t2t.t2t_layers import PatchShifting

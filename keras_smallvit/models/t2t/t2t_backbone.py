@@ -1,11 +1,12 @@
-"""T2T-ViT backbone for small datasets, with SPT, LSA, SATA and CB as options."""
+"""T2T-ViT backbone for small datasets; the techniques come as one `TechniqueSpec`."""
 
 import keras
 
 from keras_smallvit.models.backbone import Backbone
-from keras_smallvit.models.backbone import check_technique_arguments
+from keras_smallvit.models.backbone import call_block
+from keras_smallvit.models.backbone import make_embedding_dropout
+from keras_smallvit.models.backbone import resolve_techniques
 from keras_smallvit.models.attention_maps import class_token_attention
-from keras_smallvit.models.t2t.t2t_layers import T2T_ATTENTION_TYPES
 from keras_smallvit.models.t2t.t2t_layers import ClassTokenAndSinusoidalPositionEmbedding
 from keras_smallvit.models.t2t.t2t_layers import PatchShifting
 from keras_smallvit.models.t2t.t2t_layers import SoftSplit
@@ -14,11 +15,28 @@ from keras_smallvit.models.t2t.t2t_layers import TokenTransformer
 from keras_smallvit.models.t2t.t2t_layers import official_drop_path_rates
 from keras_smallvit.models.t2t.t2t_layers import soft_split_output_size
 from keras_smallvit.utils.validation import as_pair
-from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
-TOKENIZERS = ("soft_split", "spt")
+SOFT_SPLIT = (3, 2, 1)
+NUM_TOKENS_PER_SIDE = 8
+
+
+def default_soft_splits(image_size):
+    """The official stride-2 soft splits down to an 8x8 grid: two at 32 px,
+    three at 64 px."""
+    height, width = as_pair("image_size", image_size)
+    if height != width or height % NUM_TOKENS_PER_SIDE or height < 2 * NUM_TOKENS_PER_SIDE:
+        ratio = None
+    else:
+        ratio = height // NUM_TOKENS_PER_SIDE
+    if ratio is None or ratio & (ratio - 1):
+        raise ValueError(
+            f"Invalid `image_size` {image_size}: the default soft splits halve a "
+            f"square image down to {NUM_TOKENS_PER_SIDE}x{NUM_TOKENS_PER_SIDE}, so it "
+            "must be 8 times a power of two, at least 16 (e.g. 32 or 64); or pass `soft_splits`."
+        )
+    return (SOFT_SPLIT,) * (ratio.bit_length() - 1)
 
 
 def soft_splits_config(soft_splits):
@@ -79,21 +97,20 @@ class T2TBackbone(Backbone):
       `class_token_attention()` turns the blocks' maps into class-token maps
       on the final token grid.
 
-    Where each technique acts:
-    - SPT (`tokenizer="spt"`): the image and its 4 diagonally shifted copies
-      (shift `int(first stride * shift_ratio)`, 1 pixel) are concatenated on
+    Where the techniques (`techniques`, a `TechniqueSpec`; its plain
+    tokenizer is `"soft_split"`) act:
+    - SPT: the image and its shifted copies (the spec's directions, shift
+      `int(first stride * shift_ratio)`, 1 pixel) are concatenated on
       the channel axis before the first soft split (official code); the soft
       split and token transformer that follow do the patching.
-    - LSA (`attention="lsa"`): diagonal mask and learned per-head temperature
+    - LSA: diagonal mask and learned per-head temperature
       in every attention layer, token transformers included (official code).
       The token transformers' temperature starts at the official
       `(input size) ** -0.5`, the blocks' at `head_dim ** -0.5`.
-    - SATA (`suppression`): on the softmax probabilities, before `A @ V`, in
+    - SATA: on the softmax probabilities, before `A @ V`, in
       every attention layer: token transformers and blocks.
-    - CB (`context_broadcasting`): in the `depth` blocks, at
-      `context_broadcasting_position` (default: MLP output, before drop path
-      and the residual add; the mean includes the class token). Not in the
-      token transformers, which re-tokenize the image.
+    - Block techniques (CB): in the `depth` blocks (CB's mean includes the
+      class token). Not in the token transformers, which re-tokenize the image.
 
     Args:
         image_size: int or `(height, width)`.
@@ -108,20 +125,13 @@ class T2TBackbone(Backbone):
             order (one token transformer between two soft splits).
         token_num_heads: heads of the token transformers (1).
         token_mlp_ratio: MLP ratio of the token transformers (1).
-        tokenizer: `"soft_split"` or `"spt"` (shifted copies first).
-        attention: `"standard"` or `"lsa"`.
-        suppression: SATA settings or None.
-        context_broadcasting: CB settings or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"` or
-            `"block_output"`.
+        techniques: a `TechniqueSpec` (see `ViTBackbone`).
         attention_input_residual: the official blocks' extra skip (see above).
         projection_norm: LayerNorm before the projection (see above).
         drop_path_rate: stochastic depth rate of the last block.
         dropout: dropout in attention projections and MLPs.
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
-        shift_directions: SPT directions, `"diagonal"`, `"cardinal"` or `"all"`.
-        shift_ratio: SPT shift as a fraction of the first soft split's stride.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`).
@@ -140,43 +150,27 @@ class T2TBackbone(Backbone):
         soft_splits=((3, 2, 1), (3, 2, 1)),
         token_num_heads=1,
         token_mlp_ratio=1.0,
-        tokenizer="soft_split",
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         attention_input_residual=True,
         projection_norm=False,
         drop_path_rate=0.0,
         dropout=0.0,
         embedding_dropout=0.0,
         attention_dropout=0.0,
-        shift_directions="diagonal",
-        shift_ratio=0.5,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
+        techniques = resolve_techniques(techniques, kwargs, plain_tokenizer="soft_split")
         image_hw = as_pair("image_size", image_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
         check_positive_int("depth", depth)
         check_positive_int("token_dim", token_dim)
         soft_splits = soft_splits_config(soft_splits)
-        check_choice("tokenizer", tokenizer, TOKENIZERS)
-        check_range("shift_ratio", shift_ratio, 0.0, 1.0, low_inclusive=False)
         check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_inclusive=False)
-        suppression, context_broadcasting = check_technique_arguments(
-            attention=attention,
-            attention_types=T2T_ATTENTION_TYPES,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
-            shift_directions=shift_directions,
-            embedding_dropout=embedding_dropout,
-        )
         grid = image_hw
         for kernel, stride, padding in soft_splits:
             grid = tuple(soft_split_output_size(s, kernel, stride, padding) for s in grid)
@@ -185,18 +179,18 @@ class T2TBackbone(Backbone):
                     f"Invalid `soft_splits` {soft_splits} for `image_size` {image_hw}: "
                     "the token grid shrinks to nothing. Use fewer soft splits or smaller kernels."
                 )
-        shift = int(soft_splits[0][1] * shift_ratio)
-        if tokenizer == "spt" and shift < 1:
+        shift = int(soft_splits[0][1] * techniques.shift_ratio)
+        if techniques.spt and shift < 1:
             raise ValueError(
-                f"Invalid `shift_ratio` {shift_ratio}: the SPT shift int(stride * shift_ratio) "
+                f"Invalid `shift_ratio` {techniques.shift_ratio}: the SPT shift int(stride * shift_ratio) "
                 f"with the first soft split's stride {soft_splits[0][1]} is 0. "
                 f"Allowed: shift_ratio >= {1 / soft_splits[0][1]}."
             )
 
         # === Layers ===
         shifting = None
-        if tokenizer == "spt":
-            shifting = PatchShifting(shift, shift_directions, dtype=dtype, name="patch_shifting")
+        if techniques.spt:
+            shifting = PatchShifting(shift, techniques.shift_directions, dtype=dtype, name="patch_shifting")
         splits = [
             SoftSplit(kernel, stride, padding, dtype=dtype, name=f"soft_split_{i}")
             for i, (kernel, stride, padding) in enumerate(soft_splits)
@@ -206,8 +200,7 @@ class T2TBackbone(Backbone):
                 token_dim=token_dim,
                 num_heads=token_num_heads,
                 mlp_ratio=token_mlp_ratio,
-                attention=attention,
-                suppression=suppression,
+                techniques=techniques,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 layer_norm_epsilon=layer_norm_epsilon,
@@ -221,17 +214,14 @@ class T2TBackbone(Backbone):
             norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="projection_norm")
         projection = keras.layers.Dense(hidden_dim, dtype=dtype, name="projection")
         embedding = ClassTokenAndSinusoidalPositionEmbedding(dtype=dtype, name="embedding")
-        embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
+        embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         blocks = [
             T2TBlock(
                 num_heads=num_heads,
                 head_dim=head_dim,
                 attention_input_residual=attention_input_residual,
                 mlp_ratio=mlp_ratio,
-                attention=attention,
-                suppression=suppression,
-                context_broadcasting=context_broadcasting,
-                context_broadcasting_position=context_broadcasting_position,
+                techniques=techniques,
                 drop_path_rate=rate,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
@@ -252,8 +242,7 @@ class T2TBackbone(Backbone):
         for i, transformer in enumerate(token_transformers):
             kernel, stride, padding = soft_splits[i]
             stage_grid = tuple(soft_split_output_size(s, kernel, stride, padding) for s in stage_grid)
-            x, probs = transformer(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(transformer, x, attention_maps)
             # Tokens back on their grid (row-major, as they were split).
             x = keras.layers.Reshape((*stage_grid, token_dim), dtype=dtype, name=f"token_grid_{i}")(x)
             x = splits[i + 1](x)
@@ -261,8 +250,7 @@ class T2TBackbone(Backbone):
             x = norm(x)
         x = embedding_dropout_layer(embedding(projection(x)))
         for block in blocks:
-            x, probs = block(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(block, x, attention_maps)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": x, "attention_maps": attention_maps},
@@ -285,19 +273,13 @@ class T2TBackbone(Backbone):
             soft_splits=soft_splits,
             token_num_heads=token_num_heads,
             token_mlp_ratio=token_mlp_ratio,
-            tokenizer=tokenizer,
-            attention=attention,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
+            techniques=techniques,
             attention_input_residual=bool(attention_input_residual),
             projection_norm=bool(projection_norm),
             drop_path_rate=drop_path_rate,
             dropout=dropout,
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

@@ -5,17 +5,20 @@ import numpy as np
 from keras import ops
 
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
-from keras_smallvit.layers.attention import suppression_config
+from keras_smallvit.layers.attention import attention_output_spec
+from keras_smallvit.layers.attention import check_return_mode
+from keras_smallvit.layers.attention import with_attention_scores
 from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
 from keras_smallvit.layers.patching import shift_and_concat
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
+from keras_smallvit.layers.techniques import TechniqueSpec
+from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
-T2T_ATTENTION_TYPES = ("standard", "lsa")
 ATTENTION_RESIDUALS = ("none", "value", "input")
 
 
@@ -157,20 +160,17 @@ class T2TAttention(MultiHeadSelfAttention):
         self.residual = residual
 
     def call(self, inputs, return_attention_scores=False, training=None):
+        mode = check_return_mode(return_attention_scores)
         if self.residual != "value":
-            out, probs = super().call(inputs, return_attention_scores=True, training=training)
+            out, maps = super().call(inputs, return_attention_scores="all", training=training)
             if self.residual == "input":
                 out = out + inputs
         else:
             query, key, value = self.query_key_value(inputs)
-            probs = self.attention_probabilities(query, key)
-            weights = self.attention_dropout_layer(ops.cast(probs, value.dtype), training=training)
-            out = self.output_projection(self.combine_heads(weights, value))
-            out = self.output_dropout_layer(out, training=training)
+            out, maps = self.attend(query, key, value, training=training)
+            out = self.output_dropout_layer(self.output_projection(out), training=training)
             out = out + self.merge_heads(value)
-        if return_attention_scores:
-            return out, probs
-        return out
+        return with_attention_scores(out, maps, mode)
 
     def get_config(self):
         config = super().get_config()
@@ -179,6 +179,7 @@ class T2TAttention(MultiHeadSelfAttention):
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
+@with_technique_fields
 class TokenTransformer(keras.layers.Layer):
     """The T2T module's transformer: `y = Attn(LN(x))`, then `y + DP(MLP(LN(y)))`.
 
@@ -192,10 +193,10 @@ class TokenTransformer(keras.layers.Layer):
         token_dim: output size (64); also the total attention size.
         num_heads: attention heads (1 in T2T-ViT).
         mlp_ratio: MLP hidden size / token_dim (1.0).
-        attention: `"standard"` or `"lsa"` (diagonal mask + learned temperature).
+        techniques: a `TechniqueSpec` (LSA and SATA act here; the flat
+            `attention` / `suppression` options are accepted too).
         attention_scale: softmax scale (initial temperature with LSA), or None
             for the official `(C // num_heads) ** -0.5`, from the *input* size.
-        suppression: SATA settings, or None.
         drop_path_rate: stochastic depth rate of the MLP branch.
         dropout: dropout after the attention projection and in the MLP.
         attention_dropout: dropout on the attention probabilities.
@@ -208,9 +209,8 @@ class TokenTransformer(keras.layers.Layer):
         token_dim=64,
         num_heads=1,
         mlp_ratio=1.0,
-        attention="standard",
+        techniques=None,
         attention_scale=None,
-        suppression=None,
         drop_path_rate=0.0,
         dropout=0.0,
         attention_dropout=0.0,
@@ -218,7 +218,9 @@ class TokenTransformer(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        techniques = TechniqueSpec.resolve(techniques, kwargs)
         super().__init__(**kwargs)
+        self.techniques = techniques
         self.token_dim = check_positive_int("token_dim", token_dim)
         self.num_heads = check_positive_int("num_heads", num_heads)
         if token_dim % num_heads:
@@ -226,13 +228,11 @@ class TokenTransformer(keras.layers.Layer):
                 f"Invalid `num_heads` {num_heads}: it must divide `token_dim` ({token_dim})."
             )
         self.mlp_ratio = check_range("mlp_ratio", mlp_ratio, 0.0, None, low_inclusive=False)
-        self.attention = check_choice("attention", attention, T2T_ATTENTION_TYPES)
         self.attention_scale = (
             None
             if attention_scale is None
             else check_range("attention_scale", attention_scale, 0.0, None, low_inclusive=False)
         )
-        self.suppression = suppression_config(suppression)
         self.drop_path_rate = check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_inclusive=False)
         self.dropout = check_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
         self.attention_dropout = check_range(
@@ -245,7 +245,6 @@ class TokenTransformer(keras.layers.Layer):
         dim = input_shape[-1]
         policy = self.dtype_policy
         eps = self.layer_norm_epsilon
-        lsa = self.attention == "lsa"
         output_shape = (*input_shape[:-1], self.token_dim)
         mlp_dim = int(self.token_dim * self.mlp_ratio)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=eps, dtype=policy, name="attention_norm")
@@ -254,9 +253,7 @@ class TokenTransformer(keras.layers.Layer):
             self.num_heads,
             self.token_dim // self.num_heads,
             residual="value",
-            diagonal_mask=lsa,
-            learnable_temperature=lsa,
-            suppression=self.suppression,
+            **self.techniques.attention_options(),
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
             attention_scale=self.attention_scale or (dim // self.num_heads) ** -0.5,
@@ -275,23 +272,18 @@ class TokenTransformer(keras.layers.Layer):
         self.drop_path = StochasticDepth(self.drop_path_rate, seed=self.seed, dtype=policy, name="drop_path")
 
     def call(self, inputs, return_attention_scores=False, training=None):
-        x, probs = self.attention_layer(
-            self.attention_norm(inputs), return_attention_scores=True, training=training
-        )
+        mode = check_return_mode(return_attention_scores)
+        x, maps = self.attention_layer(self.attention_norm(inputs), return_attention_scores="all", training=training)
         branch = self.mlp_dropout_1(self.mlp_dense_1(self.mlp_norm(x)), training=training)
         branch = self.mlp_dropout_2(self.mlp_dense_2(branch), training=training)
         x = x + self.drop_path(branch, training=training)
-        if return_attention_scores:
-            return x, probs
-        return x
+        return with_attention_scores(x, maps, mode)
 
     def compute_output_spec(self, inputs, return_attention_scores=False, training=None):
         # Shapes without tracing `call` (keeps model construction fast).
         batch, num_tokens = inputs.shape[0], inputs.shape[1]
         out = keras.KerasTensor((batch, num_tokens, self.token_dim), dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return out
-        return out, keras.KerasTensor((batch, self.num_heads, num_tokens, num_tokens), dtype="float32")
+        return attention_output_spec(out, (batch, self.num_heads, num_tokens, num_tokens), return_attention_scores)
 
     def get_config(self):
         config = super().get_config()
@@ -299,9 +291,8 @@ class TokenTransformer(keras.layers.Layer):
             token_dim=self.token_dim,
             num_heads=self.num_heads,
             mlp_ratio=self.mlp_ratio,
-            attention=self.attention,
+            techniques=self.techniques.get_config(),
             attention_scale=self.attention_scale,
-            suppression=self.suppression,
             drop_path_rate=self.drop_path_rate,
             dropout=self.dropout,
             attention_dropout=self.attention_dropout,
@@ -330,28 +321,19 @@ class T2TBlock(TransformerBlock):
         self.attention_input_residual = bool(attention_input_residual)
 
     def make_attention_layer(self):
-        lsa = self.attention == "lsa"
         return T2TAttention(
             num_heads=self.num_heads,
             head_dim=self.head_dim,
             residual="input" if self.attention_input_residual else "none",
-            diagonal_mask=lsa,
-            learnable_temperature=lsa,
-            suppression=self.suppression,
-            dropout=self.dropout,
-            attention_dropout=self.attention_dropout,
-            use_qkv_bias=self.use_qkv_bias,
-            dtype=self.dtype_policy,
-            name="attention",
+            **self.techniques.attention_options(),
+            **self.attention_arguments(),
         )
 
     def compute_output_spec(self, inputs, return_attention_scores=False, training=None):
         # Shapes without tracing `call` (keeps model construction fast).
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return out
         n = inputs.shape[1]
-        return out, keras.KerasTensor((inputs.shape[0], self.num_heads, n, n), dtype="float32")
+        return attention_output_spec(out, (inputs.shape[0], self.num_heads, n, n), return_attention_scores)
 
     def get_config(self):
         config = super().get_config()

@@ -1,13 +1,13 @@
-"""ViT backbone for small datasets, with SPT, LSA, SATA and CB as options."""
+"""ViT backbone for small datasets; the techniques come as one `TechniqueSpec`."""
 
 import keras
 
 from keras_smallvit.models.backbone import Backbone
+from keras_smallvit.models.backbone import call_block
 from keras_smallvit.models.backbone import check_image_and_patch_size
-from keras_smallvit.models.backbone import check_technique_arguments
-from keras_smallvit.models.backbone import make_tokenizer
+from keras_smallvit.models.backbone import make_embedding_dropout
+from keras_smallvit.models.backbone import resolve_techniques
 from keras_smallvit.layers.embedding import ClassTokenAndPositionEmbedding
-from keras_smallvit.layers.transformer_block import ATTENTION_TYPES
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import check_positive_int
 
@@ -28,14 +28,8 @@ class ViTBackbone(Backbone):
       forward pass. `class_token_attention()` turns them into class-token maps
       on the patch grid.
 
-    The techniques:
-    - SPT: `tokenizer="spt"` (shifted patch tokenization; `shift_directions`,
-      `shift_ratio`);
-    - LSA: `attention="lsa"` (diagonal mask + learned per-head temperature);
-    - SATA: `suppression=True` or a dict of `TrivialAttentionSuppression`
-      arguments, applied in every block;
-    - CB: `context_broadcasting=True` or a dict of `ContextBroadcasting`
-      arguments, at `context_broadcasting_position` in every block.
+    The techniques (`techniques`, a `TechniqueSpec`): SPT tokenizes the
+    images; LSA, SATA and the block techniques (CB) act in every block.
 
     Args:
         image_size: int or `(height, width)`.
@@ -46,18 +40,13 @@ class ViTBackbone(Backbone):
         num_heads: attention heads (12).
         head_dim: size of each head (16).
         mlp_ratio: MLP hidden size / hidden_dim (2).
-        tokenizer: `"patch"` or `"spt"`.
-        attention: `"standard"` or `"lsa"`.
-        suppression: SATA settings or None.
-        context_broadcasting: CB settings or None.
-        context_broadcasting_position: `"mlp_output"`, `"attention_output"` or
-            `"block_output"`.
+        techniques: a `TechniqueSpec`, names (`("spt", "lsa")`) or its config
+            dict (see `TechniqueSpec.resolve`; the flat options of older
+            configs, `tokenizer=...`, `suppression=...`, are accepted too).
         drop_path_rate: stochastic depth rate.
         dropout: dropout in attention projections and MLPs.
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
-        shift_directions: SPT directions, `"diagonal"`, `"cardinal"` or `"all"`.
-        shift_ratio: SPT shift as a fraction of the patch size.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`).
@@ -73,57 +62,32 @@ class ViTBackbone(Backbone):
         num_heads=12,
         head_dim=16,
         mlp_ratio=2.0,
-        tokenizer="patch",
-        attention="standard",
-        suppression=None,
-        context_broadcasting=None,
-        context_broadcasting_position="mlp_output",
+        techniques=None,
         drop_path_rate=0.0,
         dropout=0.0,
         embedding_dropout=0.0,
         attention_dropout=0.0,
-        shift_directions="diagonal",
-        shift_ratio=0.5,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
+        techniques = resolve_techniques(techniques, kwargs)
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("depth", depth)
-        suppression, context_broadcasting = check_technique_arguments(
-            attention=attention,
-            attention_types=ATTENTION_TYPES,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
-            shift_directions=shift_directions,
-            embedding_dropout=embedding_dropout,
-        )
 
         # === Layers ===
-        tokenizer_layer = make_tokenizer(
-            tokenizer,
-            patch_hw,
-            hidden_dim,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
-            layer_norm_epsilon=layer_norm_epsilon,
-            dtype=dtype,
-        )
+        tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
         embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
-        embedding_dropout_layer = keras.layers.Dropout(embedding_dropout, dtype=dtype, name="embedding_dropout")
+        embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         blocks = [
             TransformerBlock(
                 num_heads=num_heads,
                 head_dim=head_dim,
                 mlp_ratio=mlp_ratio,
-                attention=attention,
-                suppression=suppression,
-                context_broadcasting=context_broadcasting,
-                context_broadcasting_position=context_broadcasting_position,
+                techniques=techniques,
                 drop_path_rate=drop_path_rate,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
@@ -137,11 +101,10 @@ class ViTBackbone(Backbone):
 
         # === Functional model ===
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = embedding_dropout_layer(embedding(tokenizer_layer(images)))
+        x = embedding_dropout_layer(embedding(tokenizer(images)))
         attention_maps = []
         for block in blocks:
-            x, probs = block(x, return_attention_scores=True)
-            attention_maps.append(probs)
+            x = call_block(block, x, attention_maps)
         super().__init__(
             inputs=images,
             outputs={"sequence_output": x, "attention_maps": attention_maps},
@@ -161,17 +124,11 @@ class ViTBackbone(Backbone):
             num_heads=num_heads,
             head_dim=head_dim,
             mlp_ratio=mlp_ratio,
-            tokenizer=tokenizer,
-            attention=attention,
-            suppression=suppression,
-            context_broadcasting=context_broadcasting,
-            context_broadcasting_position=context_broadcasting_position,
+            techniques=techniques,
             drop_path_rate=drop_path_rate,
             dropout=dropout,
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
-            shift_directions=shift_directions,
-            shift_ratio=shift_ratio,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

@@ -1,10 +1,10 @@
 """Attention diagnostics of a run or a model: PNG figures, a JSON of the
 numbers and an index.md that shows them together.
 
-    python -m training.inspect --run runs/digits_sl_vit                 # -> runs/digits_sl_vit/inspect/
-    python -m training.inspect --run runs/vit --compare runs/sl_vit --out figures/
-    python -m training.inspect --model model.keras --images digits --out figures/
-    python -m training.inspect --model model.keras --images batch.npy --compare other.keras
+    python -m training.figures --run runs/digits_sl_vit                 # -> runs/digits_sl_vit/inspect/
+    python -m training.figures --run runs/vit --compare runs/sl_vit --out figures/
+    python -m training.figures --model model.keras --images digits --out figures/
+    python -m training.figures --model model.keras --images batch.npy --compare other.keras
 
 --run reads the run folder (`last.keras`, or `best.keras` with
 --checkpoint best; `config.json` for the data; `log.csv` for the learning
@@ -172,7 +172,7 @@ def _index_markdown(summary, out):
     return "\n".join(lines)
 
 
-def inspect(args):
+def write_figures(args):
     """Writes the figures, `diagnostics.json` and `index.md`; returns the summary dict."""
     import keras
     import numpy as np
@@ -309,7 +309,7 @@ def inspect(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        summary = inspect(args)
+        summary = write_figures(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}")
     print(f"wrote {len(summary['figures'])} figures, diagnostics.json and index.md to {summary['out']}")

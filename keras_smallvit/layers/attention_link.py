@@ -1,12 +1,26 @@
 """The attention augmentation module of AAL: trainable links from ViT
-attention maps to teacher maps (a 1x1 convolution)."""
+attention maps to teacher maps (a 1x1 convolution). A layer like the others
+(it lives in `layers/`); the rest of AAL, the training-only regularizer,
+is `keras_smallvit.aal`, which imports it from here."""
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_smallvit.aal.links import expand_links
 from keras_smallvit.utils.validation import check_positive_int
+
+
+def expand_links(links, input_groups, output_groups):
+    """The per-map `(num_inputs, num_maps)` 0/1 mask of a link matrix.
+
+    Args:
+        links: `(num_blocks, num_layers)` 0/1 matrix.
+        input_groups: the ViT layer of every input (attention) map.
+        output_groups: the teacher block of every output (teacher) map.
+    """
+    links = np.asarray(links)
+    return links[np.asarray(output_groups)][:, np.asarray(input_groups)].T.astype("float32")
+
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")

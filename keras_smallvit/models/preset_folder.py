@@ -1,0 +1,157 @@
+"""Preset folders (keras-hub style): a trained classifier with its config,
+weights and serving preprocessing, to share and reload.
+
+A preset folder, written by `ImageClassifier.save_to_preset(path)`:
+- `metadata.json`: `{"format": "keras_smallvit_preset", ...}` (what marks
+  the folder as the library's own);
+- `config.json`: the model's Keras serialization (class and config);
+- `model.weights.h5`: its weights;
+- `preprocessing.json`: the serving preprocessing `{"scale", "mean",
+  "std"}`: `(x * scale - mean) / std` on raw pixels, as
+  `keras_smallvit.export_for_serving` takes it.
+
+`ImageClassifier.from_preset(name_or_path)` also reads a finished run folder
+of `training.train` (its `config.json` and `best.keras`, else `last.keras`).
+"""
+
+import json
+import os
+
+import keras
+
+from keras_smallvit.utils.files import make_partial_dir
+from keras_smallvit.utils.files import replace_atomically
+
+PRESET_FORMAT = "keras_smallvit_preset"
+METADATA_FILE = "metadata.json"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+PREPROCESSING_FILE = "preprocessing.json"
+# The training pipeline's default: pixels / 255, no normalisation.
+DEFAULT_PREPROCESSING = {"scale": 1 / 255.0, "mean": None, "std": None}
+RUN_MODELS = ("best.keras", "last.keras")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_preset_folder(path):
+    """Whether `path` is a preset folder written by `save_preset`."""
+    metadata = os.path.join(path, METADATA_FILE)
+    if not (os.path.isdir(path) and os.path.isfile(metadata)):
+        return False
+    try:
+        return _read_json(metadata).get("format") == PRESET_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_run_folder(path):
+    """Whether `path` is a run folder of `training.train` with a saved model."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and any(
+        os.path.isfile(os.path.join(path, name)) for name in RUN_MODELS
+    )
+
+
+def check_preprocessing(preprocessing):
+    """The `{"scale", "mean", "std"}` dict of `preprocessing` (missing keys:
+    the defaults); a `ValueError` naming `preprocessing` for other keys."""
+    preprocessing = dict(DEFAULT_PREPROCESSING if preprocessing is None else preprocessing)
+    unknown = sorted(set(preprocessing) - set(DEFAULT_PREPROCESSING))
+    if unknown:
+        raise ValueError(
+            f"Invalid `preprocessing` keys {unknown}. Allowed keys: {', '.join(DEFAULT_PREPROCESSING)}."
+        )
+    return {**DEFAULT_PREPROCESSING, **preprocessing}
+
+
+def save_preset(model, path, preprocessing=None):
+    """Writes `model` as a preset folder at `path` (see the module docstring).
+
+    Written under a temporary name and renamed into place. `path` may be
+    missing, an empty folder or a previous preset folder; anything else
+    (a folder of other files, a run folder, a file) raises
+    `FileExistsError` naming it, and nothing is written.
+
+    Args:
+        model: the classifier.
+        path: the folder.
+        preprocessing: its serving preprocessing (see `check_preprocessing`);
+            None: the model's `preprocessing` attribute if it was loaded from
+            a preset, else `x / 255`.
+
+    Returns:
+        `path`.
+    """
+    if preprocessing is None:
+        preprocessing = getattr(model, "preprocessing", None)
+    preprocessing = check_preprocessing(preprocessing)
+    path = os.fspath(path)
+
+    def write(tmp_path):
+        make_partial_dir(tmp_path)
+        model.save_weights(os.path.join(tmp_path, WEIGHTS_FILE))
+        files = {
+            CONFIG_FILE: keras.saving.serialize_keras_object(model),
+            PREPROCESSING_FILE: preprocessing,
+            METADATA_FILE: {
+                "format": PRESET_FORMAT,
+                "class_name": type(model).__name__,
+                "keras_version": keras.__version__,
+            },
+        }
+        for name, content in files.items():
+            with open(os.path.join(tmp_path, name), "w") as f:
+                json.dump(content, f, indent=2)
+
+    replace_atomically(write, path, is_ours=is_preset_folder)
+    return path
+
+
+def run_preprocessing(train_config):
+    """The serving preprocessing of a run, from its `config.json` (as
+    `training.train`'s export puts in the graph)."""
+    if not train_config.get("normalize"):
+        return dict(DEFAULT_PREPROCESSING)
+    return check_preprocessing(
+        {"mean": train_config.get("normalization_mean"), "std": train_config.get("normalization_std")}
+    )
+
+
+def load_preset(name_or_path, **kwargs):
+    """The classifier of a registry name (fresh weights), a preset folder or
+    a finished run folder; see `ImageClassifier.from_preset`."""
+    from keras_smallvit.models.registry import create_model
+    from keras_smallvit.models.registry import list_models
+
+    if isinstance(name_or_path, str) and name_or_path in list_models():
+        missing = [k for k in ("num_classes", "image_size") if k not in kwargs]
+        if missing:
+            raise ValueError(
+                f"Invalid `from_preset({name_or_path!r})`: a registry name builds a fresh model and needs "
+                f"`{missing[0]}` (give num_classes=..., image_size=...)."
+            )
+        return create_model(name_or_path, **kwargs)
+    path = os.fspath(name_or_path)
+    if kwargs:
+        raise ValueError(
+            f"Invalid arguments {sorted(kwargs)} for the preset folder {path!r}: a saved model takes none "
+            "(they are for registry names)."
+        )
+    if is_preset_folder(path):
+        model = keras.saving.deserialize_keras_object(_read_json(os.path.join(path, CONFIG_FILE)))
+        model.load_weights(os.path.join(path, WEIGHTS_FILE))
+        model.preprocessing = check_preprocessing(_read_json(os.path.join(path, PREPROCESSING_FILE)))
+        return model
+    if is_run_folder(path):
+        saved = next(name for name in RUN_MODELS if os.path.isfile(os.path.join(path, name)))
+        model = keras.saving.load_model(os.path.join(path, saved))
+        model.preprocessing = run_preprocessing(_read_json(os.path.join(path, CONFIG_FILE)))
+        return model
+    raise ValueError(
+        f"Invalid `name_or_path`: {name_or_path!r}. Allowed values: a name of "
+        "`keras_smallvit.list_models()`, a preset folder (written by `save_to_preset`), or a finished "
+        f"run folder of `training.train` (with {CONFIG_FILE} and {' or '.join(RUN_MODELS)})."
+    )

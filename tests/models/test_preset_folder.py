@@ -1,0 +1,82 @@
+"""`ImageClassifier.from_preset` / `save_to_preset`: registry names, preset
+folders (config + weights + serving preprocessing) and the file rules (a
+temporary name, then a rename; nothing the library did not write is
+replaced). One tiny model, one predict per load, no fit."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_smallvit
+from keras_smallvit.models import ImageClassifier
+from tests.contract import inference
+
+TINY = dict(depth=1, hidden_dim=16, num_heads=2, head_dim=8)
+PREPROCESSING = {"scale": 1 / 255.0, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.25]}
+
+
+def tiny_model():
+    return keras_smallvit.create_model("sl_sata_cb_vit", num_classes=3, image_size=16, **TINY)
+
+
+def images():
+    return np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
+
+
+def test_registry_name_gives_a_fresh_model_of_that_variant():
+    model = ImageClassifier.from_preset("sl_vit", num_classes=4, image_size=16, **TINY)
+    assert isinstance(model, ImageClassifier) and model.num_classes == 4
+    assert model.backbone.techniques.names == ("spt", "lsa")
+    with pytest.raises(ValueError, match="`num_classes`"):
+        ImageClassifier.from_preset("sl_vit", image_size=16)
+
+
+def test_preset_folder_round_trip_keeps_config_weights_and_preprocessing(tmp_path):
+    model = tiny_model()
+    path = str(tmp_path / "preset")
+    model.save_to_preset(path, preprocessing=PREPROCESSING)
+    assert sorted(os.listdir(path)) == ["config.json", "metadata.json", "model.weights.h5", "preprocessing.json"]
+    loaded = ImageClassifier.from_preset(path)
+    assert type(loaded) is ImageClassifier and loaded.get_config() == model.get_config()
+    assert loaded.preprocessing == PREPROCESSING
+    np.testing.assert_allclose(inference(loaded, images()), inference(model, images()), atol=1e-6)
+    # Its own previous preset may be replaced (the preprocessing travels along).
+    loaded.save_to_preset(path)
+    with open(os.path.join(path, "preprocessing.json")) as f:
+        assert json.load(f) == PREPROCESSING
+    assert not any(".partial" in name or ".old" in name for name in os.listdir(tmp_path))
+
+
+def test_save_to_preset_refuses_what_the_library_did_not_write(tmp_path):
+    model = tiny_model()
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_text("not ours")
+    with pytest.raises(FileExistsError, match="photos"):
+        model.save_to_preset(str(foreign))
+    assert os.listdir(foreign) == ["cat.jpg"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        model.save_to_preset(str(a_file))
+    assert a_file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "kwargs,argument",
+    [
+        ({"name_or_path": "no_such_model_or_folder"}, "name_or_path"),
+        ({"name_or_path": "vit", "image_size": 16}, "num_classes"),
+    ],
+)
+def test_bad_from_preset_arguments_raise_value_error_naming_them(kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}"):
+        ImageClassifier.from_preset(**kwargs)
+
+
+def test_bad_preprocessing_raises_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="`preprocessing`"):
+        tiny_model().save_to_preset(str(tmp_path / "p"), preprocessing={"scale": 1.0, "offset": 3})
+    assert not os.path.exists(tmp_path / "p")
