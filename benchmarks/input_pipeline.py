@@ -12,7 +12,10 @@ Three figures, each in the same process:
 2. The full recipe pipeline (crop, flip, policy, normalisation, erasing,
    CutMix/Mixup, repeated augmentation) read as fast as tf.data gives it,
    with `data_workers` parallel calls, for each `--augmentations` choice,
-   and its img/s per worker.
+   and its img/s per worker; in "host" mode (every step in tf.data) and in
+   "device" mode (`batch_augmentation="device"`: tf.data does the per-image
+   uint8 steps and the random draws, and hands uint8 images to the train
+   step, which normalises, erases and mixes), with device / host as a ratio.
 3. `model.fit` on batches already in memory (no input cost). A ratio above 1
    means the pipeline keeps up with training.
 """
@@ -37,8 +40,8 @@ def pipeline_images_per_second(dataset, batches):
     start = time.perf_counter()
     count = 0
     for _ in range(batches):
-        images, _ = next(iterator)
-        count += int(images.shape[0])
+        _, labels = next(iterator)  # images, or the dict of "device" mode
+        count += int(labels.shape[0])
     return count / (time.perf_counter() - start)
 
 
@@ -127,14 +130,20 @@ def main(argv=None):
         print(f"  {name:28s} {rate:9.1f} img/s   x{rate / baseline:5.2f} vs Keras RandAugment")
 
     cores = min(config.data_workers, os.cpu_count() or 1)
-    print(f"\nfull recipe pipeline, {config.data_workers} parallel calls on {cores} cores:")
-    datasets, first_rate = {}, None
+    print(f"\nfull recipe pipeline, {config.data_workers} parallel calls on {cores} cores "
+          "(device: the per-image uint8 steps and the draws here, the batch steps in the train step):")
+    datasets, first_rate, first_device_rate = {}, None, None
     for augmentation in augmentations:
         variant = dataclasses.replace(config, augmentation=augmentation)
-        datasets[augmentation] = training.train_dataset(train_data, variant)
+        datasets[augmentation] = training.train_dataset(train_data, variant, batch_augmentation="host")
         rate = pipeline_images_per_second(datasets[augmentation], args.batches)
-        first_rate = rate if augmentation == augmentations[0] else first_rate
-        print(f"  {augmentation:12s} {rate:9.1f} img/s  ({rate / cores:7.1f} per core)")
+        device_dataset = training.train_dataset(train_data, variant, batch_augmentation="device")
+        device_rate = pipeline_images_per_second(device_dataset, args.batches)
+        if augmentation == augmentations[0]:
+            first_rate, first_device_rate = rate, device_rate
+        print(f"  {augmentation:12s} host {rate:9.1f} img/s ({rate / cores:7.1f} per core)   "
+              f"device {device_rate:9.1f} img/s ({device_rate / cores:7.1f} per core)   "
+              f"device / host x{device_rate / rate:5.2f}")
 
     model, entry = training.build_model(config, train_data.num_classes, image_size)
     steps_per_epoch = training.steps_per_epoch(len(train_data), config)
@@ -147,7 +156,8 @@ def main(argv=None):
     train = train_images_per_second(model, np.concatenate(x), np.concatenate(y), batch)
     print(f"\ntraining ({config.model}): {train:9.1f} img/s")
     print(f"pipeline / training = {first_rate / train:.1f} (above 1: the pipeline is not the bottleneck); "
-          f"a GPU training at N img/s needs about N / {first_rate / cores:.0f} host cores for this pipeline")
+          f"a GPU training at N img/s needs about N / {first_rate / cores:.0f} host cores for this pipeline "
+          f"(N / {first_device_rate / cores:.0f} with batch_augmentation='device')")
 
 
 if __name__ == "__main__":

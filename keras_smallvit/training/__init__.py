@@ -18,14 +18,16 @@ import importlib
 
 # Imported on first use (PEP 562): `from keras_smallvit.training import
 # TrainConfig` (every training config) stays free of Keras and TensorFlow.
-# None of these modules registers a Keras class (`import keras_smallvit`
-# registers the models and optimizers, `keras_smallvit.aal` its own).
+# None of these modules registers a Keras class but `device_augmentation`
+# (its wrapper, on first use; `import keras_smallvit` registers the models
+# and optimizers, `keras_smallvit.aal` its own).
 _EXPORTS = {
     "RunFolder": "callbacks",
     "replace_atomically": "callbacks",
     "TrainConfig": "config",
     "apply_overrides": "config",
     "smoke": "config",
+    "DeviceBatchAugmentation": "device_augmentation",
     "MultiRateAdamW": "optimization",
     "learning_rate_schedule": "optimization",
     "make_loss": "optimization",
@@ -44,7 +46,7 @@ _EXPORTS = {
     "train": "runner",
 }
 # Submodules reachable as attributes, as when this package imported them all.
-_SUBMODULES = ("autoaugment", "callbacks", "config", "distribute", "optimization", "pipeline", "run_guard", "runner")
+_SUBMODULES = ("autoaugment", "callbacks", "config", "device_augmentation", "distribute", "optimization", "pipeline", "run_guard", "runner")
 
 __all__ = sorted(_EXPORTS)
 

@@ -21,6 +21,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 AUTOAUGMENT_POLICIES = ("cifar10", "svhn", "imagenet")
 JIT_CHOICES = ("auto", True, False)
+BATCH_AUGMENTATIONS = ("host", "device")
 
 
 @dataclasses.dataclass
@@ -85,6 +86,17 @@ class TrainConfig:
             False (True on torch means torch.compile).
         distribute: data parallel over all local devices (JAX
             `keras.distribution.DataParallel`, TF `MirroredStrategy`).
+        batch_augmentation: where the batch-level steps of the recipe run
+            (normalisation, random erasing, CutMix/Mixup): "host" (the
+            tf.data pipeline) or "device" (inside the compiled train step,
+            `keras_smallvit.training.DeviceBatchAugmentation`: the pipeline
+            sends uint8 images, 4x less host-to-device traffic, and the
+            drawn parameters). The per-image uint8 steps (crop, flip,
+            AutoAugment/RandAugment) and every random draw stay on the
+            host, keyed as in "host" mode, so both give the same batches up
+            to float rounding. Not with `aal`, nor with `distribute` on
+            TensorFlow (`MirroredStrategy` splits the batch that one
+            permutation mixes).
         seed: seeds weights, data order and augmentation.
         workdir: the run folder (config, logs, checkpoints, backup, export).
         export: write a SavedModel for serving at the end (`saved_model/`,
@@ -159,6 +171,7 @@ class TrainConfig:
     precision: str = "float32"
     jit_compile: object = "auto"
     distribute: bool = False
+    batch_augmentation: str = "host"
     seed: int = 0
     workdir: str = "runs/default"
     export: bool = True
@@ -184,7 +197,9 @@ class TrainConfig:
             models: whether to run the checks that import the model registry
                 and `keras_smallvit.aal`, hence Keras: `model`,
                 `model_overrides`, `techniques`, `aal_links`, `aal_decay`,
-                `aal_teacher_model` and `aal_teacher_layers`. The command
+                `aal_teacher_model`, `aal_teacher_layers`, and
+                `batch_augmentation` with `distribute` (it depends on the
+                backend). The command
                 line runs `validate(models=False)` first, before it imports
                 Keras, then the whole `validate()`.
 
@@ -209,6 +224,24 @@ class TrainConfig:
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("batch_augmentation", self.batch_augmentation, BATCH_AUGMENTATIONS)
+        if self.batch_augmentation == "device" and self.aal:
+            # The distiller is a Trainer with its own loss and metrics, which a
+            # wrapping model would neither compute nor report.
+            raise ValueError(
+                "Invalid `batch_augmentation` 'device' with `aal` True: AAL trains with "
+                "`batch_augmentation='host'`. Allowed values with `aal`: 'host'."
+            )
+        if models and self.batch_augmentation == "device" and self.distribute:
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                raise ValueError(
+                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
+                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
+                    "permutation spans the whole batch. Allowed values with `distribute` on "
+                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
+                )
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if self.autoaugment_policy is not None:
             check_choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)

@@ -16,6 +16,13 @@ copies of the data keyed by `(seed, e)`. A run resumed at epoch `e` therefore
 sees exactly the batches an uninterrupted run sees, and the parallel map
 (`data_workers` calls) cannot change the result.
 
+With `batch_augmentation="device"` the batch-level steps (normalisation,
+random erasing, CutMix/Mixup) run in the compiled train step instead
+(`device_augmentation.DeviceBatchAugmentation`): this pipeline then feeds
+uint8 images after the per-image uint8 steps, with the parameters of those
+steps drawn here by the same keys (`draw_erasing`, `draw_mix`), so both
+settings train on the same batches up to float rounding.
+
 Written with `tf.random.stateless_*` ops rather than Keras' augmentation
 layers: their random state is a per-layer generator that cannot be keyed by
 the example through a public API, Keras' `CutMix(factor=...)` does not draw
@@ -31,6 +38,7 @@ import tensorflow as tf
 from keras_smallvit import data as datasets
 from keras_smallvit.training import autoaugment
 from keras_smallvit.training.autoaugment import no_autograph
+from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -190,16 +198,23 @@ def _key(seed, stream, position):
     return tf.random.experimental.stateless_fold_in(base, tf.cast(position, tf.int64))
 
 
+# Per image: random erasing's drawn box `[apply, top, left, height, width]`.
+# Per batch: the mixing's `[mode, top, bottom, left, right]` (CutMix's box).
+ERASE_FIELDS, MIX_FIELDS = 5, 5
+# Mixing modes of a batch.
+NO_MIX, CUTMIX, MIXUP = 0, 1, 2
+
+
 @no_autograph
-def random_erasing(image, probability, fill, seed):
-    """The recipe's random erasing of one float image `(H, W, C)`.
+def draw_erasing(height, width, probability, seed):
+    """The recipe's random-erasing draw for one `(height, width)` image.
 
     With `probability`: up to `ERASING_TRIES` boxes of area
     `U(ERASING_AREA) * H * W` and aspect `U(ERASING_ASPECT)` (h / w), sides
     rounded; the first one strictly smaller than the image is placed
-    uniformly and filled with `fill` (per channel). None fits: unchanged.
+    uniformly. Returns int32 `[apply, top, left, box_height, box_width]`
+    (`apply` 0: not erased, or no box fits).
     """
-    height, width = image.shape[0], image.shape[1]
     apply_seed, area_seed, aspect_seed, top_seed, left_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, 5)
     )
@@ -213,18 +228,44 @@ def random_erasing(image, probability, fill, seed):
     # Top-left corner uniform over the positions that keep the box inside.
     top = tf.cast(tf.random.stateless_uniform([], top_seed) * tf.cast(height - box_h + 1, tf.float32), tf.int32)
     left = tf.cast(tf.random.stateless_uniform([], left_seed) * tf.cast(width - box_w + 1, tf.float32), tf.int32)
-    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
-    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
     erase = (tf.random.stateless_uniform([], apply_seed) < probability) & tf.reduce_any(fits)
-    return tf.where(erase & inside[..., None], tf.cast(fill, image.dtype), image)
+    return tf.stack([tf.cast(erase, tf.int32), top, left, box_h, box_w])
 
 
 @no_autograph
-def augment_image(image, config, seed, mean, std):
-    """The per-image recipe on one uint8 image `(S, S, 3)` (see the module
-    docstring): returns the normalised float32 image."""
+def erase_box(image, box, fill):
+    """`image` `(H, W, C)` with `box` (from `draw_erasing`) filled with `fill` (per channel)."""
+    height, width = image.shape[0], image.shape[1]
+    top, left, box_h, box_w = box[1], box[2], box[3], box[4]
+    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+    inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)
+    return tf.where((box[0] > 0) & inside[..., None], tf.cast(fill, image.dtype), image)
+
+
+@no_autograph
+def random_erasing(image, probability, fill, seed):
+    """The recipe's random erasing of one float image `(H, W, C)`: the box
+    of `draw_erasing`, filled with `fill` (per channel); none: unchanged."""
+    return erase_box(image, draw_erasing(image.shape[0], image.shape[1], probability, seed), fill)
+
+
+def erasing_fill(config):
+    """What random erasing writes: the dataset's mean as is, in normalised
+    units (the official code erases after normalising), float32 `(3,)`."""
+    return np.asarray((0.0, 0.0, 0.0) if config.normalization_mean is None else config.normalization_mean, "float32")
+
+
+def _example_seeds(seed):
+    """`(crop, flip, policy, erase)` seeds of one example."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+
+
+@no_autograph
+def augment_pixels(image, config, seed):
+    """The per-image uint8 steps of the recipe on one image `(S, S, 3)`:
+    crop, flip, AutoAugment / RandAugment. Returns uint8."""
     size = image.shape[0]
-    crop_seed, flip_seed, policy_seed, erase_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    crop_seed, flip_seed, policy_seed, _ = _example_seeds(seed)
     if config.crop_padding:
         pad = config.crop_padding
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -236,22 +277,34 @@ def augment_image(image, config, seed, mean, std):
         image = autoaugment.auto_augment(image, policy, policy_seed)
     elif config.augmentation == "randaugment":
         image = autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, policy_seed)
-    image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
-    if config.random_erasing:
-        # The official code erases after normalising and fills with the
-        # dataset's mean as is: `mean[c]` in normalised units.
-        fill = np.zeros(3, "float32") if config.normalization_mean is None else config.normalization_mean
-        image = random_erasing(image, config.random_erasing, fill, erase_seed)
     return image
 
 
 @no_autograph
-def cutmix(images, labels, lam, permutation, seed):
-    """CutMix of a batch with its `permutation`, as the recipe draws it: a
-    box of sides `int(sqrt(1 - lam) * W)` and `* H`, centre uniform, clipped to
-    the image; labels mixed by the box's actual area. Returns
-    `(images, labels, lam)` with `lam` recomputed from the clipped box."""
-    height, width = images.shape[1], images.shape[2]
+def draw_example_erasing(config, size, seed):
+    """The erasing box of the example keyed by `seed` (`draw_erasing`);
+    `apply` 0 everywhere when `config.random_erasing` is 0."""
+    if not config.random_erasing:
+        return tf.zeros([ERASE_FIELDS], tf.int32)
+    return draw_erasing(size, size, config.random_erasing, _example_seeds(seed)[3])
+
+
+@no_autograph
+def augment_image(image, config, seed, mean, std):
+    """The per-image recipe on one uint8 image `(S, S, 3)` (see the module
+    docstring): returns the normalised float32 image."""
+    size = image.shape[0]
+    image = (tf.cast(augment_pixels(image, config, seed), tf.float32) / 255.0 - mean) / std
+    if config.random_erasing:
+        image = erase_box(image, draw_example_erasing(config, size, seed), erasing_fill(config))
+    return image
+
+
+@no_autograph
+def cutmix_box(lam, height, width, seed):
+    """CutMix's box as the recipe draws it: sides `int(sqrt(1 - lam) * W)`
+    and `* H`, centre uniform, clipped to the image. Returns int32
+    `[top, bottom, left, right]` (rows `top:bottom`, columns `left:right`)."""
     cut = tf.sqrt(1.0 - lam)
     cut_h = tf.cast(cut * height, tf.int32)  # int(): truncation, as the recipe
     cut_w = tf.cast(cut * width, tf.int32)
@@ -260,18 +313,7 @@ def cutmix(images, labels, lam, permutation, seed):
     cx = tf.cast(centre[1] * width, tf.int32)
     top, bottom = tf.clip_by_value(cy - cut_h // 2, 0, height), tf.clip_by_value(cy + cut_h // 2, 0, height)
     left, right = tf.clip_by_value(cx - cut_w // 2, 0, width), tf.clip_by_value(cx + cut_w // 2, 0, width)
-    rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
-    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-    mixed = tf.where(inside[None, :, :, None], tf.gather(images, permutation), images)
-    lam = 1.0 - tf.cast((bottom - top) * (right - left), tf.float32) / float(height * width)
-    return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
-
-
-@no_autograph
-def mixup(images, labels, lam, permutation):
-    """Mixup of a batch with its `permutation` by one `lam`."""
-    mixed = lam * images + (1.0 - lam) * tf.gather(images, permutation)
-    return mixed, lam * labels + (1.0 - lam) * tf.gather(labels, permutation), lam
+    return tf.stack([top, bottom, left, right])
 
 
 @no_autograph
@@ -281,46 +323,126 @@ def sample_beta(alpha, seed):
     return x[0] / (x[0] + x[1])
 
 
+def _mixes(config):
+    """The mixing modes `config` draws from (CUTMIX, MIXUP: those with alpha > 0)."""
+    if config.mix_prob == 0:
+        return []
+    return [m for m, alpha in ((CUTMIX, config.cutmix_alpha), (MIXUP, config.mixup_alpha)) if alpha > 0]
+
+
 @no_autograph
-def mix_batch(images, labels, config, seed):
-    """With probability `config.mix_prob`, CutMix or Mixup (equal chance
-    when both alphas are > 0), one lambda and one permutation per batch.
-    Returns `(images, labels, mode, lam)`; `mode` 0 none, 1 CutMix, 2 Mixup."""
-    modes = [m for m, alpha in ((1, config.cutmix_alpha), (2, config.mixup_alpha)) if alpha > 0]
-    if not modes or config.mix_prob == 0:
-        return images, labels, tf.constant(0), tf.constant(1.0)
+def draw_mix(batch_size, height, width, config, seed):
+    """The mixing of the batch keyed by `seed`: with probability
+    `config.mix_prob`, CutMix or Mixup (equal chance when both alphas are
+    > 0), one lambda ~ Beta(alpha, alpha) and one permutation per batch.
+
+    Returns `(mode, lam, permutation, box)`: `mode` int32 (NO_MIX, CUTMIX,
+    MIXUP); `lam` float32, the share of the batch's own images (CutMix:
+    recomputed from the clipped box's area; 1 unmixed); `permutation` int32
+    `(batch_size,)`, the partners; `box` int32 `[top, bottom, left, right]`,
+    CutMix's (`cutmix_box`; zeros otherwise).
+    """
+    no_box = tf.zeros([4], tf.int32)
+    modes = _mixes(config)
+    if not modes:
+        return tf.constant(NO_MIX), tf.constant(1.0), tf.range(batch_size), no_box
     draw_seed, beta_seed, shuffle_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     draw = tf.random.stateless_uniform([2], draw_seed)
     choice = tf.minimum(tf.cast(draw[1] * len(modes), tf.int32), len(modes) - 1)
-    mode = tf.where(draw[0] < config.mix_prob, tf.gather(tf.constant(modes), choice), 0)
-    permutation = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(images)[0]), shuffle_seed)
+    mode = tf.where(draw[0] < config.mix_prob, tf.gather(tf.constant(modes), choice), NO_MIX)
+    permutation = tf.random.experimental.stateless_shuffle(tf.range(batch_size), shuffle_seed)
+
+    def cutmix_parameters():
+        box = cutmix_box(sample_beta(config.cutmix_alpha, beta_seed), height, width, box_seed)
+        area = (box[1] - box[0]) * (box[3] - box[2])
+        return 1.0 - tf.cast(area, tf.float32) / float(height * width), box
+
+    def mixup_parameters():
+        return sample_beta(config.mixup_alpha, beta_seed), no_box
+
+    lam, box = tf.switch_case(mode, [lambda: (tf.constant(1.0), no_box), cutmix_parameters, mixup_parameters])
+    return mode, lam, permutation, box
+
+
+@no_autograph
+def apply_mix(images, labels, mode, lam, permutation, box):
+    """The mixing drawn by `draw_mix` applied to a batch: CutMix pastes the
+    partners' `box`, Mixup blends by `lam`; labels `lam * y + (1 - lam) *
+    y[permutation]`. Returns `(images, labels)`."""
+    height, width = images.shape[1], images.shape[2]
+
+    def mixed_labels():
+        return lam * labels + (1.0 - lam) * tf.gather(labels, permutation)
 
     def apply_cutmix():
-        lam = sample_beta(config.cutmix_alpha, beta_seed)
-        return cutmix(images, labels, lam, permutation, box_seed)
+        rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+        inside = (rows >= box[0]) & (rows < box[1]) & (cols >= box[2]) & (cols < box[3])
+        return tf.where(inside[None, :, :, None], tf.gather(images, permutation), images), mixed_labels()
 
     def apply_mixup():
-        return mixup(images, labels, sample_beta(config.mixup_alpha, beta_seed), permutation)
+        return lam * images + (1.0 - lam) * tf.gather(images, permutation), mixed_labels()
 
-    mixed, mixed_labels, lam = tf.switch_case(
-        mode, [lambda: (images, labels, tf.constant(1.0)), apply_cutmix, apply_mixup]
-    )
+    return tf.switch_case(mode, [lambda: (images, labels), apply_cutmix, apply_mixup])
+
+
+@no_autograph
+def mix_batch(images, labels, config, seed):
+    """With probability `config.mix_prob`, CutMix or Mixup of a batch
+    (`draw_mix`, then `apply_mix`). Returns `(images, labels, mode, lam)`;
+    `mode` 0 none, 1 CutMix, 2 Mixup."""
+    if not _mixes(config):
+        return images, labels, tf.constant(NO_MIX), tf.constant(1.0)
+    mode, lam, permutation, box = draw_mix(tf.shape(images)[0], images.shape[1], images.shape[2], config, seed)
+    mixed, mixed_labels = apply_mix(images, labels, mode, lam, permutation, box)
     return mixed, mixed_labels, mode, lam
 
 
-def train_dataset(train_data, config, initial_epoch=0):
-    """The training batches of epochs `initial_epoch .. config.epochs - 1`
-    (`steps_per_epoch` each): `((B, H, W, 3) float32 normalised, (B, C) one-hot)`.
+def resolve_batch_augmentation(config, batch_augmentation=None):
+    """`batch_augmentation` ("host" or "device"), or `config`'s when None."""
+    from keras_smallvit.training.config import BATCH_AUGMENTATIONS
 
-    Mixed batches (Mixup or CutMix) carry mixed one-hot labels (the loss on
-    them is the recipe's `lam * CE(y_a) + (1 - lam) * CE(y_b)`: cross-entropy,
-    label smoothing included, is linear in the target).
+    value = config.batch_augmentation if batch_augmentation is None else batch_augmentation
+    return check_choice("batch_augmentation", value, BATCH_AUGMENTATIONS)
+
+
+def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
+    """The training batches of epochs `initial_epoch .. config.epochs - 1`
+    (`steps_per_epoch` each).
+
+    `batch_augmentation` "host": `((B, H, W, 3) float32 normalised, (B, C)
+    one-hot)`, the whole recipe applied here. Mixed batches (Mixup or
+    CutMix) carry mixed one-hot labels (the loss on them is the recipe's
+    `lam * CE(y_a) + (1 - lam) * CE(y_b)`: cross-entropy, label smoothing
+    included, is linear in the target).
+
+    "device": the batch-level steps (normalisation, random erasing,
+    CutMix/Mixup) are left to the compiled train step
+    (`keras_smallvit.training.DeviceBatchAugmentation`), with their random
+    draws made here, by the same keys: `(x, y)` with `y` the unmixed one-hot
+    labels and `x` a dict of
+        "images": uint8 `(B, H, W, 3)` after the per-image uint8 steps (crop,
+            flip, AutoAugment/RandAugment: they stay here, since they come
+            before normalising and apply a different op to each image);
+        "erase": int32 `(B, ERASE_FIELDS)`, each image's `draw_erasing` box;
+        "mix": int32 `(B, MIX_FIELDS)`, the batch's `[mode, top, bottom,
+            left, right]` (`draw_mix`) on every row;
+        "lam": float32 `(B,)`, the batch's lambda on every row;
+        "permutation": int32 `(B,)`, the mixing partners.
+    Per-batch values are repeated per row so that every entry has the batch
+    axis, which Keras' data adapters and data-parallel sharding expect.
+
+    Args:
+        train_data: the `InMemoryData` training split.
+        config: the `TrainConfig`.
+        initial_epoch: the first epoch (a resumed run's).
+        batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
     """
+    device = resolve_batch_augmentation(config, batch_augmentation) == "device"
     images, labels = train_data.images, train_data.labels
     num_examples, image_size = len(train_data), images.shape[1]
     steps = steps_per_epoch(num_examples, config)
     per_epoch = steps * config.batch_size
-    seed, num_classes = config.seed, train_data.num_classes
+    seed, num_classes, batch_size = config.seed, train_data.num_classes, config.batch_size
     config = resolve_data_settings(config, train_data)
     mean, std = normalization(config)
 
@@ -337,35 +459,59 @@ def train_dataset(train_data, config, initial_epoch=0):
 
     @no_autograph
     def load(example_id, index):
-        image = augment_image(tf.gather(images_t, index), config, _key(seed, _EXAMPLE_STREAM, example_id), mean, std)
+        key = _key(seed, _EXAMPLE_STREAM, example_id)
+        label = tf.one_hot(tf.gather(labels_t, index), num_classes, dtype=tf.float32)
+        if device:
+            pixels = augment_pixels(tf.gather(images_t, index), config, key)
+            pixels.set_shape((image_size, image_size, 3))
+            return {"images": pixels, "erase": draw_example_erasing(config, image_size, key)}, label
+        image = augment_image(tf.gather(images_t, index), config, key, mean, std)
         image.set_shape((image_size, image_size, 3))
-        return image, tf.one_hot(tf.gather(labels_t, index), num_classes, dtype=tf.float32)
+        return image, label
 
     # Stateless draws: a parallel, ordered map gives the same batches for any
     # number of parallel calls.
     batches = examples.map(load, num_parallel_calls=max(1, config.data_workers), deterministic=True)
-    batches = batches.batch(config.batch_size, drop_remainder=True)
+    batches = batches.batch(batch_size, drop_remainder=True)
     batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
 
     @no_autograph
     def mix(batch_id, batch):
-        x, y, _, _ = mix_batch(*batch, config, _key(seed, _BATCH_STREAM, batch_id))
+        key = _key(seed, _BATCH_STREAM, batch_id)
+        if device:
+            x, y = batch
+            mode, lam, permutation, box = draw_mix(batch_size, image_size, image_size, config, key)
+            rows = tf.tile(tf.concat([mode[None], box], axis=0)[None], [batch_size, 1])
+            return dict(x, mix=rows, lam=tf.fill([batch_size], lam), permutation=permutation), y
+        x, y, _, _ = mix_batch(*batch, config, key)
         return x, y
 
     batches = tf.data.Dataset.zip(batch_ids, batches).map(mix, num_parallel_calls=AUTOTUNE, deterministic=True)
     return batches.prefetch(AUTOTUNE)
 
 
-def eval_dataset(eval_data, config):
-    """Test batches in a fixed order: `(normalised float32 images, one-hot labels)`."""
+def eval_dataset(eval_data, config, batch_augmentation=None):
+    """Test batches in a fixed order, with one-hot labels: normalised
+    float32 images ("host"), or `{"images": uint8}` ("device": the
+    `DeviceBatchAugmentation` wrapper normalises them; no erasing or mixing).
+
+    Args:
+        eval_data: the `InMemoryData` split.
+        config: the `TrainConfig`.
+        batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
+    """
+    device = resolve_batch_augmentation(config, batch_augmentation) == "device"
     num_classes = eval_data.num_classes
     mean, std = normalization(config)
     dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
     dataset = dataset.batch(config.eval_batch_size)
-    return dataset.map(
-        no_autograph(lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, tf.one_hot(y, num_classes, dtype=tf.float32))),
-        num_parallel_calls=AUTOTUNE,
-    ).prefetch(AUTOTUNE)
+
+    @no_autograph
+    def prepare(x, y):
+        x = {"images": x} if device else (tf.cast(x, tf.float32) / 255.0 - mean) / std
+        return x, tf.one_hot(y, num_classes, dtype=tf.float32)
+
+    return dataset.map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
 def preprocess_eval_images(images, config):

@@ -5,7 +5,9 @@
     -> export
 
 With `config.aal`, the model is fit inside an AAL distiller (a teacher
-trained first if needed); checkpoints and the export hold the student only.
+trained first if needed); with `config.batch_augmentation="device"`, inside
+`DeviceBatchAugmentation` (normalisation, erasing and mixing in the train
+step). Checkpoints and the export hold the classifier only.
 """
 
 import json
@@ -21,6 +23,7 @@ from keras_smallvit.training import pipeline
 from keras_smallvit.training import run_guard
 from keras_smallvit.training.callbacks import RunFolder
 from keras_smallvit.training.callbacks import write_text_atomically
+from keras_smallvit.training.device_augmentation import DeviceBatchAugmentation
 from keras_smallvit.training.distribute import data_parallel_scope
 from keras_smallvit.training.optimization import learning_rate_schedule
 from keras_smallvit.training.optimization import make_loss
@@ -147,6 +150,9 @@ def _train_in_folder(config, train_data, test_data, verbose):
         if config.aal:  # fit the distiller; save and export the student
             teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
             model = aal_recipe.build_distiller(config, student, teacher)
+        if config.batch_augmentation == "device":  # fit the wrapper; save and export the classifier
+            mean, std = pipeline.normalization(config)
+            model = DeviceBatchAugmentation(student, mean, std, pipeline.erasing_fill(config))
         run_folder = RunFolder(workdir, saved_model=student)
         compile_model(model, config, entry, steps, num_classes)
         initial_epoch = run_folder.restore(model)

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently mixed: the resume check, one training per
 folder, checkpoints rebuilt from the backup, errors that name the file."""
 
+import csv
 import dataclasses
 import os
 import subprocess
@@ -17,6 +18,7 @@ from keras_smallvit.training import load_split
 from keras_smallvit.training import train
 from keras_smallvit.training import run_guard
 from keras_smallvit.training.runner import check_splits_agree
+from tests.backend_utils import assert_same_saved_weights
 from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
 from tests.training.test_training import tiny_config
@@ -35,7 +37,8 @@ def finished_run(tmp_path_factory):
 @pytest.mark.parametrize(
     "changes,key",
     [({"seed": 1}, "seed"), ({"lr": 0.01}, "lr"), ({"epochs": 3}, "epochs"),
-     ({"model_overrides": {"depth": 2, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}}, "model_overrides")],
+     ({"model_overrides": {"depth": 2, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}}, "model_overrides"),
+     ({"batch_augmentation": "device"}, "batch_augmentation")],
 )
 def test_a_changed_command_refuses_to_resume_and_touches_nothing(finished_run, changes, key):
     before = tree_contents(finished_run.workdir)
@@ -139,6 +142,58 @@ def run_two_epochs(workdir):
 
 def kernel_of(path):
     return keras.saving.load_model(path).layers[-1].kernel.numpy()
+
+
+def read_log(workdir):
+    with open(os.path.join(workdir, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in row.items()} for row in rows]
+
+
+@pytest.mark.large
+def test_a_device_augmented_run_resumes_and_trains_as_the_host_run(finished_run, tmp_path, monkeypatch):
+    """`batch_augmentation="device"` (normalisation, erasing and mixing in
+    the train step): a run stopped after epoch 1 resumes, and ends with the
+    weights and logged losses/metrics of the host run of the same config
+    (the shared finished run: the same draws), up to float rounding;
+    `last.keras` and the export are the classifier alone."""
+    import tensorflow as tf
+
+    import keras_smallvit.training.runner as runner
+    from keras_smallvit.training.device_augmentation import DeviceBatchAugmentation
+
+    config = dataclasses.replace(finished_run, workdir=str(tmp_path / "device"), batch_augmentation="device",
+                                 export=True)
+    original = runner.RunFolder
+
+    class CrashingRunFolder(original):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            raise KeyboardInterrupt("simulated crash")  # after epoch 1's backup
+
+    monkeypatch.setattr(runner, "RunFolder", CrashingRunFolder)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, verbose=0)
+    monkeypatch.setattr(runner, "RunFolder", original)
+    metrics = train(config, verbose=0)
+    host, device = read_log(finished_run.workdir), read_log(config.workdir)
+    assert [row["epoch"] for row in device] == [1.0, 2.0]
+    for host_row, device_row in zip(host, device):
+        assert host_row.keys() == device_row.keys()
+        for key in host_row:  # mixed-label loss and metrics, train and validation
+            np.testing.assert_allclose(device_row[key], host_row[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert_same_saved_weights(finished_run.workdir, config.workdir, atol=1e-4)
+    reloaded = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
+    assert not isinstance(reloaded, DeviceBatchAugmentation) and reloaded.count_params() == metrics["parameters"]
+    # The export serves uint8 images with the normalisation inside, as in host mode.
+    with open(os.path.join(config.workdir, "config.json")) as f:
+        recorded = TrainConfig.from_json(f.read())
+    images = load_split(config, "test").images[:4]
+    mean, std = np.asarray(recorded.normalization_mean), np.asarray(recorded.normalization_std)
+    expected = keras.ops.softmax(reloaded(((images / 255.0 - mean) / std).astype("float32")))
+    serving = tf.saved_model.load(metrics["export"]).signatures["serving_default"]
+    np.testing.assert_allclose(serving(images=tf.constant(images))["probabilities"].numpy(),
+                               keras.ops.convert_to_numpy(expected), atol=1e-5)
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
