@@ -61,7 +61,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Override points (q, k, v are heads-first, `(B, heads, N, head_dim)`, from
     `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
     float32 scores before masking, e.g. to mix heads or add a bias),
-    `masked_softmax(query, key)` (scores, mask, softmax: before SATA),
+    `masked_scores(query, key)` (the scores after the mask),
+    `masked_softmax(query, key)` (their softmax: before SATA),
     `mix_heads(probs)` (after SATA, e.g. talking heads) and
     `combine_heads(weights, value)`.
 
@@ -193,9 +194,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         scores = ops.matmul(query * scale, ops.swapaxes(key, -1, -2))
         return ops.cast(scores, "float32")
 
-    def masked_softmax(self, query, key):
-        """float32 `softmax(attention_scores)` with LSA's diagonal mask: the
-        probabilities before SATA, `(B, heads, Nq, Nk)`."""
+    def masked_scores(self, query, key):
+        """float32 `attention_scores` with LSA's diagonal mask, `(B, heads, Nq, Nk)`:
+        what the softmax takes."""
         scores = self.attention_scores(query, key)
         if self.diagonal_mask:
             # Added, not written with `where`: the scores are float32, where
@@ -203,7 +204,26 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             # free (a `where` costs a masked copy forward and backward).
             num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
             scores = scores + ops.eye(num_tokens, dtype="float32") * MASK_VALUE
-        return ops.softmax(scores, axis=-1)
+        return scores
+
+    def masked_softmax(self, query, key):
+        """float32 `softmax(masked_scores)`: the probabilities before SATA,
+        `(B, heads, Nq, Nk)` (override point: then SATA acts on what this
+        returns)."""
+        return ops.softmax(self.masked_scores(query, key), axis=-1)
+
+    @property
+    def fuses_suppression(self):
+        """Whether SATA runs fused with the softmax
+        (`TrivialAttentionSuppression.suppress_scores`: same values, about
+        half the time under XLA). Not on PyTorch, which runs eagerly here and
+        is faster with the softmax kernel and SATA's own gradient, nor where a
+        subclass overrides `masked_softmax`."""
+        return (
+            self.suppression is not None
+            and keras.backend.backend() != "torch"
+            and type(self).masked_softmax is MultiHeadSelfAttention.masked_softmax
+        )
 
     def mix_heads(self, probs):
         """The weights that multiply the values, from the probabilities after
@@ -215,8 +235,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         a dict of `"before_suppression"` (`masked_softmax`), `"after_suppression"`
         (then SATA; the same tensor without SATA) and `"weights"` (then
         `mix_heads`: what multiplies the values)."""
-        before = self.masked_softmax(query, key)
-        after = self.suppression_layer(before) if self.suppression is not None else before
+        if self.fuses_suppression:
+            scores = self.masked_scores(query, key)
+            # Compiled graphs drop this softmax when no map is returned.
+            before = ops.softmax(scores, axis=-1)
+            after = self.suppression_layer.suppress_scores(scores)
+        else:
+            before = self.masked_softmax(query, key)
+            after = self.suppression_layer(before) if self.suppression is not None else before
         return {"before_suppression": before, "after_suppression": after, "weights": self.mix_heads(after)}
 
     def attention_probabilities(self, query, key):

@@ -205,3 +205,31 @@ def test_model_saved_by_the_old_layer_loads_with_s_equal_to_multiplier_times_u(t
 def test_bad_arguments_raise_value_error_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
         TrivialAttentionSuppression(**kwargs)
+
+
+@pytest.mark.parametrize("threshold,scale", [(0.1, 0.5), (0.0, 0.5), (0.3, 1.5), (1.0, 0.5)])
+def test_suppress_scores_equals_softmax_then_twist_values_and_gradients(threshold, scale):
+    # The fused form (what attention runs under XLA) against the NumPy
+    # formula on softmax(scores), values and gradients to the scores and s;
+    # -65504 on the diagonal as LSA writes it (exact zeros, trivial at t=0).
+    rng = np.random.default_rng(2)
+    scores = (rng.normal(size=(2, 3, 9, 9)) * 2.5).astype("float32")
+    scores[..., np.arange(9), np.arange(9)] = -65504.0
+    upstream_np = rng.normal(size=scores.shape).astype("float32")
+    upstream = keras.ops.convert_to_tensor(upstream_np)
+    layer = TrivialAttentionSuppression(threshold=threshold, initial_scale=scale)
+    layer.build(scores.shape)
+    probs = ref.softmax(scores.astype("float64"))
+    np.testing.assert_allclose(
+        as_numpy(layer.suppress_scores(scores)), ref.twist(probs, threshold, scale), rtol=1e-5, atol=1e-7
+    )
+
+    def loss(s, x):
+        with keras.StatelessScope(state_mapping=[(layer.sata_scale, s)]):
+            return keras.ops.sum(layer.suppress_scores(x) * upstream)
+
+    grad_s, grad_scores = gradients(loss, [layer.sata_scale, scores])
+    grad_probs, want_s = ref.twist_grad(probs, upstream_np, threshold, scale)
+    want_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdims=True))  # softmax's backward
+    np.testing.assert_allclose(grad_scores, want_scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grad_s, want_s, rtol=1e-4)
