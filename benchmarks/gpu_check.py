@@ -105,6 +105,12 @@ def check_out_folder(path):
 # ---------------------------------------------------------------- the children
 
 
+def describe(error):
+    """`Type: first line of the message`, for a row of the table."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 def write_result(path, result):
     from keras_smallvit.utils.files import write_text_atomically
 
@@ -150,16 +156,18 @@ def model_rows(args, result, path):
         result["skipped"] = "torch.compile rows (--cpu-smoke: inductor's C++ compile takes minutes per model on CPU)"
     x, y = synthetic_data(args.image_size, args.num_classes, args.batch_size * args.steps)
     peak = result["bf16_matmul_peak_tflops"]
+    multiply_adds = {}  # per model: the same for every jit mode
     for jit in jit_modes:
         for name in args.models:
             row = dict(backend=backend, model=name, precision="mixed_bfloat16", jit_compile=jit)
             try:
-                keras.config.set_dtype_policy("float32")  # multiply-adds counted on the float32 graph
-                model = keras_smallvit.create_model(
-                    name, num_classes=args.num_classes, image_size=args.image_size, **overrides
-                )
-                macs = forward_multiply_adds(model, args.image_size)
-                keras.backend.clear_session()
+                if name not in multiply_adds:  # counted on the float32 graph
+                    model = keras_smallvit.create_model(
+                        name, num_classes=args.num_classes, image_size=args.image_size, **overrides
+                    )
+                    multiply_adds[name] = forward_multiply_adds(model, args.image_size)
+                    keras.backend.clear_session()
+                macs = multiply_adds[name]
                 keras.config.set_dtype_policy("mixed_bfloat16")
                 model = keras_smallvit.create_model(
                     name, num_classes=args.num_classes, image_size=args.image_size, **overrides
@@ -170,7 +178,7 @@ def model_rows(args, result, path):
                     row["train_fraction_of_peak"] = train * 3 * 2 * macs / (peak * 1e12)
                     row["inference_fraction_of_peak"] = inference * 2 * macs / (peak * 1e12)
             except Exception as error:  # recorded in its row; the next row runs
-                row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                row["error"] = describe(error)
             finally:
                 keras.config.set_dtype_policy("float32")
                 keras.backend.clear_session()
@@ -207,7 +215,7 @@ def float16_fit(args, result, path):
         logits = keras.ops.convert_to_numpy(model.predict(x[: args.batch_size], verbose=0)).astype("float32")
         check.update(losses=losses, finite=bool(np.all(np.isfinite(losses)) and np.all(np.isfinite(logits))))
     except Exception as error:
-        check.update(finite=False, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        check.update(finite=False, error=describe(error))
     finally:
         keras.config.set_dtype_policy("float32")
         keras.backend.clear_session()
@@ -227,7 +235,7 @@ def backend_worker(args):
         result["bf16_matmul_peak_tflops"] = matmul_peak_flops(size=size, repeats=5, dtype="bfloat16") / 1e12
     except Exception as error:
         result["bf16_matmul_peak_tflops"] = None
-        result["peak_error"] = f"{type(error).__name__}: {error}"
+        result["peak_error"] = describe(error)
     write_result(path, result)
     model_rows(args, result, path)
     float16_fit(args, result, path)
@@ -413,7 +421,7 @@ def write_report(out, report):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        return {"pipeline": pipeline_worker}.get(args.worker, backend_worker)(args)
+        return pipeline_worker(args) if args.worker == "pipeline" else backend_worker(args)
     validate(args)
     report = dict(
         date=time.strftime("%Y-%m-%d %H:%M"),
