@@ -11,6 +11,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# JAX compiles every eager op for every new shape (~30 ms each): one on-disk
+# compilation cache for this run, shared by the pytest-xdist workers and the
+# child processes the tests start (they inherit the environment), so each
+# computation compiles once per run instead of once per process. Made here
+# and removed at exit by the process that made it (the xdist controller).
+# No size limit: with one, JAX lists the whole folder on every write (the
+# JAX model tests ran 2x slower). An entry read while another process writes
+# it fails to decode, which JAX turns into a warning and a fresh compile.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+
+    _jax_cache = tempfile.mkdtemp(prefix="keras_smallvit_tests_jax_cache_")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

@@ -77,11 +77,13 @@ def build_preset(preset, num_classes, image_size, techniques, name=None, **overr
     if preset.classifier:
         # Imported here: only the CNN rows need the weight-file checks.
         from keras_smallvit.models.cnn.cnn_common import check_no_techniques
+        from keras_smallvit.models.cnn.cnn_common import check_weights_path
         from keras_smallvit.models.cnn.cnn_common import load_weights_file
 
         names = techniques.names if isinstance(techniques, TechniqueSpec) else techniques
         check_no_techniques(name or preset.model_class.__name__, names)
         weights = overrides.pop("weights", None)
+        check_weights_path(weights)  # a bad `weights` fails before the model is built
         model = preset.model_class(**{**preset.config, **overrides, "num_classes": num_classes, "image_size": image_size})
         return load_weights_file(model, weights)
     from keras_smallvit.models.image_classifier import ImageClassifier
