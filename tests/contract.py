@@ -44,7 +44,7 @@ def inference(model, x):
     shape and dtype (mixed precision: every op again)."""
     if BACKEND == "jax":
         return model.predict(x, batch_size=len(x), verbose=0)
-    return as_numpy(model(x))
+    return keras.tree.map_structure(as_numpy, model(x))
 
 
 def first_output(outputs):
@@ -66,6 +66,21 @@ def wrap_layer(layer_factory, input_shape, dtype=None):
     model = keras.Model(inputs, outputs)
     model.raw_output = raw
     return model, layer
+
+
+def all_sublayers(layer):
+    """`layer` and every layer reachable through its attributes (and lists,
+    tuples or dicts of them), each once: the layers it is made of."""
+    found, stack = {}, [layer]
+    while stack:
+        current = stack.pop()
+        if id(current) in found:
+            continue
+        found[id(current)] = current
+        for value in vars(current).values():
+            values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            stack.extend(v for v in values if isinstance(v, keras.layers.Layer))
+    return list(found.values())
 
 
 def fit_one_step(model, x, jit_compile=FAST_FIT_JIT, optimizer=None):
@@ -189,6 +204,11 @@ class ModelContract:
 
     def test_fit_reduces_loss_xla_matches_eager_and_reload_is_identical(self, tmp_path):
         model = self.model_factory()
+        # Every layer built with the model: Keras runs a model with an unbuilt
+        # layer eagerly once before its first predict/fit step (on JAX that
+        # compiles every op: seconds).
+        unbuilt = [f"{type(layer).__name__} {layer.name!r}" for layer in all_sublayers(model) if not layer.built]
+        assert not unbuilt, unbuilt
         before = [as_numpy(v).copy() for v in model.trainable_weights]
         # Under XLA on TF/JAX: the compiled train step and forward pass are
         # checked here, once per model.

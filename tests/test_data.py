@@ -3,6 +3,7 @@
 import os
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,6 +11,13 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_smallvit import data
+
+# Pure NumPy / TFDS code (no keras, no KERAS_BACKEND in it): the same on
+# every backend pass, so it runs on the TensorFlow one.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="The data loaders: NumPy and TFDS code, identical under every KERAS_BACKEND; tested on the TensorFlow pass",
+)
 
 
 def take_numpy(dataset, count=None):

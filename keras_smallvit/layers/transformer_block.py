@@ -104,6 +104,9 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dropout_1 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.mlp_dropout_2 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.drop_path = StochasticDepth(self.drop_path_rate, seed=self.seed, dtype=policy, name="drop_path")
+        # Built here: a layer not built when the model is makes Keras run the whole
+        # model eagerly once before its first compiled predict/fit step.
+        self.drop_path.build(input_shape)
         # Each technique layer under its own attribute (`context_broadcasting_layer`
         # for CB): the attribute is its weights' path in saved files. Only the
         # names are listed, so each layer is tracked (and saved) once.

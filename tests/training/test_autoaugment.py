@@ -3,11 +3,19 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_smallvit.training import autoaugment as aa
+
+# Pure tf.data / NumPy code (no keras, no KERAS_BACKEND in it): the same on
+# every backend pass, so it runs on the TensorFlow one.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="AutoAugment / RandAugment: tf.data code, identical under every KERAS_BACKEND; tested on the TensorFlow pass",
+)
 
 Image = pytest.importorskip("PIL.Image")
 ImageEnhance = pytest.importorskip("PIL.ImageEnhance")

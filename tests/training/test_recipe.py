@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,6 +23,13 @@ from keras_smallvit.training import load_split
 from keras_smallvit.training import pipeline
 from keras_smallvit.training import smoke
 from keras_smallvit.training import train_dataset
+
+# Pure tf.data / NumPy code (no keras, no KERAS_BACKEND in it): the same on
+# every backend pass, so it runs on the TensorFlow one.
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="The recipe's host pipeline: tf.data code, identical under every KERAS_BACKEND; tested on the TensorFlow pass",
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE_FILE = os.path.join(REPO, "..", "shared", "data", "official_recipe.json")

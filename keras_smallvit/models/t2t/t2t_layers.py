@@ -270,6 +270,9 @@ class TokenTransformer(keras.layers.Layer):
         self.mlp_dropout_1 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.mlp_dropout_2 = keras.layers.Dropout(self.dropout, dtype=policy)
         self.drop_path = StochasticDepth(self.drop_path_rate, seed=self.seed, dtype=policy, name="drop_path")
+        # Built here: a layer not built when the model is makes Keras run the whole
+        # model eagerly once before its first compiled predict/fit step.
+        self.drop_path.build(output_shape)
 
     def call(self, inputs, return_attention_scores=False, training=None):
         mode = check_return_mode(return_attention_scores)
