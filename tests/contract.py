@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_smallvit.utils.layers import all_sublayers
+
 BACKEND = keras.backend.backend()
 # torch.compile costs ~50 s per model on a 2-core CPU: XLA checks run on TF/JAX.
 JIT_BACKENDS = ("tensorflow", "jax")
@@ -66,21 +68,6 @@ def wrap_layer(layer_factory, input_shape, dtype=None):
     model = keras.Model(inputs, outputs)
     model.raw_output = raw
     return model, layer
-
-
-def all_sublayers(layer):
-    """`layer` and every layer reachable through its attributes (and lists,
-    tuples or dicts of them), each once: the layers it is made of."""
-    found, stack = {}, [layer]
-    while stack:
-        current = stack.pop()
-        if id(current) in found:
-            continue
-        found[id(current)] = current
-        for value in vars(current).values():
-            values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
-            stack.extend(v for v in values if isinstance(v, keras.layers.Layer))
-    return list(found.values())
 
 
 def fit_one_step(model, x, jit_compile=FAST_FIT_JIT, optimizer=None):

@@ -28,6 +28,7 @@ from keras_smallvit.utils.files import check_replaceable
 from keras_smallvit.utils.files import make_partial_dir
 from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
+from keras_smallvit.utils.layers import all_sublayers
 from keras_smallvit.utils.validation import check_choice
 
 FORMATS = ("saved_model", "onnx")
@@ -340,7 +341,7 @@ def _float32_copy(model):
         return "float32" if isinstance(item, str) and item in REDUCED_PRECISION else item
 
     def compute_dtypes(m):
-        return {layer.compute_dtype for layer in m._flatten_layers(include_self=True, recursive=True)}
+        return {layer.compute_dtype for layer in all_sublayers(m)}
 
     if compute_dtypes(model) == {"float32"}:
         return model
