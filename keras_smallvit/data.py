@@ -72,6 +72,8 @@ class DatasetInfo:
         image_size: Side of the square images the pipeline yields.
         num_train: Number of training examples, or `None` if unknown.
         num_test: Number of test examples, or `None` if unknown.
+        class_names: The name of each class, in label order (TFDS's names,
+            Tiny-ImageNet's words with the wnid, folder names, digits "0"-"9").
     """
 
     name: str
@@ -79,6 +81,7 @@ class DatasetInfo:
     image_size: int
     num_train: int | None
     num_test: int | None
+    class_names: tuple = None
 
 
 def default_image_size(name):
@@ -226,6 +229,7 @@ def load_digits(image_size=32, split="train", test_fraction=0.2, seed=0):
         image_size=image_size,
         num_train=num_train,
         num_test=len(images) - num_train,
+        class_names=tuple(str(i) for i in range(10)),
     )
     return dataset.prefetch(tf.data.AUTOTUNE), info
 
@@ -239,16 +243,11 @@ def _to_float_image(image, image_size):
     """uint8 (or float in [0, 1]) image of any size -> float32 in [0, 1], resized."""
     import tensorflow as tf
 
+    from keras_smallvit.images import resize_float_images
+
     image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
     image.set_shape((None, None, 3))
-    shape = tf.shape(image)
-    # Resize only when needed: an identity bilinear resize still costs a pass.
-    image = tf.cond(
-        tf.logical_and(shape[0] == image_size, shape[1] == image_size),
-        lambda: image,
-        lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True),
-    )
-    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = tf.clip_by_value(resize_float_images(image, (image_size, image_size)), 0.0, 1.0)
     image.set_shape((image_size, image_size, 3))
     return image
 
@@ -272,9 +271,11 @@ def _load_tfds(name, split, image_size, data_dir):
 
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     splits = builder.info.splits  # empty under `tfds.testing.mock_data`
+    label_feature = builder.info.features["label"]
     info = DatasetInfo(
         name=name,
-        num_classes=builder.info.features["label"].num_classes,
+        num_classes=label_feature.num_classes,
+        class_names=tuple(label_feature.names),
         image_size=image_size,
         num_train=splits["train"].num_examples if "train" in splits else None,
         num_test=splits["test"].num_examples if "test" in splits else None,
@@ -380,7 +381,7 @@ def _list_images(directory, layout, files=None):
 
 
 def _tiny_imagenet_examples(data_dir, files=None):
-    """`(num_classes, (train_paths, train_labels), (test_paths, test_labels))`,
+    """`(wnids, (train_paths, train_labels), (test_paths, test_labels))`,
     with the layout checks of the loader."""
     root = _resolve_tiny_imagenet_dir(data_dir, files)
     # Sorted like an ImageFolder over train/, so labels match other tools.
@@ -410,7 +411,7 @@ def _tiny_imagenet_examples(data_dir, files=None):
             labels.append(label_of[wnid])
         return paths, labels
 
-    return len(wnids), train_examples(), test_examples()
+    return wnids, train_examples(), test_examples()
 
 
 def _check_first_test_image(test_paths, files=None):
@@ -420,14 +421,31 @@ def _check_first_test_image(test_paths, files=None):
         raise _missing("Tiny ImageNet validation image not found", test_paths[0], TINY_IMAGENET_LAYOUT)
 
 
+def _tiny_imagenet_class_names(data_dir, wnids):
+    """`"goldfish (n01443537)"`: the first word of each wnid in the archive's
+    `words.txt` with the wnid (unique even where two words agree), or the
+    wnid alone without that file."""
+    import tensorflow as tf
+
+    words_file = os.path.join(_resolve_tiny_imagenet_dir(data_dir), "words.txt")
+    if not tf.io.gfile.exists(words_file):
+        return tuple(wnids)
+    words = {}
+    for line in _read_lines(words_file):
+        wnid, _, text = line.partition("\t")
+        words[wnid] = text.split(",")[0].strip()
+    return tuple(f"{words[w]} ({w})" if words.get(w) else w for w in wnids)
+
+
 def _load_tiny_imagenet(split, image_size, data_dir):
-    num_classes, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
+    wnids, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
     if split == "test":
         _check_first_test_image(test_paths)
     paths, labels = (train_paths, train_labels) if split == "train" else (test_paths, test_labels)
     info = DatasetInfo(
         name="tiny_imagenet",
-        num_classes=num_classes,
+        num_classes=len(wnids),
+        class_names=_tiny_imagenet_class_names(data_dir, wnids),
         image_size=image_size,
         num_train=len(train_paths),
         num_test=len(test_paths),
@@ -516,7 +534,7 @@ def _folder_split_dir(root, split, files=None):
 
 
 def _folder_examples(name, root, split, files=None):
-    """`(num_classes, paths, labels, num_other)` of a folder's split
+    """`(class_names, paths, labels, num_other)` of a folder's split
     (`num_other`: the other split's examples, None without one), with the
     layout checks of the loader."""
     files = _gfile(files)
@@ -554,13 +572,13 @@ def _folder_examples(name, root, split, files=None):
         raise _missing("No .jpg/.jpeg/.png images", os.path.join(split_dir, "<class_name>"), FOLDER_LAYOUT)
     other_dir = _folder_split_dir(root, "test" if split == "train" else "train", files)
     num_other = len(examples(other_dir)[0]) if other_dir else None
-    return len(classes), paths, labels, num_other
+    return classes, paths, labels, num_other
 
 
 def _load_folder(name, root, split, image_size):
     import tensorflow as tf
 
-    num_classes, paths, labels, num_other = _folder_examples(name, root, split)
+    classes, paths, labels, num_other = _folder_examples(name, root, split)
     if image_size is None:
         # No paper default for an arbitrary folder: keep the first image's size
         # (square side = its height) so that every example has one shape.
@@ -568,7 +586,8 @@ def _load_folder(name, root, split, image_size):
         image_size = int(first.shape[0])
     info = DatasetInfo(
         name=name,
-        num_classes=num_classes,
+        num_classes=len(classes),
+        class_names=tuple(classes),
         image_size=image_size,
         num_train=len(paths) if split == "train" else num_other,
         num_test=len(paths) if split == "test" else num_other,

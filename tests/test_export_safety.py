@@ -152,7 +152,7 @@ import keras_smallvit
 
 images = keras.Input((16, 16, 3))
 model = keras.Model(images, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(images)))
-keras_smallvit.export_for_serving(model, sys.argv[1])
+keras_smallvit.export_for_serving(model, sys.argv[1], scale=1 / 255)
 """
 
 

@@ -1,14 +1,23 @@
-"""`python -m keras_smallvit.export MODEL.keras OUTPUT [--format onnx] [--overwrite]`.
+"""`python -m keras_smallvit.export MODEL OUTPUT [--format onnx] [--top-k 5] [--overwrite]`.
 
+MODEL: a `.keras` file, a run folder of `training.train` or a preset folder.
 OUTPUT must not exist, be an empty folder or a previous export: anything else
 (a run folder, a file) is refused before any work unless `--overwrite`.
 
-Exports a saved `.keras` classifier for serving. Also the TensorFlow-side
+The preprocessing and class names are the model's own (saved with it by
+training). A `.keras` file saved by an older version has none: its run's
+`config.json` beside it supplies the preprocessing; without one, give
+`--scale/--mean/--std` or the export refuses (it would serve wrong
+probabilities).
+
+Exports a saved classifier for serving. Also the TensorFlow-side
 half of the export on PyTorch (and of ONNX on JAX): the model file is
 re-opened here under `KERAS_BACKEND=tensorflow`.
 """
 
 import argparse
+import json
+import os
 
 
 def parse_floats(text):
@@ -19,19 +28,45 @@ def parse_floats(text):
     return values[0] if len(values) == 1 else values
 
 
+def load_for_export(path):
+    """`(model, note)`: the classifier of a `.keras` file, run folder or
+    preset folder, with its preprocessing; for an older `.keras` file of a
+    run, the preprocessing its run's `config.json` records (`note` says so)."""
+    import keras
+
+    from keras_smallvit.models.preset_folder import load_preset
+    from keras_smallvit.models.preset_folder import run_preprocessing
+
+    if os.path.isdir(path):
+        return load_preset(path), None
+    # compile=False: the serving graph needs no loss, metrics or optimizer.
+    model = keras.saving.load_model(path, compile=False)
+    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    if getattr(model, "preprocessing", "n/a") is None and os.path.isfile(run_config):
+        with open(run_config) as f:
+            config = json.load(f)
+        if isinstance(config, dict) and "normalize" in config and "dataset" in config:
+            model.preprocessing = run_preprocessing(config)
+            return model, f"{path} carries no preprocessing (older version): using its run's {run_config}."
+    return model, None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a .keras file of a classifier (returns logits)")
+    parser.add_argument("model", help="a .keras file of a classifier, a run folder or a preset folder")
     parser.add_argument("output", help="the SavedModel directory or the .onnx file to write")
     parser.add_argument("--format", default="saved_model", help="saved_model (default) or onnx")
-    parser.add_argument("--scale", type=float, default=1 / 255, help="uint8 pixels are multiplied by this (1/255)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="replaces the model's preprocessing: uint8 pixels are multiplied by this (1/255)")
     parser.add_argument("--mean", default=None, help="subtracted after scaling: one value or one per channel")
     parser.add_argument("--std", default=None, help="divides after the mean: one value or one per channel")
+    parser.add_argument("--top-k", type=int, default=5, help="classes in the top_k_* outputs (5)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace OUTPUT even when it is not a previous export"
     )
     # The library's own subprocess export: OUTPUT is its temporary name, checked by the parent.
     parser.add_argument("--in-place", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serving-config", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     import keras
@@ -48,20 +83,33 @@ def main(argv=None):
         except FileExistsError as error:
             raise SystemExit(f"error: {error}")
 
-    # compile=False: the serving graph needs no loss, metrics or optimizer.
     try:
-        model = keras.saving.load_model(args.model, compile=False)
+        model, note = load_for_export(args.model)
     except Exception as error:  # Keras's message can end in a whole layer config
         raise SystemExit(
             f"error: {args.model} does not load under the {keras.backend.backend()} backend after `import "
             f"keras_smallvit` (custom layers must be registered there): {type(error).__name__}: {str(error)[:400]}"
         )
+    if note:
+        print(note)
     preprocessing = dict(scale=args.scale, mean=parse_floats(args.mean), std=parse_floats(args.std))
+    given = any(value is not None for value in preprocessing.values())
+    if not args.in_place and not given and getattr(model, "preprocessing", None) is None:
+        # Exporting it as `x / 255` would serve wrong probabilities for a normalised model.
+        raise SystemExit(
+            f"error: {args.model} carries no preprocessing (a model saved by an older version, with no run "
+            "config.json beside it): give --scale, --mean and --std (e.g. --scale 0.00392156862745098 "
+            "--mean 0.49,0.48,0.45 --std 0.25,0.24,0.26, the run's normalization_mean/normalization_std), "
+            "or export its run folder."
+        )
     try:
         if args.in_place:
-            serving._write(model, args.output, args.format, serving.serving_config(model, args.format, **preprocessing))
+            with open(args.serving_config) as f:
+                serving._write(model, args.output, args.format, json.load(f))
         else:
-            export_for_serving(model, args.output, args.format, overwrite=args.overwrite, **preprocessing)
+            export_for_serving(
+                model, args.output, args.format, overwrite=args.overwrite, top_k=args.top_k, **preprocessing
+            )
     except (ValueError, ImportError, FileExistsError) as error:
         raise SystemExit(f"error: {error}")
     print(f"Exported {args.model} ({keras.backend.backend()} backend) to {args.output} ({args.format}).")

@@ -29,6 +29,9 @@ from keras_smallvit.utils.files import make_partial_dir
 from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.layers import all_sublayers
+from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.usage import check_class_names
+from keras_smallvit.models.usage import check_preprocessing
 from keras_smallvit.utils.validation import check_choice
 
 FORMATS = ("saved_model", "onnx")
@@ -45,24 +48,37 @@ TEMPORARY_PREFIX = "keras_smallvit_export_"
 PARENT_PID_VARIABLE = "KERAS_SMALLVIT_EXPORT_PARENT_PID"
 
 
-def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean=None, std=None, overwrite=False):
+def export_for_serving(
+    model, path, format="saved_model", *, scale=None, mean=None, std=None, resize=None, class_names=None, top_k=5,
+    overwrite=False,
+):
     """Exports a classifier for serving, whatever the current Keras backend.
 
-    The exported function takes raw `uint8` images `(batch, H, W, C)` of the
-    model's input size (any batch size) and returns float32 class
-    probabilities `(batch, num_classes)`: `softmax(model(preprocess(images)))`
-    with `preprocess(x) = (x * scale - mean) / std` inside the graph. The
-    defaults (`x / 255`) are the training pipeline's. Mixed-precision models
-    compute as trained and return float32 probabilities.
+    The exported function takes raw `uint8` images `(batch, H, W, C)` of any
+    height and width (any batch size), brings them to the model's input the
+    way training did (`resize` to the model's size, then
+    `(x * scale - mean) / std`, inside the graph) and returns float32 class
+    `probabilities` `(batch, num_classes)` with the `top_k` classes:
+    `top_k_classes` (their names, strings), `top_k_indices` (int32) and
+    `top_k_probabilities`, best first. Mixed-precision models compute as
+    trained and return float32 probabilities.
+
+    The preprocessing and class names are the model's own (`model.preprocessing`
+    and `model.class_names`, which a training run saves with the model).
+    A model without preprocessing (built fresh, or saved by an older version)
+    needs it given: `scale`, `mean`, `std`, `resize` (all of them replace the
+    model's); without class names, the classes are named by their index.
 
     SavedModel: signatures `serving_default` and `serve` (input `images`,
-    output `probabilities`; wrong dtype, rank or size is rejected with the
-    expected shape and dtype in the message) and `logits` (same input,
-    output `logits`). Load it with TensorFlow alone: `loaded =
+    outputs above; a wrong dtype, rank or channel count is rejected with the
+    expected dtype and shape in the message), `logits` (same input, output
+    `logits`) and `model_logits` (the model alone: float32 inputs at its
+    size, already preprocessed). Load it with TensorFlow alone: `loaded =
     tf.saved_model.load(path)` (keep it: it owns the variables), then
     `loaded.signatures["serving_default"](images=x)["probabilities"]`.
-    ONNX: one input `images`, one output `probabilities`, for ONNX Runtime.
-    Both carry `serving_config` (input, output, preprocessing) as metadata.
+    ONNX: one input `images` (batch, height and width dynamic), the same
+    outputs, for ONNX Runtime. Both carry `serving_config` (input, outputs,
+    preprocessing, class names, image size) as metadata.
 
     The export is written under a temporary name (`<name>.partial<ext>`) and
     renamed onto `path`: a failed export leaves a previous one at `path`
@@ -80,18 +96,27 @@ def export_for_serving(model, path, format="saved_model", *, scale=1 / 255, mean
             keras_smallvit` (the export runs in a TensorFlow subprocess).
         path: the SavedModel directory, or the `.onnx` file.
         format: `"saved_model"` or `"onnx"`.
-        scale: the uint8 pixels are multiplied by this first (> 0).
+        scale: None (the model's preprocessing), or the factor the uint8
+            pixels are multiplied by first (> 0).
         mean: None, or subtracted after scaling: one number or one per channel.
         std: None, or divides after the mean: one number or one per channel (> 0).
+        resize: None, or the resize policy (`"squash"`, the pipeline's).
+        class_names: None (the model's), or one name per class.
+        top_k: how many classes the `top_k_*` outputs hold (at most
+            `num_classes`).
         overwrite: whether to replace `path` even when it is not a previous
             export (e.g. a folder of other files). Default False.
 
     Returns:
         `path`.
+
+    Raises:
+        ValueError: an invalid argument (named), or a model whose
+            preprocessing is unknown and not given.
     """
     check_choice("format", format, FORMATS)
     check_output(path, overwrite)  # before any model work
-    config = serving_config(model, format, scale, mean, std)
+    config = serving_config(model, format, scale, mean, std, resize, class_names, top_k)
     _remove_stale_temporary_folders()
 
     def write(tmp_path):
@@ -150,18 +175,46 @@ def _is_serving_config(config):
     return isinstance(config, dict) and config.get("format") in FORMATS and {"inputs", "outputs"} <= set(config)
 
 
-def serving_config(model, format, scale=1 / 255, mean=None, std=None):
+def serving_config(model, format, scale=None, mean=None, std=None, resize=None, class_names=None, top_k=5):
     """The export's description (`serving_config`), after checking the arguments."""
     image_shape = _image_shape(model)
     num_classes = _num_classes(model, image_shape)
-    preprocessing = _preprocessing(scale, mean, std, image_shape[-1])
+    explicit = any(v is not None for v in (scale, mean, std, resize))
+    if explicit:
+        preprocessing = _preprocessing(1 / 255 if scale is None else scale, mean, std, image_shape[-1])
+        preprocessing["resize"] = check_choice("resize", resize or RESIZE_POLICIES[0], RESIZE_POLICIES)
+    else:
+        preprocessing = getattr(model, "preprocessing", None)
+        if preprocessing is not None:
+            preprocessing = check_preprocessing(dict(preprocessing), image_shape[-1])
+        else:
+            raise ValueError(
+                "Invalid `model`: its preprocessing is unknown (a model built fresh, or saved by an older version "
+                "of this library). Give `scale`, `mean` and `std` (e.g. scale=1/255 and the run's "
+                "normalization_mean/normalization_std from its config.json), or set `model.preprocessing`."
+            )
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    if names is None:
+        names = [str(i) for i in range(num_classes)]
+    names = list(check_class_names(names, num_classes))
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"Invalid `top_k`: {top_k!r}. Expected an integer >= 1.")
+    top_k = min(top_k, num_classes)
     if format == "onnx":
         _require_onnx_converter()
     return {
         "format": format,
-        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, *image_shape]}},
-        "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [None, num_classes]}},
-        "preprocessing": preprocessing,
+        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, None, None, image_shape[-1]]}},
+        "outputs": {
+            OUTPUT_NAME: {"dtype": "float32", "shape": [None, num_classes]},
+            "top_k_classes": {"dtype": "string", "shape": [None, top_k]},
+            "top_k_indices": {"dtype": "int32", "shape": [None, top_k]},
+            "top_k_probabilities": {"dtype": "float32", "shape": [None, top_k]},
+        },
+        "image_size": list(image_shape[:2]),
+        "preprocessing": dict(preprocessing),
+        "class_names": names,
+        "top_k": top_k,
     }
 
 
@@ -175,10 +228,10 @@ def _write(model, path, format, config):
             archive, _ = _serving_archive(model, config)
             _write_saved_model(archive, path, config)
         else:
-            _, serve = _serving_archive(_float32_copy(model), config)
+            _, serve = _serving_archive(_float32_copy(model), config, as_matmuls=True)
             _write_onnx(serve, path, config)
     else:
-        _export_in_tensorflow_subprocess(model, path, format, config["preprocessing"])
+        _export_in_tensorflow_subprocess(model, path, format, config)
 
 
 # --- checks ---------------------------------------------------------------------
@@ -268,7 +321,7 @@ def _require_onnx_converter():
 
 
 def _preprocess(images, preprocessing):
-    x = keras.ops.cast(images, "float32") * preprocessing["scale"]
+    x = images * preprocessing["scale"]
     if preprocessing["mean"] is not None:
         x = x - np.asarray(preprocessing["mean"], dtype="float32")
     if preprocessing["std"] is not None:
@@ -276,35 +329,61 @@ def _preprocess(images, preprocessing):
     return x
 
 
-def _serving_archive(model, config):
-    """An `ExportArchive` with endpoints `logits`, `serving_default` and
-    `serve`, and the `serve` tf.function (uint8 images -> {"probabilities"})."""
+def _serving_archive(model, config, as_matmuls=False):
+    """An `ExportArchive` with endpoints `model_logits`, `logits`,
+    `serving_default` and `serve`, and the `serve` tf.function (uint8 images
+    of any size -> {"probabilities", "top_k_*"}). `as_matmuls`: the resize in
+    ops ONNX has."""
     import tensorflow as tf
 
-    (name, spec), = config["inputs"].items()
-    shape = spec["shape"]
-    signature = [tf.TensorSpec(shape, tf.uint8, name=name)]
-    preprocessing = config["preprocessing"]
+    from keras_smallvit.images import resize_uint8_images
 
-    def logits(images):
+    (name, spec), = config["inputs"].items()
+    channels = spec["shape"][-1]
+    height, width = config["image_size"]
+    preprocessing = config["preprocessing"]
+    signature = [tf.TensorSpec([None, None, None, channels], tf.uint8, name=name)]
+    model_input = [None, height, width, channels]
+
+    def model_logits(inputs):
         if keras.backend.backend() == "tensorflow":  # (jax2tf's own check rejects other shapes on JAX)
-            images = tf.ensure_shape(images, shape)
-        outputs = model(_preprocess(images, preprocessing), training=False)
+            inputs = tf.ensure_shape(inputs, model_input)
+        outputs = model(inputs, training=False)
         return {"logits": keras.ops.cast(_logits(outputs), "float32")}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    logits_endpoint = archive.add_endpoint("logits", logits, input_signature=signature)
+    model_endpoint = archive.add_endpoint(
+        "model_logits", model_logits, input_signature=[tf.TensorSpec(model_input, tf.float32, name="inputs")]
+    )
 
     # TensorFlow ops around the (possibly jax2tf) model function. A
     # signature call does not check shapes; `ensure_shape` does, with a
     # message that names the expected shape.
+    def prepare(images):
+        images = tf.ensure_shape(images, [None, None, None, channels], name=f"check_{name}")
+        resized = resize_uint8_images(images, (height, width), preprocessing["resize"], as_matmuls=as_matmuls)
+        return _preprocess(tf.ensure_shape(resized, model_input), preprocessing)
+
+    @tf.function(input_signature=signature)
+    def logits(images):
+        return model_endpoint(prepare(images))
+
     @tf.function(input_signature=signature)
     def serve(images):
-        images = tf.ensure_shape(images, shape, name=f"check_{name}")
-        return {OUTPUT_NAME: tf.nn.softmax(logits_endpoint(images)["logits"], axis=-1)}
+        class_names = tf.constant(config["class_names"])  # made inside: a captured one is an ONNX input
+        probabilities = tf.nn.softmax(model_endpoint(prepare(images))["logits"], axis=-1)
+        top_probabilities, top_indices = tf.math.top_k(probabilities, config["top_k"])
+        return {
+            OUTPUT_NAME: probabilities,
+            "top_k_classes": tf.gather(class_names, top_indices),
+            "top_k_indices": top_indices,
+            "top_k_probabilities": top_probabilities,
+        }
 
-    serve.get_concrete_function()  # traced: `add_endpoint` takes it as is
+    for function in (logits, serve):
+        function.get_concrete_function()  # traced: `add_endpoint` takes it as is
+    archive.add_endpoint("logits", logits)
     # The first endpoint would become `serving_default`: name it explicitly.
     archive.add_endpoint("serving_default", serve)
     archive.add_endpoint("serve", serve)
@@ -381,12 +460,13 @@ def _write_onnx(serve, path, config):
         custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
     )
     graph = model_proto.graph
-    if [o.name for o in graph.output] != [OUTPUT_NAME]:  # tf2onnx names it after the graph tensor
-        (old,) = [o.name for o in graph.output]
-        for node in graph.node:
-            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
-        graph.output[0].name = OUTPUT_NAME
-    for value in (graph.input[0], graph.output[0]):  # tf2onnx calls the batch dimension "unk__<n>"
+    missing = set(config["outputs"]) - {o.name for o in graph.output}
+    if missing:  # tf2onnx names the outputs after the returned dict's keys
+        raise RuntimeError(f"The ONNX conversion lost the outputs {sorted(missing)}.")
+    for value in graph.input:  # tf2onnx calls the dynamic dimensions "unk__<n>"
+        for dim, label in zip(value.type.tensor_type.shape.dim, ("batch", "height", "width")):
+            dim.dim_param = label
+    for value in graph.output:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.helper.set_model_props(model_proto, {CONFIG_NAME: json.dumps(config)})
     onnx.checker.check_model(model_proto)
@@ -396,22 +476,21 @@ def _write_onnx(serve, path, config):
 # --- through a TensorFlow subprocess (PyTorch; ONNX on JAX) ----------------------
 
 
-def _export_in_tensorflow_subprocess(model, path, format, preprocessing):
+def _export_in_tensorflow_subprocess(model, path, format, config):
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     # Removed on every exit but kill -9 (then by the next export, see `_remove_stale_temporary_folders`).
     with tempfile.TemporaryDirectory(prefix=f"{TEMPORARY_PREFIX}{os.getpid()}_") as tmp:
         model_file = os.path.join(tmp, "model.keras")
         model.save(model_file)
-        # `--in-place`: `path` is this export's own temporary name, already checked.
+        config_file = os.path.join(tmp, CONFIG_NAME + ".json")
+        with open(config_file, "w") as f:
+            json.dump(config, f)
+        # `--in-place`: `path` is this export's own temporary name, already
+        # checked; the config (preprocessing, class names) is already resolved.
         command = [
             sys.executable, "-m", "keras_smallvit.export", model_file, os.path.abspath(path), "--format", format,
-            "--in-place",
+            "--in-place", f"--serving-config={config_file}",
         ]
-        # `--key=value`: argparse would take a value such as "-0.5,0.1" for an option.
-        command.append(f"--scale={float(preprocessing['scale'])!r}")
-        for key in ("mean", "std"):
-            if preprocessing[key] is not None:
-                command.append(f"--{key}=" + ",".join(repr(float(v)) for v in np.ravel(preprocessing[key])))
         env = dict(os.environ, KERAS_BACKEND="tensorflow")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env[PARENT_PID_VARIABLE] = str(os.getpid())

@@ -7,6 +7,7 @@ from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 from keras_smallvit.models.backbone import keep_dtype_policy
+from keras_smallvit.models.usage import ClassifierUsageMixin
 
 POOLING_MODES = ("class_token", "average")
 
@@ -41,7 +42,7 @@ class TokenPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class ImageClassifier(keras.Model):
+class ImageClassifier(ClassifierUsageMixin, keras.Model):
     """Backbone -> token pooling -> LayerNorm -> (dropout) -> Dense logits.
 
     The head of the small-dataset papers: LayerNorm and a Dense on the class
@@ -59,6 +60,12 @@ class ImageClassifier(keras.Model):
         norm_before_pooling: apply the LayerNorm to the tokens before pooling
             them (same result for `"class_token"` pooling, not for `"average"`).
         dtype: dtype policy of the head layers (the backbone keeps its own).
+        preprocessing: how raw uint8 images become this model's input
+            (`{"scale", "mean", "std", "resize"}`, see
+            `keras_smallvit.models.usage`), or None (unknown: a training run
+            sets it). Saved with the model; used by `predict_images` and the
+            serving export.
+        class_names: the names of the classes in label order, or None.
     """
 
     def __init__(
@@ -70,6 +77,8 @@ class ImageClassifier(keras.Model):
         layer_norm_epsilon=1e-5,
         norm_before_pooling=False,
         dtype=None,
+        preprocessing=None,
+        class_names=None,
         **kwargs,
     ):
         check_positive_int("num_classes", num_classes)
@@ -110,6 +119,7 @@ class ImageClassifier(keras.Model):
         self.head_dropout = head_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.norm_before_pooling = bool(norm_before_pooling)
+        self.init_usage(preprocessing, class_names)
 
     def attention_model(self, return_attention_scores=True):
         """A model sharing this one's weights that returns, from one forward pass,
@@ -179,6 +189,7 @@ class ImageClassifier(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "norm_before_pooling": self.norm_before_pooling,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            **self.usage_config(),
         }
 
     @classmethod

@@ -7,8 +7,9 @@ A preset folder, written by `ImageClassifier.save_to_preset(path)`:
 - `config.json`: the model's Keras serialization (class and config);
 - `model.weights.h5`: its weights;
 - `preprocessing.json`: the serving preprocessing `{"scale", "mean",
-  "std"}`: `(x * scale - mean) / std` on raw pixels, as
-  `keras_smallvit.export_for_serving` takes it.
+  "std", "resize"}`: `(x * scale - mean) / std` on raw pixels resized to the
+  model's size, as `keras_smallvit.export_for_serving` takes it (the model's
+  config carries it too, with its class names).
 
 `ImageClassifier.from_preset(name_or_path)` also reads a finished run folder
 of `training.train` (its `config.json` and `best.keras`, else `last.keras`).
@@ -19,6 +20,8 @@ import os
 
 import keras
 
+from keras_smallvit.models.usage import DEFAULT_PREPROCESSING
+from keras_smallvit.models.usage import check_preprocessing
 from keras_smallvit.utils.files import make_partial_dir
 from keras_smallvit.utils.files import replace_atomically
 
@@ -27,8 +30,6 @@ METADATA_FILE = "metadata.json"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 PREPROCESSING_FILE = "preprocessing.json"
-# The training pipeline's default: pixels / 255, no normalisation.
-DEFAULT_PREPROCESSING = {"scale": 1 / 255.0, "mean": None, "std": None}
 RUN_MODELS = ("best.keras", "last.keras")
 
 
@@ -55,18 +56,6 @@ def is_run_folder(path):
     )
 
 
-def check_preprocessing(preprocessing):
-    """The `{"scale", "mean", "std"}` dict of `preprocessing` (missing keys:
-    the defaults); a `ValueError` naming `preprocessing` for other keys."""
-    preprocessing = dict(DEFAULT_PREPROCESSING if preprocessing is None else preprocessing)
-    unknown = sorted(set(preprocessing) - set(DEFAULT_PREPROCESSING))
-    if unknown:
-        raise ValueError(
-            f"Invalid `preprocessing` keys {unknown}. Allowed keys: {', '.join(DEFAULT_PREPROCESSING)}."
-        )
-    return {**DEFAULT_PREPROCESSING, **preprocessing}
-
-
 def save_preset(model, path, preprocessing=None):
     """Writes `model` as a preset folder at `path` (see the module docstring).
 
@@ -87,7 +76,7 @@ def save_preset(model, path, preprocessing=None):
     """
     if preprocessing is None:
         preprocessing = getattr(model, "preprocessing", None)
-    preprocessing = check_preprocessing(preprocessing)
+    preprocessing = check_preprocessing(preprocessing, model.input_shape[-1])
     path = os.fspath(path)
 
     def write(tmp_path):
@@ -143,12 +132,15 @@ def load_preset(name_or_path, **kwargs):
     if is_preset_folder(path):
         model = keras.saving.deserialize_keras_object(_read_json(os.path.join(path, CONFIG_FILE)))
         model.load_weights(os.path.join(path, WEIGHTS_FILE))
-        model.preprocessing = check_preprocessing(_read_json(os.path.join(path, PREPROCESSING_FILE)))
+        model.preprocessing = check_preprocessing(
+            _read_json(os.path.join(path, PREPROCESSING_FILE)), model.input_shape[-1]
+        )
         return model
     if is_run_folder(path):
         saved = next(name for name in RUN_MODELS if os.path.isfile(os.path.join(path, name)))
         model = keras.saving.load_model(os.path.join(path, saved))
-        model.preprocessing = run_preprocessing(_read_json(os.path.join(path, CONFIG_FILE)))
+        if getattr(model, "preprocessing", None) is None:  # saved by an older version
+            model.preprocessing = run_preprocessing(_read_json(os.path.join(path, CONFIG_FILE)))
         return model
     raise ValueError(
         f"Invalid `name_or_path`: {name_or_path!r}. Allowed values: a name of "

@@ -68,11 +68,13 @@ _EXAMPLE_STREAM, _BATCH_STREAM = 1, 2
 
 @dataclasses.dataclass
 class InMemoryData:
-    """One split as arrays: `images` uint8 `(N, H, W, 3)`, `labels` int32 `(N,)`."""
+    """One split as arrays: `images` uint8 `(N, H, W, 3)`, `labels` int32 `(N,)`,
+    and the dataset's `class_names` (label order)."""
 
     images: np.ndarray
     labels: np.ndarray
     num_classes: int
+    class_names: tuple = None
 
     def __len__(self):
         return len(self.labels)
@@ -108,7 +110,7 @@ def load_split(config, split):
             ) from None
     if not images:
         raise ValueError(f"The {split} split of `{config.dataset}` holds no images.")
-    return InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes)
+    return InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes, info.class_names)
 
 
 def dataset_statistics(dataset_name, train_data):

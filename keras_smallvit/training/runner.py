@@ -80,18 +80,22 @@ def diagnostics_callbacks(config, model, test_data):
     return [AttentionDiagnostics(images, log_dir=log_dir, run_dir=config.workdir, model=model)]
 
 
-def export_model(model, workdir, config=None):
+def export_model(model, workdir):
     """`<workdir>/saved_model` for serving, on every backend (torch through a
-    TensorFlow subprocess): uint8 images -> probabilities, with the input
-    pipeline's preprocessing inside (`x / 255`, then `config`'s
-    normalisation; see `keras_smallvit.export_for_serving`). Written then
-    renamed; returns its path."""
+    TensorFlow subprocess): uint8 images of any size -> probabilities and the
+    top classes, with the model's preprocessing and class names inside (see
+    `keras_smallvit.export_for_serving`). Written then renamed; returns its
+    path."""
+    return export_for_serving(model, os.path.join(workdir, "saved_model"), "saved_model")
+
+
+def model_preprocessing(config):
+    """What the pipeline does to raw pixels before the model, as a
+    classifier's `preprocessing` (it travels in every saved model)."""
     mean = std = None
-    if config is not None and config.normalize:
-        mean, std = (list(v) for v in pipeline.normalization(config))
-    return export_for_serving(
-        model, os.path.join(workdir, "saved_model"), "saved_model", scale=1 / 255.0, mean=mean, std=std
-    )
+    if config.normalize:
+        mean, std = (list(map(float, v)) for v in pipeline.normalization(config))
+    return {"scale": 1 / 255.0, "mean": mean, "std": std, "resize": "squash"}
 
 
 def train(config, verbose="auto", restart=False):
@@ -146,6 +150,9 @@ def _train_in_folder(config, train_data, test_data, verbose):
     steps = pipeline.steps_per_epoch(len(train_data), config)
     with data_parallel_scope(config.distribute, config.batch_size):
         model, entry = build_model(config, num_classes, image_size)
+        # Saved with every checkpoint: how to feed it, and what its outputs are.
+        model.preprocessing = model_preprocessing(config)
+        model.class_names = train_data.class_names
         student = model
         if config.aal:  # fit the distiller; save and export the student
             teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
@@ -187,10 +194,11 @@ def _train_in_folder(config, train_data, test_data, verbose):
         "best_top5": best.get("val_top5"),
         "best_epoch": best.get("epoch"),
         "train_images_per_second": run_folder.train_images_per_second(config.batch_size),
+        "class_names": student.class_names,
     }
     if config.aal:
         metrics["aal_teacher"] = teacher_path
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
     if config.export:
-        metrics["export"] = export_model(student, workdir, config)
+        metrics["export"] = export_model(student, workdir)
     return metrics

@@ -5,6 +5,7 @@ import re
 
 import keras
 
+from keras_smallvit.models.usage import ClassifierUsageMixin
 from keras_smallvit.models.cnn.cnn_common import FeatureMapsMixin
 from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
@@ -30,7 +31,7 @@ MIN_IMAGE_SIZE = 32
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class EfficientNet(FeatureMapsMixin, keras.Model):
+class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
     """EfficientNet-B0...B7 from `keras.applications` (random initialisation,
     nothing downloaded) with a classifier head, as one functional model.
 
@@ -68,6 +69,9 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
         input_scale: multiplies the images before the Keras graph (255 for
             `[0, 1]` images).
         dtype: dtype policy of every layer but the float32 logits layer.
+        preprocessing: raw uint8 images -> this model's input (see
+            `keras_smallvit.models.usage`), or None (unknown).
+        class_names: the names of the classes in label order, or None.
     """
 
     def __init__(
@@ -79,6 +83,8 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
         dropout=None,
         input_scale=255.0,
         dtype=None,
+        preprocessing=None,
+        class_names=None,
         **kwargs,
     ):
         check_model_kwargs(type(self), kwargs)  # before the build
@@ -128,6 +134,7 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
         self.num_channels = num_channels
         self.dropout = dropout
         self.input_scale = input_scale
+        self.init_usage(preprocessing, class_names)
 
     def get_config(self):
         return {
@@ -140,6 +147,7 @@ class EfficientNet(FeatureMapsMixin, keras.Model):
             "num_channels": self.num_channels,
             "dropout": self.dropout,
             "input_scale": self.input_scale,
+            **self.usage_config(),
         }
 
     @classmethod

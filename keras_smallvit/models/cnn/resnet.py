@@ -4,6 +4,7 @@ ResNet-34 attention-link teacher."""
 import keras
 from keras import ops
 
+from keras_smallvit.models.usage import ClassifierUsageMixin
 from keras_smallvit.models.cnn.cnn_common import FeatureMapsMixin
 from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
@@ -60,7 +61,7 @@ class ZeroPadShortcut(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class ResNet(FeatureMapsMixin, keras.Model):
+class ResNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
     """Residual network of basic blocks (He et al. 2016), functional, with its
     classifier head.
 
@@ -104,6 +105,9 @@ class ResNet(FeatureMapsMixin, keras.Model):
         batch_norm_momentum: Keras BatchNorm momentum.
         batch_norm_epsilon: BatchNorm epsilon.
         dtype: dtype policy of every layer but the float32 logits layer.
+        preprocessing: raw uint8 images -> this model's input (see
+            `keras_smallvit.models.usage`), or None (unknown).
+        class_names: the names of the classes in label order, or None.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class ResNet(FeatureMapsMixin, keras.Model):
         batch_norm_momentum=0.9,
         batch_norm_epsilon=1e-5,
         dtype=None,
+        preprocessing=None,
+        class_names=None,
         **kwargs,
     ):
         check_model_kwargs(type(self), kwargs)  # before the build
@@ -241,6 +247,7 @@ class ResNet(FeatureMapsMixin, keras.Model):
         self.dropout = dropout
         self.batch_norm_momentum = batch_norm_momentum
         self.batch_norm_epsilon = batch_norm_epsilon
+        self.init_usage(preprocessing, class_names)
 
     def get_config(self):
         return {
@@ -258,6 +265,7 @@ class ResNet(FeatureMapsMixin, keras.Model):
             "dropout": self.dropout,
             "batch_norm_momentum": self.batch_norm_momentum,
             "batch_norm_epsilon": self.batch_norm_epsilon,
+            **self.usage_config(),
         }
 
     @classmethod

@@ -1,0 +1,166 @@
+"""Image files and the resize of the training pipeline, in TensorFlow ops.
+
+One resize for training, evaluation, prediction and serving (TensorFlow by
+nature: it runs in tf.data and in the served graph, whatever the Keras
+backend): uint8 pixels -> float in [0, 1] -> `resize` policy to the model's
+size -> clipped -> rounded back to uint8 values (the pipeline keeps its
+images as uint8).
+"""
+
+import os
+
+import numpy as np
+
+# "squash": each side scaled to the model's (aspect ratio not kept), bilinear
+# with antialiasing: `tf.image.resize(..., antialias=True)`.
+RESIZE_POLICIES = ("squash",)
+# What `tf.io.decode_image` reads (case-insensitive).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def is_image_file(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+def list_image_files(paths):
+    """Image files of `paths` in order: a file as given, a folder as every
+    image file below it (sorted, hidden files and folders skipped).
+
+    Raises:
+        FileNotFoundError: a path that does not exist, or a folder with no
+            image file (named, with the extensions looked for).
+    """
+    files = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isfile(path):
+            files.append(path)
+        elif os.path.isdir(path):
+            found = []
+            for root, folders, names in os.walk(path, followlinks=True):
+                folders[:] = sorted(f for f in folders if not f.startswith("."))
+                found += [os.path.join(root, n) for n in sorted(names) if is_image_file(n)]
+            if not found:
+                raise FileNotFoundError(
+                    f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {path!r}."
+                )
+            files += found
+        else:
+            raise FileNotFoundError(f"Image file or folder {path!r} does not exist.")
+    return files
+
+
+def decode_image_file(path, channels=3):
+    """The uint8 image `(H, W, channels)` of an image file (first frame of a GIF).
+
+    Raises:
+        ValueError: naming the file, when it does not decode.
+    """
+    import tensorflow as tf
+
+    try:
+        data = tf.io.read_file(path)
+        return tf.io.decode_image(data, channels=channels, expand_animations=False).numpy()
+    except tf.errors.OpError as error:
+        raise ValueError(f"Cannot read image file {path!r}: {error.message.splitlines()[0]}") from None
+
+
+def resize_float_images(images, size, policy="squash"):
+    """float32 images in [0, 1] `(..., H, W, C)` -> `size` `(height, width)`,
+    clipped to [0, 1], by the resize `policy` (see `RESIZE_POLICIES`).
+    Images already at `size` are returned unchanged (an identity resize
+    still costs a pass)."""
+    import tensorflow as tf
+
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"Invalid resize `policy`: {policy!r}. Allowed values: {', '.join(RESIZE_POLICIES)}.")
+    shape = tf.shape(images)
+    same = tf.logical_and(tf.equal(shape[-3], size[0]), tf.equal(shape[-2], size[1]))
+
+    def resize():
+        resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+        return tf.clip_by_value(resized, 0.0, 1.0)
+
+    return tf.cond(same, lambda: images, resize)
+
+
+def _antialias_weights(input_size, output_size):
+    """`(output_size, input_size)` weights of TensorFlow's antialiased
+    bilinear resize along one axis (its `ScaleAndTranslate` with a triangle
+    kernel widened by the downscale factor), for any `input_size` tensor."""
+    import tensorflow as tf
+
+    input_f, output_f = tf.cast(input_size, tf.float32), tf.cast(output_size, tf.float32)
+    inverse_scale = input_f / output_f
+    kernel_scale = tf.maximum(inverse_scale, 1.0)
+    centres = (tf.range(output_f) + 0.5) * inverse_scale
+    sources = tf.range(input_f) + 0.5
+    weights = tf.maximum(0.0, 1.0 - tf.abs(sources[None, :] - centres[:, None]) / kernel_scale)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def resize_float_images_as_matmuls(images, size, policy="squash"):
+    """`resize_float_images` of a batch `(B, H, W, C)` as two matrix products:
+    the same values to ~1e-6, in ops ONNX has (tf2onnx cannot convert
+    `ScaleAndTranslate`). Written by hand for that reason."""
+    import tensorflow as tf
+
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"Invalid resize `policy`: {policy!r}. Allowed values: {', '.join(RESIZE_POLICIES)}.")
+    shape = tf.shape(images)
+    rows = tf.einsum("oh,bhwc->bowc", _antialias_weights(shape[1], size[0]), images)
+    resized = tf.einsum("pw,bowc->bopc", _antialias_weights(shape[2], size[1]), rows)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def resize_uint8_images(images, size, policy="squash", as_matmuls=False):
+    """uint8 images (a tensor `(..., H, W, C)`) -> float32 images of uint8
+    values `(..., size[0], size[1], C)`, exactly as the training pipeline
+    stores them (`keras_smallvit.data` resizes, `load_split` rounds)."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32) * (1 / 255.0)
+    resize = resize_float_images_as_matmuls if as_matmuls else resize_float_images
+    return tf.round(resize(images, size, policy) * 255.0)
+
+
+def load_images(sources, image_size, channels=3, policy="squash"):
+    """`(names, uint8 batch (N, height, width, channels))` of `sources` (file
+    paths, folders, uint8 arrays `(H, W, C)` or one uint8 batch), each
+    resized as in training.
+
+    Raises:
+        ValueError: an array that is not uint8 with `channels` channels, or a
+            file that does not decode (every such file named at once).
+    """
+    import tensorflow as tf
+
+    if isinstance(sources, np.ndarray) and sources.ndim == 4:
+        sources = list(sources)
+    elif isinstance(sources, (str, os.PathLike, np.ndarray)):
+        sources = [sources]
+    names, images, unreadable = [], [], []
+    for index, source in enumerate(sources):
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim != 3 or source.shape[-1] != channels:
+                raise ValueError(
+                    f"Invalid image {index}: {source.dtype} array of shape {source.shape}. Expected uint8 "
+                    f"(height, width, {channels}) pixels, or an image file path."
+                )
+            names.append(f"array[{index}]")
+            images.append(source)
+            continue
+        for path in list_image_files([source]):  # a folder stands for all its image files
+            try:
+                images.append(decode_image_file(path, channels))
+                names.append(path)
+            except ValueError as error:
+                unreadable.append(str(error))
+    if unreadable:
+        raise ValueError(f"{len(unreadable)} image file(s) cannot be read:\n  " + "\n  ".join(unreadable))
+    resized = [
+        resize_uint8_images(tf.constant(image), tuple(image_size), policy).numpy().astype("uint8")
+        for image in images
+    ]
+    batch = np.stack(resized) if resized else np.zeros((0, *image_size, channels), "uint8")
+    return names, batch
