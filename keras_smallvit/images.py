@@ -139,7 +139,9 @@ def load_images(sources, image_size, channels=3, policy="squash"):
         sources = list(sources)
     elif isinstance(sources, (str, os.PathLike, np.ndarray)):
         sources = [sources]
-    names, images, unreadable = [], [], []
+    from tqdm.auto import tqdm
+
+    items = []  # (name, array or None): a folder stands for all its image files
     for index, source in enumerate(sources):
         if isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim != 3 or source.shape[-1] != channels:
@@ -147,15 +149,19 @@ def load_images(sources, image_size, channels=3, policy="squash"):
                     f"Invalid image {index}: {source.dtype} array of shape {source.shape}. Expected uint8 "
                     f"(height, width, {channels}) pixels, or an image file path."
                 )
-            names.append(f"array[{index}]")
-            images.append(source)
-            continue
-        for path in list_image_files([source]):  # a folder stands for all its image files
+            items.append((f"array[{index}]", source))
+        else:
+            items += [(path, None) for path in list_image_files([source])]
+    names, images, unreadable = [], [], []
+    for name, image in tqdm(items, desc="reading images", unit="img", disable=len(items) < 256):
+        if image is None:
             try:
-                images.append(decode_image_file(path, channels))
-                names.append(path)
+                image = decode_image_file(name, channels)
             except ValueError as error:
                 unreadable.append(str(error))
+                continue
+        names.append(name)
+        images.append(image)
     if unreadable:
         raise ValueError(f"{len(unreadable)} image file(s) cannot be read:\n  " + "\n  ".join(unreadable))
     resized = [

@@ -132,15 +132,17 @@ def _read_log(run_dir):
         return list(csv.DictReader(f))
 
 
-def _column_titles(logits, labels, count):
+def _column_titles(logits, labels, count, class_names=None):
+    """`"label cat / pred dog"` per image: the model's class names, else the indices."""
     import numpy as np
 
     if logits is None:
         return None
+    name = (lambda i: class_names[i]) if class_names else str
     predictions = np.argmax(logits[:count], axis=-1)
     if labels is None:
-        return [f"pred {p}" for p in predictions]
-    return [f"label {y} / pred {p}" for y, p in zip(labels[:count], predictions)]
+        return [f"pred {name(p)}" for p in predictions]
+    return [f"label {name(y)} / pred {name(p)}" for y, p in zip(labels[:count], predictions)]
 
 
 def _index_markdown(summary, out):
@@ -251,7 +253,7 @@ def write_figures(args):
         rows += [maps["last_layer"][:shown], maps["rollout"][:shown]]
         row_labels += [f"{source.label}\nlast layer", f"{source.label}\nrollout"]
     if rows:
-        titles = _column_titles(probes[0].logits, labels, shown)
+        titles = _column_titles(probes[0].logits, labels, shown, getattr(models[0], "class_names", None))
         save("class_token_maps", lambda p: plots.plot_class_token_maps(images[:shown], rows, row_labels, titles, path=p))
     if reasons:
         skipped["class_token_maps" if not rows else "class_token_maps (partly)"] = "; ".join(reasons)

@@ -28,29 +28,6 @@ def parse_floats(text):
     return values[0] if len(values) == 1 else values
 
 
-def load_for_export(path):
-    """`(model, note)`: the classifier of a `.keras` file, run folder or
-    preset folder, with its preprocessing; for an older `.keras` file of a
-    run, the preprocessing its run's `config.json` records (`note` says so)."""
-    import keras
-
-    from keras_smallvit.models.preset_folder import load_preset
-    from keras_smallvit.models.preset_folder import run_preprocessing
-
-    if os.path.isdir(path):
-        return load_preset(path), None
-    # compile=False: the serving graph needs no loss, metrics or optimizer.
-    model = keras.saving.load_model(path, compile=False)
-    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-    if getattr(model, "preprocessing", "n/a") is None and os.path.isfile(run_config):
-        with open(run_config) as f:
-            config = json.load(f)
-        if isinstance(config, dict) and "normalize" in config and "dataset" in config:
-            model.preprocessing = run_preprocessing(config)
-            return model, f"{path} carries no preprocessing (older version): using its run's {run_config}."
-    return model, None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a .keras file of a classifier, a run folder or a preset folder")
@@ -74,6 +51,7 @@ def main(argv=None):
     import keras_smallvit  # noqa: F401  (registers the package's layers for loading)
     from keras_smallvit.export import serving
     from keras_smallvit.export.serving import export_for_serving
+    from keras_smallvit.models.preset_folder import load_classifier
 
     if args.in_place:
         serving.watch_parent()  # this process ends with the one that started it
@@ -84,7 +62,7 @@ def main(argv=None):
             raise SystemExit(f"error: {error}")
 
     try:
-        model, note = load_for_export(args.model)
+        model, note = load_classifier(args.model)
     except Exception as error:  # Keras's message can end in a whole layer config
         raise SystemExit(
             f"error: {args.model} does not load under the {keras.backend.backend()} backend after `import "

@@ -132,9 +132,11 @@ def load_preset(name_or_path, **kwargs):
     if is_preset_folder(path):
         model = keras.saving.deserialize_keras_object(_read_json(os.path.join(path, CONFIG_FILE)))
         model.load_weights(os.path.join(path, WEIGHTS_FILE))
-        model.preprocessing = check_preprocessing(
-            _read_json(os.path.join(path, PREPROCESSING_FILE)), model.input_shape[-1]
-        )
+        preprocessing_file = os.path.join(path, PREPROCESSING_FILE)
+        try:
+            model.preprocessing = check_preprocessing(_read_json(preprocessing_file), model.input_shape[-1])
+        except ValueError as error:
+            raise ValueError(f"{preprocessing_file}: {error}") from None
         return model
     if is_run_folder(path):
         saved = next(name for name in RUN_MODELS if os.path.isfile(os.path.join(path, name)))
@@ -147,3 +149,21 @@ def load_preset(name_or_path, **kwargs):
         "`keras_smallvit.list_models()`, a preset folder (written by `save_to_preset`), or a finished "
         f"run folder of `training.train` (with {CONFIG_FILE} and {' or '.join(RUN_MODELS)})."
     )
+
+
+def load_classifier(path):
+    """`(model, note)`: the classifier of a `.keras` file, a run folder or a
+    preset folder, with its preprocessing. A `.keras` file saved by an older
+    version has none: the `config.json` of its run, beside it, supplies it
+    (`note` says so; else `note` is None and so is `model.preprocessing`)."""
+    if os.path.isdir(path):
+        return load_preset(path), None
+    # compile=False: predicting and serving need no loss, metrics or optimizer.
+    model = keras.saving.load_model(path, compile=False)
+    run_config = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
+    if getattr(model, "preprocessing", "n/a") is None and os.path.isfile(run_config):
+        config = _read_json(run_config)
+        if isinstance(config, dict) and "normalize" in config and "dataset" in config:
+            model.preprocessing = run_preprocessing(config)
+            return model, f"{path} carries no preprocessing (saved by an older version): using {run_config}."
+    return model, None

@@ -18,6 +18,7 @@ import keras
 from keras_smallvit.aal import recipe as aal_recipe
 from keras_smallvit.export import export_for_serving
 from keras_smallvit.models import create_model
+from keras_smallvit.models.preset_folder import run_preprocessing
 from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
 from keras_smallvit.training import run_guard
@@ -89,15 +90,6 @@ def export_model(model, workdir):
     return export_for_serving(model, os.path.join(workdir, "saved_model"), "saved_model")
 
 
-def model_preprocessing(config):
-    """What the pipeline does to raw pixels before the model, as a
-    classifier's `preprocessing` (it travels in every saved model)."""
-    mean = std = None
-    if config.normalize:
-        mean, std = (list(map(float, v)) for v in pipeline.normalization(config))
-    return {"scale": 1 / 255.0, "mean": mean, "std": std, "resize": "squash"}
-
-
 def train(config, verbose="auto", restart=False):
     """Runs (or resumes) `config` in `config.workdir`; returns the metrics dict
     that is also written to `metrics.json`.
@@ -151,7 +143,7 @@ def _train_in_folder(config, train_data, test_data, verbose):
     with data_parallel_scope(config.distribute, config.batch_size):
         model, entry = build_model(config, num_classes, image_size)
         # Saved with every checkpoint: how to feed it, and what its outputs are.
-        model.preprocessing = model_preprocessing(config)
+        model.preprocessing = run_preprocessing(json.loads(config.to_json()))
         model.class_names = train_data.class_names
         student = model
         if config.aal:  # fit the distiller; save and export the student

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -125,18 +126,40 @@ def test_cli_writes_figures_json_and_index(run_dir, tmp_path):
     assert data["aal"]["teacher_block_names"] == ["s1", "s2", "s3"]
 
 
-def test_cli_on_a_model_file_and_npy_images(run_dir, tmp_path):
+def summary_logits(model_path, images):
+    """The model's logits on uint8 `images` fed as the figures feed a --model file ([0, 1], as they are)."""
+    model = keras.saving.load_model(model_path)
+    return keras.ops.convert_to_numpy(model(images.astype("float32") / 255.0))
+
+
+def test_column_titles_name_the_classes():
+    from training.figures import _column_titles
+
+    logits = np.array([[0.1, 2.0, 0.3], [3.0, 0.0, 0.0]])
+    assert _column_titles(logits, np.array([1, 2]), 2, ["cat", "dog", "ship"]) == [
+        "label dog / pred dog", "label ship / pred cat"]
+    assert _column_titles(logits, None, 1, None) == ["pred 1"]
+
+
+def test_cli_on_a_model_file_and_npy_images(run_dir, tmp_path, monkeypatch):
+    from keras_smallvit.diagnostics import plots
     from training import figures
 
     images = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
     np.save(tmp_path / "batch.npy", images)
     model = os.path.join(run_dir, "best.keras")
+    titles = []
+    original = plots.plot_class_token_maps
+    monkeypatch.setattr(plots, "plot_class_token_maps", lambda *a, **k: titles.append(a[3]) or original(*a, **k))
     summary = figures.main(["--model", model, "--images", str(tmp_path / "batch.npy"), "--show-images", "2",
                             "--out", str(tmp_path / "out")])
     assert set(summary["figures"]) == {"temperature", "sharpness", "density", "sata", "class_token_maps"}
     assert png_size(str(tmp_path / "out" / "class_token_maps.png")) == figure_size_pixels(
         "class_token_maps", num_images=2, num_rows=2)
     assert summary["models"][0]["report"]["num_images"] == 4
+    # The panels are titled with the trained model's class names (digits: "0"-"9"), its own predictions.
+    predictions = np.argmax(summary_logits(model, images[:2]), axis=-1)
+    assert titles == [[f"pred {keras.saving.load_model(model).class_names[p]}" for p in predictions]]
     assert {"learning_curves", "epochs", "aal_links"} <= set(summary["skipped"])
     with pytest.raises(SystemExit, match="--images"):
         figures.main(["--model", model, "--out", str(tmp_path / "none")])

@@ -15,6 +15,7 @@ from tests.contract import inference
 
 TINY = dict(depth=1, hidden_dim=16, num_heads=2, head_dim=8)
 PREPROCESSING = {"scale": 1 / 255.0, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.25]}
+CLASS_NAMES = ["rose", "tulip", "daisy"]
 
 
 def tiny_model():
@@ -33,20 +34,34 @@ def test_registry_name_gives_a_fresh_model_of_that_variant():
         ImageClassifier.from_preset("sl_vit", image_size=16)
 
 
-def test_preset_folder_round_trip_keeps_config_weights_and_preprocessing(tmp_path):
+def test_preset_folder_round_trip_keeps_config_weights_preprocessing_and_class_names(tmp_path):
     model = tiny_model()
+    model.preprocessing, model.class_names = PREPROCESSING, CLASS_NAMES
     path = str(tmp_path / "preset")
-    model.save_to_preset(path, preprocessing=PREPROCESSING)
+    model.save_to_preset(path)
     assert sorted(os.listdir(path)) == ["config.json", "metadata.json", "model.weights.h5", "preprocessing.json"]
     loaded = ImageClassifier.from_preset(path)
     assert type(loaded) is ImageClassifier and loaded.get_config() == model.get_config()
-    assert loaded.preprocessing == PREPROCESSING
+    assert loaded.preprocessing == {**PREPROCESSING, "resize": "squash"}
+    assert loaded.class_names == CLASS_NAMES
     np.testing.assert_allclose(inference(loaded, images()), inference(model, images()), atol=1e-6)
-    # Its own previous preset may be replaced (the preprocessing travels along).
-    loaded.save_to_preset(path)
+    # Its own previous preset may be replaced; an explicit preprocessing wins over the model's.
+    other = {"scale": 1.0, "mean": 0.5, "std": 0.25}
+    loaded.save_to_preset(path, preprocessing=other)
     with open(os.path.join(path, "preprocessing.json")) as f:
-        assert json.load(f) == PREPROCESSING
+        assert json.load(f) == {**other, "resize": "squash"}
+    assert ImageClassifier.from_preset(path).preprocessing == {**other, "resize": "squash"}
     assert not any(".partial" in name or ".old" in name for name in os.listdir(tmp_path))
+
+
+@pytest.mark.parametrize("content", [{"scale": "x"}, {"std": [0, 0, 0]}, {"mean": [0.1, 0.2]}, ["not", "a", "dict"]])
+def test_an_invalid_preprocessing_json_is_refused_naming_the_file(tmp_path, content):
+    path = str(tmp_path / "preset")
+    tiny_model().save_to_preset(path, preprocessing=PREPROCESSING)
+    with open(os.path.join(path, "preprocessing.json"), "w") as f:
+        json.dump(content, f)
+    with pytest.raises(ValueError, match="preprocessing.json.*Invalid `preprocessing`"):
+        ImageClassifier.from_preset(path)
 
 
 def test_save_to_preset_refuses_what_the_library_did_not_write(tmp_path):

@@ -247,6 +247,120 @@ def test_end_to_end_run_writes_the_run_folder(tmp_path):
     probabilities = serving.signatures["serving_default"](images=tf.constant(images))["probabilities"]
     np.testing.assert_allclose(probabilities.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-5)
     assert not [n for n in names if ".partial" in n or ".old" in n]
+    check_the_trained_model_knows_how_to_be_used(config, saved, serving, tmp_path)
+
+
+def serve(serving, images):
+    outputs = serving.signatures["serving_default"](images=images)
+    return outputs["probabilities"].numpy(), outputs["top_k_classes"].numpy().astype(str)
+
+
+def check_the_trained_model_knows_how_to_be_used(config, saved, serving, tmp_path):
+    """From a finished run to predictions on new image files, with no side
+    file: the saved models carry their preprocessing and class names, the
+    export CLI on `best.keras` serves what the run's own SavedModel serves,
+    an older `.keras` file exports correctly through its run's config.json
+    (and is refused without it), and `predict_images` / the predict CLI
+    give the served probabilities on files of other sizes."""
+    import shutil
+    import zipfile
+
+    import tensorflow as tf
+
+    from keras_smallvit.export.__main__ import main as export_main
+    from keras_smallvit.models.preset_folder import run_preprocessing
+    from training.predict import main as predict_main
+
+    digits = [str(i) for i in range(10)]
+    expected_preprocessing = {**run_preprocessing(json.loads(saved.to_json())), "resize": "squash"}
+    for name in ("best.keras", "last.keras"):
+        model = keras.saving.load_model(os.path.join(config.workdir, name))
+        assert model.class_names == digits, name
+        assert model.preprocessing["mean"] == list(saved.normalization_mean), name
+        assert model.preprocessing == expected_preprocessing, name
+    assert read_json(os.path.join(config.workdir, "metrics.json"))["class_names"] == digits
+
+    # New images as a user has them: PNG files of other sizes (real digits, enlarged 3x and 2x).
+    photos = tmp_path / "photos"
+    os.makedirs(photos / "nested")
+    raw = load_split(dataclasses.replace(config, image_size=None, max_test_examples=3), "test").images
+    files = [str(photos / "a.png"), str(photos / "b.png"), str(photos / "nested" / "c.png")]
+    for path, image, factor in zip(files, raw, (3, 2, 3)):
+        tf.io.write_file(path, tf.io.encode_png(np.repeat(np.repeat(image, factor, 0), factor, 1)))
+    sizes = {tf.io.decode_png(tf.io.read_file(p)).shape[0] for p in files}
+    assert sizes == {3 * raw.shape[1], 2 * raw.shape[1]}  # none at the model's size (16)
+    served = [serve(serving, tf.io.decode_png(tf.io.read_file(p))[None]) for p in files]
+    served_probabilities = np.concatenate([p for p, _ in served])
+    last = keras.saving.load_model(os.path.join(config.workdir, "last.keras"))
+
+    # The export CLI on a copied last.keras alone (no flags): the run's own SavedModel (the
+    # run exports its final weights, those of last.keras) on the same files.
+    for_export = tmp_path / "copied"
+    os.makedirs(for_export)
+    shutil.copy(os.path.join(config.workdir, "last.keras"), for_export / "model.keras")
+    export_main([str(for_export / "model.keras"), str(tmp_path / "cli_export")])
+    cli_serving = tf.saved_model.load(str(tmp_path / "cli_export"))
+    for path, (probabilities, classes) in zip(files, served):
+        got, got_classes = serve(cli_serving, tf.io.decode_png(tf.io.read_file(path))[None])
+        np.testing.assert_allclose(got, probabilities, atol=1e-6)
+        assert got_classes.tolist() == classes.tolist() and set(classes[0]) <= set(digits)
+
+    # An older .keras file (no preprocessing, no class names in its config)...
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(os.path.join(config.workdir, "last.keras")) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "config.json":
+                model_config = json.loads(content)
+                for key in ("preprocessing", "class_names"):
+                    del model_config["config"][key]
+                content = json.dumps(model_config)
+            target.writestr(item, content)
+    assert keras.saving.load_model(str(old)).preprocessing is None
+    # ...is refused alone (it would serve x / 255 to a normalised model), with nothing written...
+    alone = tmp_path / "alone"
+    os.makedirs(alone)
+    shutil.copy(old, alone / "model.keras")
+    with pytest.raises(SystemExit, match="carries no preprocessing.*--scale, --mean and --std"):
+        export_main([str(alone / "model.keras"), str(tmp_path / "refused")])
+    assert not os.path.exists(tmp_path / "refused")
+    # ...and exported correctly beside its run's config.json.
+    in_run = tmp_path / "old_run"
+    os.makedirs(in_run)
+    shutil.copy(os.path.join(config.workdir, "config.json"), in_run / "config.json")
+    shutil.copy(old, in_run / "best.keras")
+    export_main([str(in_run / "best.keras"), str(tmp_path / "old_export")])
+    old_serving = tf.saved_model.load(str(tmp_path / "old_export"))
+    got = np.concatenate([serve(old_serving, tf.io.decode_png(tf.io.read_file(p))[None])[0] for p in files])
+    np.testing.assert_allclose(got, served_probabilities, atol=1e-6)
+
+    # predict_images on the folder (nested file included), and on arrays, equal the served model.
+    predictions = last.predict_images([str(photos)], top_k=3)
+    assert predictions.sources == sorted(files)  # a.png, b.png, nested/c.png
+    np.testing.assert_allclose(predictions.probabilities, served_probabilities, atol=1e-5)
+    arrays = [tf.io.decode_png(tf.io.read_file(p)).numpy() for p in files]
+    np.testing.assert_allclose(last.predict_images(arrays).probabilities, served_probabilities, atol=1e-5)
+    assert [row[0] for row in predictions.top_k_classes] == [digits[i] for i in served_probabilities.argmax(-1)]
+
+    # The predict CLI on last.keras: prints, writes CSV and JSON, refuses to overwrite them.
+    out = tmp_path / "predictions"
+    last_file = os.path.join(config.workdir, "last.keras")
+    cli = predict_main([last_file, files[0], str(photos / "nested"), "--top-k", "2", "--out", str(out)])
+    np.testing.assert_allclose(cli.probabilities, served_probabilities[[0, 2]], atol=1e-5)
+    rows = read_json(str(out / "predictions.json"))
+    assert [r["source"] for r in rows] == [files[0], files[2]] and len(rows[0]["top_k"]) == 2
+    top = np.sort(served_probabilities[[0, 2]], axis=-1)[:, ::-1][:, :2]
+    np.testing.assert_allclose([[c["probability"] for c in r["top_k"]] for r in rows], top, atol=1e-5)
+    with open(out / "predictions.csv") as f:
+        lines = f.read().strip().splitlines()
+    assert lines[0] == "source,class_1,probability_1,class_2,probability_2" and len(lines) == 3
+    assert lines[1].split(",")[1] == rows[0]["top_k"][0]["class"]
+    with pytest.raises(SystemExit, match="--overwrite"):
+        predict_main([last_file, files[0], "--out", str(out)])
+    # The run folder itself predicts with its best.keras (from_preset), the same preprocessing.
+    best = keras.saving.load_model(os.path.join(config.workdir, "best.keras"))
+    by_run = predict_main([config.workdir, str(photos), "--out", str(tmp_path / "by_run")])
+    np.testing.assert_allclose(by_run.probabilities, best.predict_images(files).probabilities, atol=1e-6)
 
 
 @pytest.mark.large
