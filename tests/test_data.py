@@ -52,7 +52,7 @@ def write_image(path, size, value, mode="RGB"):
 def test_digits_shapes_dtypes_range_and_info():
     train, info = data.load_dataset("digits", "train")
     images, labels = check_examples(train, 32, 10)
-    assert info == data.DatasetInfo("digits", 10, 32, 1437, 360)
+    assert info == data.DatasetInfo("digits", 10, 32, 1437, 360, tuple("0123456789"))
     assert len(images) == info.num_train and set(labels) == set(range(10))
     assert images.max() == 1.0  # 16 / 16: scaled by the data's own maximum
     # Grayscale repeated to RGB, each source pixel a 4x4 block.
@@ -96,6 +96,7 @@ def test_cifar10_from_mock_tfds(tmp_path):
         dataset, info = data.load_dataset("cifar10", "train", data_dir=str(tmp_path))
         images, _ = check_examples(dataset, 32, 10)
     assert len(images) == 6 and info.num_classes == 10 and info.image_size == 32
+    assert info.class_names[:3] == ("airplane", "automobile", "bird") and len(info.class_names) == 10  # TFDS's names
     # Mock images are random uint8: scaled by 255, so the maximum is close to 1.
     assert images.max() > 0.9 and np.allclose(images * 255, np.round(images * 255), atol=1e-3)
 
@@ -138,13 +139,16 @@ def tiny_imagenet_dir(tmp_path):
     (root / "val" / "val_annotations.txt").write_text(
         "".join(f"{f}\t{w}\t0\t0\t63\t63\n" for f, w in annotations)
     )
+    # The archive's words.txt covers all of ImageNet's wnids; n02 has none here.
+    (root / "words.txt").write_text("n00\tentity\nn01\tgoldfish, Carassius auratus\n")
     return root
 
 
 def test_tiny_imagenet_val_labels_come_from_annotations(tiny_imagenet_dir):
     dataset, info = data.load_dataset("tiny_imagenet", "test", data_dir=str(tiny_imagenet_dir))
     images, labels = check_examples(dataset, 64, 2)
-    assert info == data.DatasetInfo("tiny_imagenet", 2, 64, 6, 3)
+    # Class names: the first word of words.txt with the wnid, the wnid alone without a word.
+    assert info == data.DatasetInfo("tiny_imagenet", 2, 64, 6, 3, ("goldfish (n01)", "n02"))
     np.testing.assert_array_equal(labels, [1, 0, 1])  # n01 -> 0, n02 -> 1
     # Each image's brightness matches the class the annotations file gives it.
     np.testing.assert_allclose(images.mean(axis=(1, 2, 3)), [200 / 255, 50 / 255, 200 / 255], atol=0.02)
@@ -180,7 +184,7 @@ def test_image_folder(tmp_path):
     name = f"folder:{tmp_path}"
     train, info = data.load_dataset(name, "train")
     images, labels = check_examples(train, 24, 2)
-    assert info == data.DatasetInfo(name, 2, 24, 4, 2)
+    assert info == data.DatasetInfo(name, 2, 24, 4, 2, ("cat", "dog"))
     np.testing.assert_array_equal(labels, [0, 0, 1, 1])  # cat, dog: alphabetical
     test, _ = data.load_dataset(name, "test", image_size=16)
     images, labels = check_examples(test, 16, 2)
