@@ -94,6 +94,12 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             )
 
     def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(
+                "Invalid `attention` for TrivialAttentionSuppression: expected probabilities of shape "
+                f"(..., N_query, N_key), rank >= 2; got shape {tuple(input_shape)} (rank {len(input_shape)})."
+            )
+        self.input_spec = keras.InputSpec(min_ndim=2)
         self.sata_scale = self.add_weight(
             name=SCALE_NAME,
             shape=(),
