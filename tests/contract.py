@@ -128,6 +128,21 @@ class LayerContract:
             after = [as_numpy(w) for w in layer.trainable_weights]
             assert any(not np.allclose(a, b) for a, b in zip(after, before))
 
+    def test_empty_batch_gives_empty_output(self):
+        """A batch of 0 examples (e.g. the last, empty shard of a split)
+        gives outputs of batch size 0, each with the shape of the layer's
+        symbolic output: one eager call on the empty batch."""
+        x = self.input_data()
+        layer = self.layer_factory(None)
+        symbolic = layer(keras.Input(shape=x.shape[1:], dtype=str(x.dtype)))
+        got = layer(x[:0])
+        expected_shapes = [tuple(t.shape) for t in keras.tree.flatten(symbolic)]
+        got_shapes = [as_numpy(t).shape for t in keras.tree.flatten(got)]
+        assert len(got_shapes) == len(expected_shapes)
+        for shape, expected in zip(got_shapes, expected_shapes):
+            assert len(shape) == len(expected) and shape[0] == 0, (shape, expected)
+            assert all(e is None or s == e for s, e in zip(shape[1:], expected[1:])), (shape, expected)
+
     @pytest.mark.parametrize("policy", MIXED_POLICIES)
     def test_mixed_precision_forward_matches_float32(self, policy):
         x = self.input_data()

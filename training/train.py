@@ -220,6 +220,7 @@ def main(argv=None):
     import keras
 
     import keras_smallvit
+    from keras_smallvit.training.callbacks import TrainingDiverged
     from keras_smallvit.training.run_guard import RunFolderInUse
     from training.configs import list_configs
 
@@ -236,7 +237,7 @@ def main(argv=None):
 
     try:
         metrics = train(config, restart=args.restart)
-    except (ValueError, FileNotFoundError, RunFolderInUse) as error:
+    except (ValueError, FileNotFoundError, RunFolderInUse, TrainingDiverged) as error:
         # The library's own errors name the argument or file and the way on: no traceback.
         raise SystemExit(f"error: {error}")
     print(json.dumps(metrics, indent=2))

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
 from keras_smallvit.layers.techniques import suppression_config
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
@@ -132,7 +133,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return self.head_dim**-0.5 if self.attention_scale is None else self.attention_scale
 
     def build(self, input_shape):
-        dim = input_shape[-1]
+        # A rank-4 input would be flattened into the batch by the qkv reshape
+        # (a silently wrong result), a rank-2 one fail in it.
+        dim = check_input_shape(self, input_shape, ("batch", "tokens", "dim"), known=(2,))[-1]
+        # Every later call is checked by Keras against the built rank and size.
+        self.input_spec = keras.InputSpec(ndim=3, axes={-1: dim})
         inner_dim = self.num_heads * self.head_dim
         self.qkv = keras.layers.Dense(
             3 * inner_dim, use_bias=self.use_qkv_bias, dtype=self.dtype_policy, name="qkv"

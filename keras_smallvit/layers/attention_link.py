@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 
 
@@ -109,7 +110,8 @@ class AttentionLinkHead(keras.layers.Layer):
         return expand_links(self.links, self.input_groups, self.output_groups)
 
     def build(self, input_shape):
-        num_inputs = input_shape[-1]
+        num_inputs = check_input_shape(self, input_shape, ("batch", "height", "width", "maps"), known=(3,))[-1]
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: num_inputs})
         if self.input_groups is not None and len(self.input_groups) != num_inputs:
             raise ValueError(
                 f"Invalid `input_groups`: {len(self.input_groups)} entries for {num_inputs} input "

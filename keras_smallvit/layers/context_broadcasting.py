@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_range
 
 
@@ -28,6 +29,11 @@ class ContextBroadcasting(keras.layers.Layer):
         self.learnable_scale = bool(learnable_scale)
 
     def build(self, input_shape):
+        # The mean runs over axis 1, the tokens: on a rank-2 input it would
+        # average the features, on a rank-4 one only the rows.
+        known = (2,) if self.learnable_scale else ()
+        dim = check_input_shape(self, input_shape, ("batch", "tokens", "dim"), known=known)[-1]
+        self.input_spec = keras.InputSpec(ndim=3, axes={-1: dim} if self.learnable_scale else None)
         if self.learnable_scale:
             self.channel_scale = self.add_weight(
                 name="channel_scale", shape=(input_shape[-1],), initializer="ones"

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_range
 
 
@@ -25,7 +26,9 @@ class ClassTokenAndPositionEmbedding(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        _, num_tokens, dim = input_shape
+        _, num_tokens, dim = check_input_shape(self, input_shape, ("batch", "tokens", "dim"), known=(1, 2))
+        # The position embedding fits `num_tokens` tokens of size `dim` only.
+        self.input_spec = keras.InputSpec(shape=(None, num_tokens, dim))
         init = keras.initializers.RandomNormal(stddev=self.initializer_stddev)
         self.class_token = self.add_weight(name="class_token", shape=(1, 1, dim), initializer=init)
         self.position_embedding = self.add_weight(

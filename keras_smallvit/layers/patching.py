@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_smallvit.utils.validation import as_pair
+from keras_smallvit.utils.validation import check_axis_size
 from keras_smallvit.utils.validation import check_choice
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
@@ -64,12 +66,12 @@ class PatchEmbedding(keras.layers.Layer):
         self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError(
-                f"PatchEmbedding expects images of shape (batch, height, width, "
-                f"channels); got {input_shape}."
-            )
+        check_input_shape(self, input_shape, ("batch", "height", "width", "channels"), known=(3,), argument="images")
         _check_grid("PatchEmbedding", input_shape, self.patch_size)
+        self.input_spec = keras.InputSpec(ndim=4)
+        # Checked on every call: images of another channel count would reach
+        # the projection as patches of another size (an unclear error there).
+        self.channels = input_shape[-1]
         patch_dim = self.patch_size[0] * self.patch_size[1] * input_shape[-1]
         self.projection = keras.layers.Dense(
             self.hidden_dim, dtype=self.dtype_policy, name="projection"
@@ -77,6 +79,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.projection.build((None, None, patch_dim))
 
     def call(self, images):
+        check_axis_size(self, images.shape, -1, "channels", self.channels, argument="images")
         return self.projection(patchify(images, self.patch_size))
 
     def compute_output_shape(self, input_shape):
@@ -181,8 +184,9 @@ class ShiftedPatchTokenization(keras.layers.Layer):
             return tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(
-                "ShiftedPatchTokenization expects (batch, height, width, channels) "
-                f"or (batch, tokens, channels); got {input_shape}."
+                "Invalid `inputs` for ShiftedPatchTokenization: expected a tensor of shape (batch, "
+                f"height, width, channels) or (batch, tokens, channels); got shape {tuple(input_shape)} "
+                f"(rank {len(input_shape)})."
             )
         num_visual = input_shape[1] - self.num_prefix_tokens
         side = int(round(num_visual**0.5))
@@ -201,7 +205,16 @@ class ShiftedPatchTokenization(keras.layers.Layer):
                 f"channels) only; got a 4D input {input_shape}."
             )
         grid_shape = self._grid_shape(input_shape)
+        if grid_shape[-1] is None:
+            raise ValueError(
+                f"Invalid `inputs` for ShiftedPatchTokenization: the channels axis must have a static "
+                f"size; got shape {tuple(input_shape)}."
+            )
         _check_grid("ShiftedPatchTokenization", grid_shape, self.patch_size)
+        # Checked on every call: another rank would take the other input form,
+        # another channel count reach the LayerNorm as patches of another size.
+        self.input_spec = keras.InputSpec(ndim=len(input_shape))
+        self.channels = grid_shape[-1]
         patch_dim = self.patch_size[0] * self.patch_size[1] * self.num_copies * grid_shape[-1]
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="layer_norm"
@@ -218,6 +231,7 @@ class ShiftedPatchTokenization(keras.layers.Layer):
             self.prefix_projection.build((None, None, grid_shape[-1]))
 
     def call(self, inputs):
+        check_axis_size(self, inputs.shape, -1, "channels", self.channels)
         prefix = None
         if len(inputs.shape) == 3:
             _, h, w, c = self._grid_shape(inputs.shape)

@@ -26,6 +26,14 @@ class StochasticDepth(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # An integer branch cannot be scaled by 1 / (1 - rate): the cast
+            # keep probability is 0 and the division gave NaN.
+            raise ValueError(
+                f"Invalid `inputs` for StochasticDepth: dtype "
+                f"{keras.backend.standardize_dtype(inputs.dtype)}. Allowed: a floating dtype "
+                "(float16, bfloat16, float32, float64)."
+            )
         if not training or self.rate == 0.0:
             return inputs
         keep = 1.0 - self.rate

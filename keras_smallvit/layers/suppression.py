@@ -13,6 +13,18 @@ from keras_smallvit.utils.validation import check_range
 SCALE_NAME = "sata_scale"
 
 
+def row_max(x):
+    """`ops.max(x, axis=-1, keepdims=True)`, also for an empty `x` (a batch of
+    0 images): Keras' max raises on an empty tensor on TensorFlow (eager) and
+    PyTorch, where the reduction of an empty batch is itself empty. Known
+    statically there (eager shapes are concrete); a traced shape with an
+    unknown size takes the plain max, which neither backend's graph checks."""
+    shape = tuple(x.shape)
+    if any(size == 0 for size in shape):
+        return ops.zeros(shape[:-1] + (1,), dtype=x.dtype)
+    return ops.max(x, axis=-1, keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 class TrivialAttentionSuppression(keras.layers.Layer):
     """TWIST, the trivial weights suppression transformation of SATA.
@@ -82,6 +94,12 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             )
 
     def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(
+                "Invalid `attention` for TrivialAttentionSuppression: expected probabilities of shape "
+                f"(..., N_query, N_key), rank >= 2; got shape {tuple(input_shape)} (rank {len(input_shape)})."
+            )
+        self.input_spec = keras.InputSpec(min_ndim=2)
         self.sata_scale = self.add_weight(
             name=SCALE_NAME,
             shape=(),
@@ -119,8 +137,7 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         # what SATA costs where ops are not fused (eager PyTorch).
         @ops.custom_gradient
         def twist(attention, scale):
-            row_max = ops.max(attention, axis=-1, keepdims=True)
-            trivial = attention <= threshold * row_max
+            trivial = attention <= threshold * row_max(attention)
             mass = ops.sum(ops.where(trivial, attention, 0.0), axis=-1, keepdims=True) + epsilon
             ratio = scale / mass
             out = ops.where(trivial, ops.square(attention) * ratio, attention)
@@ -162,7 +179,7 @@ class TrivialAttentionSuppression(keras.layers.Layer):
 
         @ops.custom_gradient
         def suppressed_softmax(scores, scale):
-            shifted = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+            shifted = ops.exp(scores - row_max(scores))
             normaliser = ops.sum(shifted, axis=-1, keepdims=True)
             trivial = shifted <= threshold
             trivial_sum = ops.sum(ops.where(trivial, shifted, 0.0), axis=-1, keepdims=True)

@@ -7,6 +7,7 @@ from keras_smallvit.layers.attention import check_return_mode
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.layers.techniques import with_technique_fields
+from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
@@ -87,7 +88,8 @@ class TransformerBlock(keras.layers.Layer):
     single_token = False
 
     def build(self, input_shape):
-        dim = input_shape[-1]
+        dim = check_input_shape(self, input_shape, ("batch", "tokens", "dim"), known=(2,))[-1]
+        self.input_spec = keras.InputSpec(ndim=3, axes={-1: dim})
         mlp_dim = int(dim * self.mlp_ratio)
         policy = self.dtype_policy
         eps = self.layer_norm_epsilon

@@ -6,11 +6,13 @@ and one generic builder, `build_preset`.
 
 import dataclasses
 import inspect
+import math
 from typing import Callable
 from typing import Optional
 
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.layers.techniques import technique_names
+from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 
 TECHNIQUES = ("spt", "lsa", "sata", "cb")
@@ -92,11 +94,34 @@ def build_preset(preset, num_classes, image_size, techniques, name=None, **overr
     spec_fields = {k: overrides.pop(k) for k in TechniqueSpec.field_names() if k in overrides}
     spec = TechniqueSpec.resolve(techniques, spec_fields)
     arguments = {**preset.config, **overrides}
-    for name, value in (preset.image_defaults(image_size) if preset.image_defaults else {}).items():
-        if arguments.get(name) is None:
-            arguments[name] = value
+    defaulted = {}
+    for argument, value in (preset.image_defaults(image_size) if preset.image_defaults else {}).items():
+        if arguments.get(argument) is None:
+            arguments[argument] = defaulted[argument] = value
+    if spec.tokenizer == "spt" and "patch_size" in defaulted:
+        check_default_spt_patch(name or preset.model_class.__name__, image_size, defaulted["patch_size"], spec.shift_ratio)
     backbone = preset.model_class(image_size=image_size, techniques=spec, **arguments)
     return ImageClassifier(backbone, num_classes, dtype=overrides.get("dtype"), **head)
+
+
+def check_default_spt_patch(name, image_size, patch_size, shift_ratio):
+    """Raises a `ValueError` naming `image_size` when the patch size derived
+    from it (the caller gave none) is too small for SPT's shift
+    `int(patch_size * shift_ratio)` to be at least one pixel (an error
+    otherwise about `shift_ratio` and a patch size the user never gave)."""
+    patch = min(patch_size)
+    if int(patch * shift_ratio) >= 1:
+        return
+    grid = tuple(size // p for size, p in zip(as_pair("image_size", image_size), patch_size))
+    smallest_patch = math.ceil(1 / shift_ratio)
+    if int(smallest_patch * shift_ratio) < 1:  # float rounding
+        smallest_patch += 1
+    raise ValueError(
+        f"Invalid `image_size` {image_size} for model {name!r} with shifted patch tokenization: its default "
+        f"patch size {tuple(patch_size)} (a {grid[0]}x{grid[1]} token grid) makes SPT's shift "
+        f"int({patch} * shift_ratio {shift_ratio}) 0 pixels. Allowed: image_size a multiple of {max(grid)} "
+        f"of at least {max(grid) * smallest_patch}, or give `patch_size` (at least {smallest_patch})."
+    )
 
 
 def register_preset(name, preset):
@@ -231,10 +256,15 @@ def normalize_techniques(techniques):
     returns it as a sorted-by-canon tuple; a `TechniqueSpec` passes unchanged."""
     if isinstance(techniques, TechniqueSpec):
         return techniques
+    names = technique_names()
     if isinstance(techniques, str):
         techniques = (techniques,) if techniques else ()
+    if not isinstance(techniques, (list, tuple, set, frozenset)):
+        raise ValueError(
+            f"Invalid `techniques`: {techniques!r}. Allowed values: a `TechniqueSpec`, or a name or a "
+            f"list/tuple of names from {', '.join(repr(n) for n in names)}."
+        )
     techniques = tuple(techniques)
-    names = technique_names()
     for t in techniques:
         check_choice("techniques", t, names)
     return tuple(t for t in names if t in techniques)

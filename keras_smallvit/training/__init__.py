@@ -23,6 +23,8 @@ import importlib
 # and optimizers, `keras_smallvit.aal` its own).
 _EXPORTS = {
     "RunFolder": "callbacks",
+    "StopOnDivergence": "callbacks",
+    "TrainingDiverged": "callbacks",
     "replace_atomically": "callbacks",
     "TrainConfig": "config",
     "apply_overrides": "config",

@@ -13,6 +13,7 @@ weights together with the epoch, history and best score they belong to.
 import csv
 import io
 import json
+import math
 import os
 import time
 
@@ -22,6 +23,142 @@ import numpy as np
 from keras_smallvit.utils.files import remove_path  # noqa: F401  (re-exported)
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.files import write_text_atomically  # noqa: F401
+
+
+# Consecutive steps with a non-finite loss allowed under loss scaling
+# (mixed_float16), whose optimizer skips such steps by design.
+LOSS_SCALING_NONFINITE_STEPS = 50
+
+
+class TrainingDiverged(RuntimeError):
+    """A training run whose loss or weights became non-finite (NaN or inf).
+
+    Attributes:
+        epoch: the epoch (1-based) in which it was found.
+        step: the step of that epoch (1-based), or None when it was found in
+            the weights at the end of the epoch.
+        loss: the loss logged at that step (None: found in the weights).
+        backup_epoch: the last epoch the run folder holds (its weights are
+            finite), or None.
+    """
+
+    def __init__(self, epoch, step=None, loss=None, backup_epoch=None, consecutive=1):
+        self.epoch, self.step, self.loss, self.backup_epoch = epoch, step, loss, backup_epoch
+        if step is not None:
+            where = f"the loss is {loss} at step {step} of epoch {epoch}"
+            if consecutive > 1:
+                where += f" (non-finite for {consecutive} consecutive steps)"
+        else:
+            where = f"the model's weights are non-finite (NaN or inf) at the end of epoch {epoch}"
+        kept = (
+            f"The run folder keeps epoch {backup_epoch}, the last with finite weights (backup, last.keras)."
+            if backup_epoch
+            else "No epoch was saved: the run folder holds no checkpoint."
+        )
+        super().__init__(
+            f"Training diverged: {where}. The usual causes: a learning rate too high (`lr`, "
+            "`warmup_start_lr`), or mixed_float16 precision overflowing (use mixed_bfloat16 or float32). "
+            + kept
+        )
+
+    def record(self):
+        """The `"diverged"` entry of `metrics.json`."""
+        loss = None if self.loss is None else str(self.loss)  # JSON has no NaN
+        return {"epoch": self.epoch, "step": self.step, "loss": loss, "backup_epoch": self.backup_epoch}
+
+
+def backup_epoch(workdir):
+    """The epoch `workdir`'s backup holds (`backup/state.json`), or None."""
+    try:
+        with open(os.path.join(workdir, "backup", "state.json")) as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_divergence(workdir, error):
+    """Writes `{"diverged": error.record()}` into `<workdir>/metrics.json`
+    (its other entries kept): a diverged run reports no result."""
+    path = os.path.join(workdir, "metrics.json")
+    metrics = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                metrics = json.load(f)
+        except ValueError:
+            metrics = {}
+    metrics["diverged"] = error.record()
+    os.makedirs(workdir, exist_ok=True)
+    write_text_atomically(path, json.dumps(metrics, indent=2))
+
+
+def weights_are_finite(model):
+    """Whether every floating weight of `model` is finite (checked in NumPy)."""
+    for variable in model.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return False
+    return True
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops a run whose loss becomes non-finite, with `TrainingDiverged`
+    (naming the epoch and step and the usual causes), after writing
+    `"diverged": {"epoch", "step", ...}` into `<workdir>/metrics.json`.
+
+    Keras' `TerminateOnNaN` only sets `stop_training`: the epoch still ends,
+    and checkpoints of NaN weights are written, the run "succeeds". Here the
+    run stops at once, before the epoch's end, so `RunFolder` keeps the last
+    finite epoch.
+
+    The logged loss is the epoch's running mean: it turns non-finite at the
+    first non-finite step, and stays so for the rest of the epoch.
+
+    Args:
+        workdir: the run folder (for `metrics.json`); None writes nothing.
+        max_nonfinite_steps: consecutive steps with a non-finite loss
+            allowed before stopping. None: 0, or `LOSS_SCALING_NONFINITE_STEPS`
+            (50) when the model's optimizer scales the loss (mixed_float16),
+            which skips non-finite steps by design.
+    """
+
+    def __init__(self, workdir=None, max_nonfinite_steps=None):
+        super().__init__()
+        self.workdir = workdir
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._epoch = 0
+        self._nonfinite = 0
+
+    def allowed_nonfinite_steps(self):
+        if self.max_nonfinite_steps is not None:
+            return self.max_nonfinite_steps
+        scaled = isinstance(getattr(self.model, "optimizer", None), keras.optimizers.LossScaleOptimizer)
+        return LOSS_SCALING_NONFINITE_STEPS if scaled else 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._nonfinite = 0  # the running mean starts again
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        loss = float(keras.ops.convert_to_numpy(loss))
+        if math.isfinite(loss):
+            self._nonfinite = 0
+            return
+        self._nonfinite += 1
+        if self._nonfinite > self.allowed_nonfinite_steps():
+            error = TrainingDiverged(
+                self._epoch + 1,
+                step=batch + 1,
+                loss=loss,
+                backup_epoch=backup_epoch(self.workdir) if self.workdir else None,
+                consecutive=self._nonfinite,
+            )
+            if self.workdir:
+                record_divergence(self.workdir, error)
+            raise error
 
 
 def best_weights_name(epoch):
@@ -75,6 +212,10 @@ class RunFolder(keras.callbacks.Callback):
       best `monitor` value so far (the best survives a resume).
     - `log.csv`: one row per finished epoch, rewritten from the history, so a
       resumed run never repeats a row.
+
+    An epoch whose weights (of the fit or the saved model) are non-finite is
+    not written at all: `TrainingDiverged` is raised, after `"diverged"` is
+    recorded in `metrics.json`, and the folder keeps the last finite epoch.
 
     Args:
         workdir: the run folder.
@@ -181,12 +322,19 @@ class RunFolder(keras.callbacks.Callback):
         return (len(times) - 1) * batch_size / (times[-1] - times[0])
 
     def on_epoch_end(self, epoch, logs=None):
+        saved_model = self.saved_model if self.saved_model is not None else self.model
+        # Nothing of an epoch whose weights are non-finite is written: the
+        # folder keeps the last finite epoch (`StopOnDivergence` stops most
+        # such runs earlier, from the loss).
+        if not (weights_are_finite(self.model) and weights_are_finite(saved_model)):
+            error = TrainingDiverged(epoch + 1, backup_epoch=backup_epoch(self.workdir))
+            record_divergence(self.workdir, error)
+            raise error
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.epoch_seconds.append(time.time() - self._epoch_start)
         self.history.append({"epoch": epoch + 1, **logs})
         os.makedirs(self.backup_dir, exist_ok=True)
         value = logs.get(self.monitor)
-        saved_model = self.saved_model if self.saved_model is not None else self.model
         if value is not None and (self.best is None or value > self.best):
             self.best, self.best_epoch = value, epoch + 1
             replace_atomically(saved_model.save, os.path.join(self.workdir, "best.keras"))

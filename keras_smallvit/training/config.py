@@ -6,7 +6,9 @@ Configs are code (big_vision style): `training/configs/<name>.py` returns a
 
 import ast
 import dataclasses
+import functools
 import json
+import math
 import numbers
 import re
 import typing
@@ -210,10 +212,12 @@ class TrainConfig:
 
         for field in dataclasses.fields(self):
             check_field_type(field.name, getattr(self, field.name))
+            check_finite(field.name, getattr(self, field.name))
         if models:
             from keras_smallvit.models import TECHNIQUES
             from keras_smallvit.models import list_models
             from keras_smallvit.models.registry import check_model_arguments
+            from keras_smallvit.models.registry import get_model_entry
 
             check_choice("model", self.model, list_models())
             # The `model.<arg>` overrides by create_model's rule, before any training.
@@ -221,6 +225,15 @@ class TrainConfig:
             if self.techniques is not None:
                 for technique in self.techniques:
                     check_choice("techniques", technique, TECHNIQUES)
+                entry = get_model_entry(self.model)
+                if entry.preset is not None and entry.preset.classifier and self.techniques:
+                    # The registry's CNNs take no transformer techniques (their
+                    # build would refuse them only once the run has started).
+                    raise ValueError(
+                        f"Invalid `techniques` {tuple(self.techniques)!r} for model {self.model!r}: it is "
+                        "a CNN; the transformer techniques (spt, lsa, sata, cb) do not apply to it. "
+                        "Allowed values: () or None."
+                    )
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("precision", self.precision, PRECISIONS)
@@ -279,6 +292,13 @@ class TrainConfig:
         for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "min_lr", "warmup_start_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Invalid `{name}` {getattr(self, name)}: must be >= 0.")
+        self._validate_schedule(models)
+        if self.mix_prob > 0 and self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            raise ValueError(
+                f"Invalid `mix_prob` {self.mix_prob} with `mixup_alpha` 0 and `cutmix_alpha` 0: batches "
+                "would be picked for mixing that neither Mixup nor CutMix may mix. Allowed: mix_prob 0 "
+                "(no mixing), or mixup_alpha and/or cutmix_alpha > 0."
+            )
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
         if not isinstance(self.diagnostics, bool):
@@ -287,6 +307,30 @@ class TrainConfig:
         if self.aal:
             self._validate_aal(models)
         return self
+
+    def _validate_schedule(self, models=True):
+        """The learning-rate schedule runs from `warmup_start_lr` up to `lr`
+        (over `warmup_epochs`), then down to `min_lr`: both ends at most
+        `lr`. With `lr` None the model's paper rate (known with `models`)."""
+        lr = self.lr
+        if lr is None and models:
+            from keras_smallvit.models.registry import get_model_entry
+
+            lr = get_model_entry(self.model).paper_lr
+        if lr is None:
+            return
+        source = "`lr`" if self.lr is not None else f"`lr` (None: the paper rate of {self.model!r})"
+        if self.min_lr > lr:
+            raise ValueError(
+                f"Invalid `min_lr` {self.min_lr}: greater than {source} {lr}, which the cosine decays "
+                f"down to min_lr. Allowed: 0 <= min_lr <= {lr}."
+            )
+        if self.warmup_epochs > 0 and self.warmup_start_lr > lr:
+            raise ValueError(
+                f"Invalid `warmup_start_lr` {self.warmup_start_lr}: greater than {source} {lr}, which "
+                f"the warm-up rises to from warmup_start_lr. Allowed: 0 <= warmup_start_lr <= {lr} "
+                "(or warmup_epochs 0)."
+            )
 
     def _validate_aal(self, models=True):
         if models:
@@ -348,8 +392,40 @@ class TrainConfig:
         return cls(**values)
 
 
+_dataclass_init = TrainConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _checked_init(self, *args, **kwargs):
+    # The dataclass's own `__init__` raises a `TypeError` ("unexpected keyword
+    # argument") for a misspelt field: a `ValueError` naming it and the fields.
+    for key in kwargs:
+        if key not in _FIELD_NAMES:
+            raise ValueError(
+                f"Invalid argument `{key}` for TrainConfig. Allowed fields: {', '.join(field_names())}."
+            )
+    _dataclass_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _checked_init
+
+
 def field_names():
     return tuple(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+
+
+_FIELD_NAMES = frozenset(field_names())
+
+
+def check_finite(name, value):
+    """Raises a `ValueError` if a number of field `name` (or of its tuple)
+    is NaN or infinite: `lr=inf` or `weight_decay=nan` pass every `< 0`
+    check and make the run diverge."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for item in values:
+        if isinstance(item, numbers.Real) and not isinstance(item, bool) and not math.isfinite(item):
+            raise ValueError(f"Invalid `{name}` {value!r}: every number must be finite (not NaN or infinite).")
+    return value
 
 
 def check_field_name(name):

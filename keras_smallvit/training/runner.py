@@ -23,6 +23,7 @@ from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
 from keras_smallvit.training import run_guard
 from keras_smallvit.training.callbacks import RunFolder
+from keras_smallvit.training.callbacks import StopOnDivergence
 from keras_smallvit.training.callbacks import write_text_atomically
 from keras_smallvit.training.device_augmentation import DeviceBatchAugmentation
 from keras_smallvit.training.distribute import data_parallel_scope
@@ -166,7 +167,8 @@ def _train_in_folder(config, train_data, test_data, verbose):
             validation_data=pipeline.eval_dataset(test_data, config),
             # Diagnostics first: an epoch's JSON exists once RunFolder commits the epoch.
             callbacks=diagnostics_callbacks(config, student, test_data)
-            + [run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+            # A non-finite loss stops the run (TrainingDiverged) before RunFolder saves its epoch.
+            + [StopOnDivergence(workdir), run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
             + (aal_recipe.distiller_callbacks(config) if config.aal else []),
             shuffle=False,  # the dataset orders itself, per seed and epoch
             verbose=verbose,

@@ -60,3 +60,45 @@ def as_pair(name, value):
         return tuple(check_positive_int(name, v) for v in value)
     v = check_positive_int(name, value)
     return (v, v)
+
+
+def check_input_shape(layer, input_shape, axes, known=(), argument="inputs"):
+    """Checks a layer's input shape at `build` (or `call`): its rank is
+    `len(axes)` and the axes at the indices `known` have a static size.
+
+    Args:
+        layer: the layer (its class names it in the error).
+        input_shape: the shape given.
+        axes: the names of the expected axes, e.g. `("batch", "tokens", "dim")`.
+        known: indices of the axes whose size must be static.
+        argument: the call argument the shape belongs to.
+
+    Returns:
+        The shape as a tuple.
+    """
+    shape = tuple(input_shape)
+    expected = f"({', '.join(axes)})"
+    if len(shape) != len(axes):
+        raise ValueError(
+            f"Invalid `{argument}` for {type(layer).__name__}: expected a rank-{len(axes)} tensor of shape "
+            f"{expected}; got shape {shape} (rank {len(shape)})."
+        )
+    for index in known:
+        if shape[index] is None:
+            raise ValueError(
+                f"Invalid `{argument}` for {type(layer).__name__}: the {axes[index]} axis of its shape "
+                f"{expected} must have a static size; got shape {shape}."
+            )
+    return shape
+
+
+def check_axis_size(layer, shape, index, axis, built_size, argument="inputs"):
+    """Checks at `call` that axis `index` (named `axis`) of `shape` has the
+    size `built_size` the layer was built for (a static size; an unknown one
+    passes)."""
+    size = shape[index]
+    if size is not None and size != built_size:
+        raise ValueError(
+            f"Invalid `{argument}` for {type(layer).__name__}: it was built for {axis} = {built_size}; "
+            f"got {axis} = {size} (shape {tuple(shape)}). Allowed: {axis} = {built_size}."
+        )

@@ -7,9 +7,11 @@ import keras
 import numpy as np
 import pytest
 
+from keras_smallvit.layers import MultiHeadSelfAttention
 from keras_smallvit.layers import TrivialAttentionSuppression
 from keras_smallvit.layers.suppression import SCALE_NAME
 from tests import references as ref
+from tests.backend_utils import compiled
 from tests.backend_utils import gradients
 from tests.contract import LayerContract
 from tests.contract import as_numpy
@@ -233,3 +235,37 @@ def test_suppress_scores_equals_softmax_then_twist_values_and_gradients(threshol
     want_scores = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdims=True))  # softmax's backward
     np.testing.assert_allclose(grad_scores, want_scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grad_s, want_s, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["call", "suppress_scores", "attention"])
+@pytest.mark.parametrize("run", ["eager", "compiled"])
+def test_empty_batch_gives_empty_output_and_finite_scale_gradient(path, run):
+    # Keras' max raises on an empty tensor (TF eager, PyTorch): SATA's row
+    # maximum must not take it. `attention`: MultiHeadSelfAttention with SATA
+    # (fused with the softmax on TF/JAX, `call` on PyTorch).
+    if path == "attention":
+        layer = MultiHeadSelfAttention(num_heads=2, head_dim=4, suppression=True)
+        x = np.random.default_rng(0).normal(size=(0, 5, 8)).astype("float32")
+        layer.build(x.shape)
+        want = (0, 5, 8)
+    else:
+        layer = TrivialAttentionSuppression(threshold=0.2, initial_scale=0.7)
+        layer.build((None, 3, 9, 9))
+        x = attention_probs((0, 3, 9, 9))
+        want = x.shape
+    forward = layer.suppress_scores if path == "suppress_scores" else layer
+    fn = compiled(forward) if run == "compiled" else forward
+    out = as_numpy(fn(keras.ops.convert_to_tensor(x)))
+    assert out.shape == want and out.dtype == np.float32
+    if path == "call" and run == "eager":
+        # Backward through the hand-written gradient: a gradient of the
+        # input's empty shape, and 0 to `s` (a sum over no rows).
+        def loss(scale, attention):
+            out, _ = layer.stateless_call([scale], [], attention)
+            return keras.ops.sum(out)
+
+        grad_s, grad_a = gradients(loss, [layer.sata_scale, x])
+        assert grad_a.shape == x.shape and float(grad_s) == 0.0
+    if path == "suppress_scores" and run == "eager":
+        (grad_scores,) = gradients(lambda scores: keras.ops.sum(layer.suppress_scores(scores)), [x])
+        assert grad_scores.shape == x.shape

@@ -88,3 +88,22 @@ def test_mixed_precision_survives_save_and_load(tmp_path, name, overrides):
     assert {layer.dtype_policy.name for layer in reloaded.layers[1:-1]} == {"mixed_bfloat16"}
     x = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(reloaded(x)), keras.ops.convert_to_numpy(model(x)))
+
+
+@pytest.mark.parametrize("run", ["eager", "compiled"])
+def test_empty_batch_through_a_sata_model_gives_empty_logits(run):
+    # SATA's row maximum used to raise "Cannot compute the max of an empty
+    # tensor" (TF eager, PyTorch) for a batch of 0 images. Compiled: XLA on
+    # TF/JAX (where SATA runs fused with the softmax); PyTorch runs eagerly.
+    import keras
+    import numpy as np
+
+    from tests.backend_utils import compiled
+
+    model = keras_smallvit.create_model(
+        "sata_vit", num_classes=10, image_size=16, depth=1, hidden_dim=16, num_heads=2, head_dim=8
+    )
+    assert model.backbone.suppression is not None
+    forward = compiled(lambda images: model(images, training=False)) if run == "compiled" else model
+    logits = keras.ops.convert_to_numpy(forward(np.zeros((0, 16, 16, 3), "float32")))
+    assert logits.shape == (0, 10) and logits.dtype == np.float32

@@ -166,3 +166,66 @@ def test_from_json_rejects_unknown_keys():
     bad = text.replace('"lr": null', '"lr": null, "learning_rate": 0.1')
     with pytest.raises(ValueError, match="'learning_rate'"):
         TrainConfig.from_json(bad)
+
+
+def test_unknown_field_is_a_value_error_naming_it_and_the_fields():
+    # Was the dataclass's TypeError "unexpected keyword argument".
+    for make in (lambda: TrainConfig(bogus=1), lambda: dataclasses.replace(TrainConfig(), bogus=1)):
+        with pytest.raises(ValueError, match=r"Invalid argument `bogus` for TrainConfig\. Allowed fields: .*\blr\b") as error:
+            make()
+        assert all(f.name in str(error.value) for f in dataclasses.fields(TrainConfig))
+    assert TrainConfig(lr=1e-3).lr == 1e-3  # fields still pass, positionally too
+    assert TrainConfig("vit").model == "vit"
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        # The schedule: warm-up from warmup_start_lr up to lr, cosine down to min_lr.
+        ({"lr": 1e-3, "min_lr": 1e-2}, r"`min_lr` 0\.01: greater than `lr` 0\.001.*Allowed: 0 <= min_lr <= 0\.001"),
+        ({"lr": 1e-3, "warmup_start_lr": 1e-2}, r"`warmup_start_lr` 0\.01: greater than `lr` 0\.001"),
+        # lr None: the model's paper rate (sl_vit: 3e-3).
+        ({"model": "sl_vit", "min_lr": 1e-2}, r"`min_lr` 0\.01: greater than `lr` \(None: the paper rate of 'sl_vit'\) 0\.003"),
+        # Non-finite numbers passed every `< 0` check.
+        ({"lr": INF}, r"`lr` inf: every number must be finite"),
+        ({"weight_decay": NAN}, r"`weight_decay` nan: every number must be finite"),
+        ({"sata_lr": INF}, r"`sata_lr` inf"),
+        ({"mixup_alpha": NAN}, r"`mixup_alpha` nan"),
+        ({"aal_lambda": INF}, r"`aal_lambda` inf"),
+        ({"normalization_std": (0.2, INF, 0.2)}, r"`normalization_std` \(0\.2, inf, 0\.2\)"),
+        # Mixing on with nothing that can mix.
+        ({"mix_prob": 1.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}, r"`mix_prob` 1\.0 with `mixup_alpha` 0 and `cutmix_alpha` 0.*Allowed: mix_prob 0"),
+        ({"mix_prob": 0.3, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}, r"`mix_prob` 0\.3"),
+        # Techniques on a registry CNN.
+        ({"model": "resnet56", "techniques": ("sata",)}, r"`techniques` \('sata',\) for model 'resnet56'.*CNN.*Allowed values: \(\) or None"),
+    ],
+)
+def test_validate_rejects_contradictions(changes, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TrainConfig(), **changes).validate()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"lr": 1e-3, "min_lr": 1e-3, "warmup_start_lr": 1e-3},  # equal ends: a constant rate
+        {"lr": 1e-3, "warmup_start_lr": 1e-2, "warmup_epochs": 0},  # no warm-up: its start is unused
+        {"mix_prob": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0},  # mixing off
+        {"mix_prob": 1.0, "mixup_alpha": 0.0, "cutmix_alpha": 1.0},  # CutMix only
+        {"model": "resnet56", "techniques": ()},
+    ],
+)
+def test_validate_accepts_the_edges_of_those_rules(changes):
+    dataclasses.replace(TrainConfig(), **changes).validate()
+
+
+def test_paper_rate_checks_need_the_registry():
+    # `validate(models=False)` (the command line, before Keras) cannot know
+    # the paper rate; the full `validate()` then checks against it.
+    config = TrainConfig(model="sl_pit", min_lr=2e-3)  # PiT's paper rate: 1e-3
+    config.validate(models=False)
+    with pytest.raises(ValueError, match=r"`min_lr` 0\.002: greater than `lr` \(None: the paper rate of 'sl_pit'\) 0\.001"):
+        config.validate()

@@ -21,6 +21,7 @@ from keras_smallvit.training.runner import check_splits_agree
 from tests.backend_utils import assert_same_saved_weights
 from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
+from tests.training.test_training import read_json
 from tests.training.test_training import tiny_config
 
 
@@ -283,3 +284,105 @@ def test_from_preset_reads_a_finished_run_folder_and_touches_nothing(finished_ru
     assert tree_contents(finished_run.workdir) == before
     model.save_to_preset(str(tmp_path / "shared"))
     assert ImageClassifier.from_preset(str(tmp_path / "shared")).preprocessing == model.preprocessing
+
+
+# --- a diverging run stops with an error and keeps the last finite epoch -------------
+
+
+def finite_weights(path):
+    model = keras.saving.load_model(path)
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+
+
+def test_run_folder_never_saves_an_epoch_with_non_finite_weights(tmp_path):
+    from keras_smallvit.training import TrainingDiverged
+
+    model, folder = tiny_fit_model(), RunFolder(str(tmp_path))
+    folder.set_model(model)
+    folder.on_epoch_begin(0)
+    folder.on_epoch_end(0, {"val_top1": 0.2})  # epoch 1: finite
+    saved = {name: (tmp_path / name).read_bytes() for name in ("best.keras", "last.keras", "log.csv")}
+    state = (tmp_path / "backup" / "state.json").read_text()
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.where(np.eye(3, 2) > 0, np.nan, 1.0).astype("float32"))
+    folder.on_epoch_begin(1)
+    with pytest.raises(TrainingDiverged, match=r"weights are non-finite .* end of epoch 2.*keeps epoch 1") as error:
+        folder.on_epoch_end(1, {"val_top1": 0.9})  # a better score: still not saved
+    assert (error.value.epoch, error.value.step, error.value.backup_epoch) == (2, None, 1)
+    # Nothing of epoch 2 was written: checkpoints, log and backup are epoch 1's.
+    assert {name: (tmp_path / name).read_bytes() for name in saved} == saved
+    assert (tmp_path / "backup" / "state.json").read_text() == state
+    assert sorted(os.listdir(tmp_path / "backup")) == ["best_epoch_1.weights.h5", "epoch_1.weights.h5", "state.json"]
+    assert finite_weights(tmp_path / "best.keras") and finite_weights(tmp_path / "last.keras")
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics == {"diverged": {"epoch": 2, "step": None, "loss": None, "backup_epoch": 1}}
+
+
+def test_stop_on_divergence_names_the_step_and_allows_skipped_steps_under_loss_scaling(tmp_path):
+    from keras_smallvit.training import StopOnDivergence
+    from keras_smallvit.training import TrainingDiverged
+
+    def run(callback, losses, epoch=0):
+        callback.on_epoch_begin(epoch)
+        for step, loss in enumerate(losses):
+            callback.on_train_batch_end(step, {"loss": np.float32(loss)})
+
+    plain = StopOnDivergence(str(tmp_path))
+    plain.set_model(tiny_fit_model())
+    assert plain.allowed_nonfinite_steps() == 0
+    run(plain, [2.0, 1.5])
+    with pytest.raises(TrainingDiverged, match=r"loss is inf at step 3 of epoch 2\. .*learning rate too high.*mixed_float16"):
+        run(plain, [1.0, 0.5, np.inf, 0.4], epoch=1)
+    assert read_json(tmp_path / "metrics.json")["diverged"] == {"epoch": 2, "step": 3, "loss": "inf", "backup_epoch": None}
+
+    # Loss scaling (mixed_float16) skips non-finite steps: 50 in a row pass.
+    scaled_model = tiny_fit_model()
+    scaled_model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), loss="mse")
+    scaled = StopOnDivergence()
+    scaled.set_model(scaled_model)
+    assert scaled.allowed_nonfinite_steps() == 50
+    run(scaled, [np.nan] * 50 + [1.0] + [np.nan] * 50)  # a finite loss resets the count
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 51 of epoch 1 \(non-finite for 51 consecutive steps\)"):
+        run(scaled, [np.nan] * 51)
+    explicit = StopOnDivergence(max_nonfinite_steps=2)
+    explicit.set_model(tiny_fit_model())
+    run(explicit, [np.nan, np.nan, 1.0])
+    with pytest.raises(TrainingDiverged, match="step 3 of epoch 1"):
+        run(explicit, [np.nan, np.nan, np.nan])
+
+
+@pytest.mark.large
+def test_a_diverging_cli_run_exits_with_the_step_and_keeps_only_finite_checkpoints(tmp_path):
+    # `--set lr=1000`: NaN within a few steps. Was: every epoch ran, exit 0,
+    # a best top-1 in metrics.json and NaN weights in best.keras.
+    from tests.contract import FAST_FIT_JIT
+    from training.train import main
+
+    workdir = tmp_path / "run"
+    argv = [
+        "--config", "digits_sl_vit", "--smoke", "--image-size", "16", "--workdir", str(workdir), "--no-export",
+        "--set", "lr=1000", "--set", "max_train_examples=48", "--set", "max_test_examples=16",
+        "--set", "model.depth=1", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
+        "--set", "model.head_dim=8", "--jit-compile", "true" if FAST_FIT_JIT else "false",
+    ]
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    message = str(exit.value.code)
+    assert message.startswith("error: Training diverged: the loss is ") and "Traceback" not in message
+    diverged = read_json(workdir / "metrics.json")
+    assert set(read_json(workdir / "metrics.json")) == {"diverged"}  # no best/final top-1 reported
+    record = diverged["diverged"]
+    assert f"at step {record['step']} of epoch {record['epoch']}" in message and "learning rate too high" in message
+    assert record["loss"] in ("nan", "inf", "-inf")
+    # Saved: the epochs before the diverging one, all finite; nothing after.
+    kept = record["epoch"] - 1
+    assert record["backup_epoch"] == (kept or None)
+    for name in ("best.keras", "last.keras"):
+        assert (workdir / name).exists() == bool(kept)
+        if kept:
+            assert finite_weights(workdir / name), name
+    if kept:
+        assert read_json(workdir / "backup" / "state.json")["epoch"] == kept
+        assert len(read_log(workdir)) == kept
+    else:
+        assert not (workdir / "backup" / "state.json").exists()

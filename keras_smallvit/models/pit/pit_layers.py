@@ -86,6 +86,11 @@ class DepthwiseConvPooling(keras.layers.Layer):
             self.prefix_projection.build((None, None, channels))
 
     def call(self, inputs):
+        if inputs.shape[0] == 0:
+            # An empty batch, known here when eager: TensorFlow's depthwise
+            # convolution (outside XLA) returns its empty input unchanged, in
+            # the input's shape, which its bias does not fit.
+            return ops.zeros(self.compute_output_shape(tuple(inputs.shape)), dtype=self.compute_dtype)
         height, width = self._hw
         channels = inputs.shape[-1]
         prefix = inputs[:, : self.num_prefix_tokens]
