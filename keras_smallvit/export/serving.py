@@ -30,6 +30,7 @@ from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.layers import all_sublayers
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.usage import check_channel_values
 from keras_smallvit.models.usage import check_class_names
 from keras_smallvit.models.usage import check_preprocessing
 from keras_smallvit.utils.validation import check_choice
@@ -276,29 +277,13 @@ def _num_classes(model, image_shape):
     return int(spec.shape[-1])
 
 
-def _channel_values(name, value, channels, positive):
-    if value is None:
-        return None
-    try:
-        values = [float(v) for v in np.ravel(np.asarray(value, dtype="float64"))]
-    except (TypeError, ValueError):
-        values = []
-    valid = len(values) in (1, channels) and all(np.isfinite(v) and (v > 0 or not positive) for v in values)
-    if isinstance(value, (bool, str)) or not valid:
-        raise ValueError(
-            f"Invalid `{name}`: {value!r}. Expected None, a number or {channels} numbers (one per channel)"
-            + (", all > 0." if positive else ".")
-        )
-    return [float(v) for v in values] if len(values) > 1 else float(values[0])
-
-
 def _preprocessing(scale, mean, std, channels):
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"Invalid `scale`: {scale!r}. Expected a number > 0 (1/255 for the training pipeline).")
     return {
         "scale": float(scale),
-        "mean": _channel_values("mean", mean, channels, positive=False),
-        "std": _channel_values("std", std, channels, positive=True),
+        "mean": check_channel_values("`mean`", mean, channels, positive=False),
+        "std": check_channel_values("`std`", std, channels, positive=True),
     }
 
 

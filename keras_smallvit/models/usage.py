@@ -21,7 +21,9 @@ from keras_smallvit.utils.validation import check_choice
 DEFAULT_PREPROCESSING = {"scale": 1 / 255.0, "mean": None, "std": None, "resize": "squash"}
 
 
-def _channel_values(name, value, channels, positive):
+def check_channel_values(label, value, channels, positive):
+    """None, one float, or a list of `channels` floats (finite; > 0 with
+    `positive`); a `ValueError` naming `label` otherwise."""
     if value is None:
         return None
     try:
@@ -33,7 +35,7 @@ def _channel_values(name, value, channels, positive):
     if isinstance(value, (bool, str)) or not valid:
         count = f"{channels} numbers (one per channel)" if channels else "one number per channel"
         raise ValueError(
-            f"Invalid `preprocessing` {name!r}: {value!r}. Expected None, a number or {count}"
+            f"Invalid {label}: {value!r}. Expected None, a number or {count}"
             + (", all finite and > 0." if positive else ", all finite.")
         )
     return [float(v) for v in values] if len(values) > 1 else float(values[0])
@@ -71,8 +73,8 @@ def check_preprocessing(preprocessing, channels=None):
         )
     return {
         "scale": float(scale),
-        "mean": _channel_values("mean", merged["mean"], channels, positive=False),
-        "std": _channel_values("std", merged["std"], channels, positive=True),
+        "mean": check_channel_values("`preprocessing` 'mean'", merged["mean"], channels, positive=False),
+        "std": check_channel_values("`preprocessing` 'std'", merged["std"], channels, positive=True),
         "resize": check_choice("preprocessing 'resize'", merged["resize"], RESIZE_POLICIES),
     }
 
