@@ -35,8 +35,9 @@ class TrainingDiverged(RuntimeError):
 
     Attributes:
         epoch: the epoch (1-based) in which it was found.
-        step: the step of that epoch (1-based), or None when it was found in
-            the weights at the end of the epoch.
+        step: the step of that epoch (1-based) whose loss was non-finite, or
+            (`loss` None: found in the weights at the end of the epoch) the
+            epoch's last step, or None when no step was seen.
         loss: the loss logged at that step (None: found in the weights).
         backup_epoch: the last epoch the run folder holds (its weights are
             finite), or None.
@@ -44,12 +45,14 @@ class TrainingDiverged(RuntimeError):
 
     def __init__(self, epoch, step=None, loss=None, backup_epoch=None, consecutive=1):
         self.epoch, self.step, self.loss, self.backup_epoch = epoch, step, loss, backup_epoch
-        if step is not None:
+        if loss is not None:
             where = f"the loss is {loss} at step {step} of epoch {epoch}"
             if consecutive > 1:
                 where += f" (non-finite for {consecutive} consecutive steps)"
         else:
             where = f"the model's weights are non-finite (NaN or inf) at the end of epoch {epoch}"
+            if step is not None:
+                where += f", after its step {step}"
         kept = (
             f"The run folder keeps epoch {backup_epoch}, the last with finite weights (backup, last.keras)."
             if backup_epoch
@@ -327,7 +330,9 @@ class RunFolder(keras.callbacks.Callback):
         # folder keeps the last finite epoch (`StopOnDivergence` stops most
         # such runs earlier, from the loss).
         if not (weights_are_finite(self.model) and weights_are_finite(saved_model)):
-            error = TrainingDiverged(epoch + 1, backup_epoch=backup_epoch(self.workdir))
+            # (The step: the epoch's last; with a finite loss until then, its update.)
+            steps = len(getattr(self, "_batch_times", [])) or None
+            error = TrainingDiverged(epoch + 1, step=steps, backup_epoch=backup_epoch(self.workdir))
             record_divergence(self.workdir, error)
             raise error
         logs = {k: float(v) for k, v in (logs or {}).items()}
