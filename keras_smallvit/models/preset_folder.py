@@ -33,9 +33,38 @@ PREPROCESSING_FILE = "preprocessing.json"
 RUN_MODELS = ("best.keras", "last.keras")
 
 
+class DamagedFileError(ValueError):
+    """A file of a preset or run folder that does not read (named in the message)."""
+
+
 def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as error:  # JSON's message names no file
+        raise DamagedFileError(f"{path} is not valid JSON ({error}): the file is damaged.") from None
+
+
+def _load_run_model(path):
+    """The first of `RUN_MODELS` in the run folder `path` that loads; a
+    damaged one is passed over with a one-line warning. Raises
+    `DamagedFileError` naming every file when none loads."""
+    import warnings
+
+    problems = []
+    for name in RUN_MODELS:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        try:
+            model = keras.saving.load_model(file)
+        except Exception as error:  # Keras/zip/h5py errors name no file
+            problems.append(f"{file}: {type(error).__name__}: {str(error)[:200]}")
+            continue
+        for problem in problems:
+            warnings.warn(f"Skipped a damaged checkpoint, loaded {file} instead ({problem})", stacklevel=3)
+        return model
+    raise DamagedFileError("No model of the run folder loads:\n  " + "\n  ".join(problems))
 
 
 def is_preset_folder(path):
@@ -131,7 +160,13 @@ def load_preset(name_or_path, **kwargs):
         )
     if is_preset_folder(path):
         model = keras.saving.deserialize_keras_object(_read_json(os.path.join(path, CONFIG_FILE)))
-        model.load_weights(os.path.join(path, WEIGHTS_FILE))
+        weights_file = os.path.join(path, WEIGHTS_FILE)
+        try:
+            model.load_weights(weights_file)
+        except Exception as error:  # h5py's message names no file
+            raise DamagedFileError(
+                f"{weights_file} does not load ({type(error).__name__}: {str(error)[:200]}): the file is damaged."
+            ) from None
         preprocessing_file = os.path.join(path, PREPROCESSING_FILE)
         try:
             model.preprocessing = check_preprocessing(_read_json(preprocessing_file), model.input_shape[-1])
@@ -139,8 +174,7 @@ def load_preset(name_or_path, **kwargs):
             raise ValueError(f"{preprocessing_file}: {error}") from None
         return model
     if is_run_folder(path):
-        saved = next(name for name in RUN_MODELS if os.path.isfile(os.path.join(path, name)))
-        model = keras.saving.load_model(os.path.join(path, saved))
+        model = _load_run_model(path)
         if getattr(model, "preprocessing", None) is None:  # saved by an older version
             model.preprocessing = run_preprocessing(_read_json(os.path.join(path, CONFIG_FILE)))
         return model

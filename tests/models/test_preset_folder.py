@@ -95,3 +95,33 @@ def test_bad_preprocessing_raises_value_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="`preprocessing`"):
         tiny_model().save_to_preset(str(tmp_path / "p"), preprocessing={"scale": 1.0, "offset": 3})
     assert not os.path.exists(tmp_path / "p")
+
+
+def test_damaged_files_are_named_and_a_run_falls_back_to_its_other_checkpoint(tmp_path):
+    """A damaged best.keras: the run folder loads last.keras with a warning
+    (and the reverse); a truncated weights file and a broken config.json
+    are named in the error (h5py and JSON name no file)."""
+    model = tiny_model()
+    model.preprocessing, model.class_names = PREPROCESSING, CLASS_NAMES
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "digits", "normalize": False}))
+    model.save(str(run / "last.keras"))
+    (run / "best.keras").write_bytes(b"not a zip: damaged")
+    with pytest.warns(UserWarning, match="damaged checkpoint.*last.keras.*best.keras"):
+        loaded = ImageClassifier.from_preset(str(run))
+    np.testing.assert_allclose(inference(loaded, images()), inference(model, images()), atol=1e-6)
+    assert loaded.class_names == CLASS_NAMES
+    (run / "last.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match="(?s)No model of the run folder loads.*best.keras.*last.keras"):
+        ImageClassifier.from_preset(str(run))
+
+    preset = tmp_path / "preset"
+    model.save_to_preset(str(preset))
+    weights = preset / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ValueError, match="model.weights.h5 does not load"):
+        ImageClassifier.from_preset(str(preset))
+    (preset / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        ImageClassifier.from_preset(str(preset))
