@@ -31,43 +31,60 @@ LOSS_SCALING_NONFINITE_STEPS = 50
 
 
 class TrainingDiverged(RuntimeError):
-    """A training run whose loss or weights became non-finite (NaN or inf).
+    """A training run whose loss, validation loss or weights became
+    non-finite (NaN or inf).
 
     Attributes:
         epoch: the epoch (1-based) in which it was found.
-        step: the step of that epoch (1-based) whose loss was non-finite, or
-            (`loss` None: found in the weights at the end of the epoch) the
-            epoch's last step, or None when no step was seen.
-        loss: the loss logged at that step (None: found in the weights).
+        step: the step of that epoch (1-based): the one whose loss was
+            non-finite (`source` "loss"), else the epoch's last (found at
+            its end), or None when no step was seen.
+        source: where it was found: `"loss"` (the training loss logged at
+            `step`), `"val_loss"` (the validation loss at the end of the
+            epoch: the outputs overflow) or `"weights"` (the weights at the
+            end of the epoch).
+        loss: the non-finite loss value (None for `"weights"`).
         backup_epoch: the last epoch the run folder holds (its weights are
             finite), or None.
     """
 
-    def __init__(self, epoch, step=None, loss=None, backup_epoch=None, consecutive=1):
-        self.epoch, self.step, self.loss, self.backup_epoch = epoch, step, loss, backup_epoch
-        if loss is not None:
+    SOURCES = ("loss", "val_loss", "weights")
+
+    def __init__(self, epoch, step=None, source="loss", loss=None, backup_epoch=None, consecutive=1, folder=True):
+        if source not in self.SOURCES:
+            raise ValueError(f"Invalid `source`: {source!r}. Allowed values: {', '.join(self.SOURCES)}.")
+        self.epoch, self.step, self.source, self.loss, self.backup_epoch = epoch, step, source, loss, backup_epoch
+        after = f", after its step {step}" if step is not None else ""
+        if source == "loss":
             where = f"the loss is {loss} at step {step} of epoch {epoch}"
             if consecutive > 1:
                 where += f" (non-finite for {consecutive} consecutive steps)"
+        elif source == "val_loss":
+            where = f"the validation loss is {loss} at the end of epoch {epoch}{after} (the outputs overflow)"
         else:
-            where = f"the model's weights are non-finite (NaN or inf) at the end of epoch {epoch}"
-            if step is not None:
-                where += f", after its step {step}"
-        kept = (
-            f"The run folder keeps epoch {backup_epoch}, the last with finite weights (backup, last.keras)."
-            if backup_epoch
-            else "No epoch was saved: the run folder holds no checkpoint."
-        )
-        super().__init__(
+            where = f"the model's weights are non-finite (NaN or inf) at the end of epoch {epoch}{after}"
+        message = (
             f"Training diverged: {where}. The usual causes: a learning rate too high (`lr`, "
-            "`warmup_start_lr`), or mixed_float16 precision overflowing (use mixed_bfloat16 or float32). "
-            + kept
+            "`warmup_start_lr`), or mixed_float16 precision overflowing (use mixed_bfloat16 or float32)."
         )
+        if folder:
+            message += (
+                f" The run folder keeps epoch {backup_epoch}, the last with finite weights (backup, last.keras)."
+                if backup_epoch
+                else " No epoch was saved: the run folder holds no checkpoint."
+            )
+        super().__init__(message)
 
     def record(self):
         """The `"diverged"` entry of `metrics.json`."""
         loss = None if self.loss is None else str(self.loss)  # JSON has no NaN
-        return {"epoch": self.epoch, "step": self.step, "loss": loss, "backup_epoch": self.backup_epoch}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "source": self.source,
+            "loss": loss,
+            "backup_epoch": self.backup_epoch,
+        }
 
 
 def backup_epoch(workdir):
@@ -111,8 +128,10 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     Keras' `TerminateOnNaN` only sets `stop_training`: the epoch still ends,
     and checkpoints of NaN weights are written, the run "succeeds". Here the
-    run stops at once, before the epoch's end, so `RunFolder` keeps the last
-    finite epoch.
+    run stops at once, before the epoch's end, so `RunFolder` (after this
+    callback in the list) keeps the last finite epoch. At the end of an
+    epoch, a non-finite validation loss (finite weights whose outputs
+    overflow) stops the run too, before `RunFolder` saves that epoch.
 
     The logged loss is the epoch's running mean: it turns non-finite at the
     first non-finite step, and stays so for the rest of the epoch.
@@ -130,6 +149,7 @@ class StopOnDivergence(keras.callbacks.Callback):
         self.workdir = workdir
         self.max_nonfinite_steps = max_nonfinite_steps
         self._epoch = 0
+        self._steps = 0
         self._nonfinite = 0
 
     def allowed_nonfinite_steps(self):
@@ -138,11 +158,22 @@ class StopOnDivergence(keras.callbacks.Callback):
         scaled = isinstance(getattr(self.model, "optimizer", None), keras.optimizers.LossScaleOptimizer)
         return LOSS_SCALING_NONFINITE_STEPS if scaled else 0
 
+    def _stop(self, **details):
+        folder = self.workdir is not None
+        error = TrainingDiverged(
+            self._epoch + 1, backup_epoch=backup_epoch(self.workdir) if folder else None, folder=folder, **details
+        )
+        if folder:
+            record_divergence(self.workdir, error)
+        raise error
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._steps = 0
         self._nonfinite = 0  # the running mean starts again
 
     def on_train_batch_end(self, batch, logs=None):
+        self._steps = batch + 1
         loss = (logs or {}).get("loss")
         if loss is None:
             return
@@ -152,16 +183,12 @@ class StopOnDivergence(keras.callbacks.Callback):
             return
         self._nonfinite += 1
         if self._nonfinite > self.allowed_nonfinite_steps():
-            error = TrainingDiverged(
-                self._epoch + 1,
-                step=batch + 1,
-                loss=loss,
-                backup_epoch=backup_epoch(self.workdir) if self.workdir else None,
-                consecutive=self._nonfinite,
-            )
-            if self.workdir:
-                record_divergence(self.workdir, error)
-            raise error
+            self._stop(step=batch + 1, source="loss", loss=loss, consecutive=self._nonfinite)
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is not None and not math.isfinite(float(val_loss)):
+            self._stop(step=self._steps or None, source="val_loss", loss=float(val_loss))
 
 
 def best_weights_name(epoch):
@@ -332,7 +359,7 @@ class RunFolder(keras.callbacks.Callback):
         if not (weights_are_finite(self.model) and weights_are_finite(saved_model)):
             # (The step: the epoch's last; with a finite loss until then, its update.)
             steps = len(getattr(self, "_batch_times", [])) or None
-            error = TrainingDiverged(epoch + 1, step=steps, backup_epoch=backup_epoch(self.workdir))
+            error = TrainingDiverged(epoch + 1, step=steps, source="weights", backup_epoch=backup_epoch(self.workdir))
             record_divergence(self.workdir, error)
             raise error
         logs = {k: float(v) for k, v in (logs or {}).items()}

@@ -308,14 +308,14 @@ def test_run_folder_never_saves_an_epoch_with_non_finite_weights(tmp_path):
     folder.on_epoch_begin(1)
     with pytest.raises(TrainingDiverged, match=r"weights are non-finite .* end of epoch 2.*keeps epoch 1") as error:
         folder.on_epoch_end(1, {"val_top1": 0.9})  # a better score: still not saved
-    assert (error.value.epoch, error.value.step, error.value.backup_epoch) == (2, None, 1)
+    assert (error.value.epoch, error.value.step, error.value.source, error.value.backup_epoch) == (2, None, "weights", 1)
     # Nothing of epoch 2 was written: checkpoints, log and backup are epoch 1's.
     assert {name: (tmp_path / name).read_bytes() for name in saved} == saved
     assert (tmp_path / "backup" / "state.json").read_text() == state
     assert sorted(os.listdir(tmp_path / "backup")) == ["best_epoch_1.weights.h5", "epoch_1.weights.h5", "state.json"]
     assert finite_weights(tmp_path / "best.keras") and finite_weights(tmp_path / "last.keras")
     metrics = read_json(tmp_path / "metrics.json")
-    assert metrics == {"diverged": {"epoch": 2, "step": None, "loss": None, "backup_epoch": 1}}
+    assert metrics == {"diverged": {"epoch": 2, "step": None, "source": "weights", "loss": None, "backup_epoch": 1}}
 
 
 def test_stop_on_divergence_names_the_step_and_allows_skipped_steps_under_loss_scaling(tmp_path):
@@ -333,17 +333,28 @@ def test_stop_on_divergence_names_the_step_and_allows_skipped_steps_under_loss_s
     run(plain, [2.0, 1.5])
     with pytest.raises(TrainingDiverged, match=r"loss is inf at step 3 of epoch 2\. .*learning rate too high.*mixed_float16"):
         run(plain, [1.0, 0.5, np.inf, 0.4], epoch=1)
-    assert read_json(tmp_path / "metrics.json")["diverged"] == {"epoch": 2, "step": 3, "loss": "inf", "backup_epoch": None}
+    assert read_json(tmp_path / "metrics.json")["diverged"] == {
+        "epoch": 2, "step": 3, "source": "loss", "loss": "inf", "backup_epoch": None
+    }
+    # Finite training losses, a validation loss that overflows: stopped at the
+    # epoch's end (before RunFolder, later in the list, saves it).
+    plain.on_epoch_begin(2)
+    for step in range(4):
+        plain.on_train_batch_end(step, {"loss": 1e30})
+    with pytest.raises(TrainingDiverged, match=r"validation loss is nan at the end of epoch 3, after its step 4"):
+        plain.on_epoch_end(2, {"loss": 1e30, "val_loss": float("nan")})
+    plain.on_epoch_end(2, {"loss": 1.0, "val_loss": 2.0})  # finite: goes on
 
     # Loss scaling (mixed_float16) skips non-finite steps: 50 in a row pass.
     scaled_model = tiny_fit_model()
     scaled_model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), loss="mse")
-    scaled = StopOnDivergence()
+    scaled = StopOnDivergence()  # no folder: no metrics.json, no folder in the message
     scaled.set_model(scaled_model)
     assert scaled.allowed_nonfinite_steps() == 50
     run(scaled, [np.nan] * 50 + [1.0] + [np.nan] * 50)  # a finite loss resets the count
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 51 of epoch 1 \(non-finite for 51 consecutive steps\)"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 51 of epoch 1 \(non-finite for 51 consecutive steps\)") as error:
         run(scaled, [np.nan] * 51)
+    assert "run folder" not in str(error.value)
     explicit = StopOnDivergence(max_nonfinite_steps=2)
     explicit.set_model(tiny_fit_model())
     run(explicit, [np.nan, np.nan, 1.0])
@@ -361,7 +372,7 @@ def test_a_diverging_cli_run_exits_with_the_step_and_keeps_only_finite_checkpoin
     workdir = tmp_path / "run"
     argv = [
         "--config", "digits_sl_vit", "--smoke", "--image-size", "16", "--workdir", str(workdir), "--no-export",
-        "--set", "lr=1000", "--set", "max_train_examples=48", "--set", "max_test_examples=16",
+        "--set", "lr=1000", "--set", "warmup_epochs=0", "--epochs", "3", "--set", "max_train_examples=48", "--set", "max_test_examples=16",
         "--set", "model.depth=1", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
         "--set", "model.head_dim=8", "--jit-compile", "true" if FAST_FIT_JIT else "false",
     ]
@@ -373,12 +384,18 @@ def test_a_diverging_cli_run_exits_with_the_step_and_keeps_only_finite_checkpoin
     assert set(diverged) == {"diverged"}  # no best/final top-1 reported
     record = diverged["diverged"]
     assert "learning rate too high" in message
-    if record["loss"] is not None:  # found in the loss (StopOnDivergence)
-        assert record["loss"] in ("nan", "inf", "-inf")
-        assert f"the loss is {record['loss']} at step {record['step']} of epoch {record['epoch']}" in message
-    else:  # the last step's update: found in the weights before the epoch was saved (RunFolder)
-        assert f"weights are non-finite (NaN or inf) at the end of epoch {record['epoch']}, after its step {record['step']}" in message
-    assert record["step"] >= 1
+    # Where it shows first depends on the backend's arithmetic: the training
+    # loss, the validation loss of finite but huge weights (StopOnDivergence),
+    # or the weights after the epoch's last update (RunFolder).
+    epoch, step, loss = record["epoch"], record["step"], record["loss"]
+    assert step >= 1 and epoch >= 1
+    expected = {
+        "loss": f"the loss is {loss} at step {step} of epoch {epoch}",
+        "val_loss": f"the validation loss is {loss} at the end of epoch {epoch}, after its step {step}",
+        "weights": f"weights are non-finite (NaN or inf) at the end of epoch {epoch}, after its step {step}",
+    }[record["source"]]
+    assert expected in message
+    assert (loss in ("nan", "inf", "-inf")) == (record["source"] != "weights")
     # Saved: the epochs before the diverging one, all finite; nothing after.
     kept = record["epoch"] - 1
     assert record["backup_epoch"] == (kept or None)
