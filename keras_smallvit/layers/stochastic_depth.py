@@ -14,6 +14,9 @@ class StochasticDepth(keras.layers.Layer):
     unchanged; identity at inference. Keras has no drop-path layer (keras-cv's
     is tied to its own package), hence this one.
 
+    Takes floating inputs only (a `ValueError` otherwise: an integer branch
+    cannot carry the `1 / (1 - rate)` scale).
+
     Args:
         rate: drop probability in `[0, 1)`.
         seed: seed of the layer's `keras.random.SeedGenerator`.
