@@ -77,12 +77,9 @@ def require_preprocessing(model, where="`model.preprocessing`"):
 
 def preprocess(images, preprocessing):
     """uint8-valued images (already resized) -> the model's input, float32 NumPy."""
-    x = np.asarray(images, "float32") * np.float32(preprocessing["scale"])
-    if preprocessing["mean"] is not None:
-        x = x - np.asarray(preprocessing["mean"], "float32")
-    if preprocessing["std"] is not None:
-        x = x / np.asarray(preprocessing["std"], "float32")
-    return x
+    from keras_smallvit.export.serving import normalize
+
+    return normalize(np.asarray(images, "float32"), preprocessing)
 
 
 def predict_images(model, images, top_k=5, batch_size=32, verbose="auto"):

@@ -305,7 +305,8 @@ def _require_onnx_converter():
 # --- in process (TensorFlow, JAX) -------------------------------------------------
 
 
-def _preprocess(images, preprocessing):
+def normalize(images, preprocessing):
+    """`(images * scale - mean) / std` on float32 images (a tensor or a NumPy array)."""
     x = images * preprocessing["scale"]
     if preprocessing["mean"] is not None:
         x = x - np.asarray(preprocessing["mean"], dtype="float32")
@@ -348,7 +349,7 @@ def _serving_archive(model, config, as_matmuls=False):
     def prepare(images):
         images = tf.ensure_shape(images, [None, None, None, channels], name=f"check_{name}")
         resized = resize_uint8_images(images, (height, width), preprocessing["resize"], as_matmuls=as_matmuls)
-        return _preprocess(tf.ensure_shape(resized, model_input), preprocessing)
+        return normalize(tf.ensure_shape(resized, model_input), preprocessing)
 
     @tf.function(input_signature=signature)
     def logits(images):
