@@ -31,13 +31,20 @@ import numpy as np
 
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
+from keras_smallvit.image_folder import FOLDER_LAYOUT  # noqa: F401 (part of this module's API)
+from keras_smallvit.image_folder import FolderSplit
+from keras_smallvit.image_folder import folder_layout
+from keras_smallvit.image_folder import scan_split
+from keras_smallvit.images import IMAGE_EXTENSIONS
+from keras_smallvit.images import RESIZE_POLICIES
 from keras_smallvit.utils.validation import check_range
 
 SPLITS = ("train", "test")
+# A folder with both val/ and test/ serves three.
+FOLDER_SPLITS = ("train", "val", "test")
 TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped")
 DATASET_NAMES = ("digits",) + TFDS_NAMES + ("tiny_imagenet", "folder:<path>")
 FOLDER_PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 # The resolutions the papers train at for each dataset.
 DEFAULT_IMAGE_SIZES = {
@@ -55,12 +62,6 @@ TINY_IMAGENET_LAYOUT = """\
   <data_dir>/val/val_annotations.txt         filename<TAB>wnid<TAB>x<TAB>y<TAB>w<TAB>h
 (the layout http://cs231n.stanford.edu/tiny-imagenet-200.zip unpacks to;
 `data_dir` may also be the folder that contains `tiny-imagenet-200/`)"""
-
-FOLDER_LAYOUT = """\
-  <path>/train/<class_name>/*.{jpg,jpeg,png}
-  <path>/test/<class_name>/*.{jpg,jpeg,png}   (or <path>/val/...)
-(classes are the sub-folders of train/, sorted alphabetically)"""
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -100,21 +101,26 @@ def default_image_size(name):
     return DEFAULT_IMAGE_SIZES[name]
 
 
-def load_dataset(name, split, image_size=None, data_dir=None):
+def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
     """Loads one split of a dataset as a `tf.data.Dataset` of `(image, label)`.
 
     Args:
         name: `"digits"`, `"cifar10"`, `"cifar100"`, `"svhn_cropped"`,
             `"tiny_imagenet"` or `"folder:<path>"`.
         split: `"train"` or `"test"` (for Tiny ImageNet, `"test"` is the
-            official validation set, whose labels are public).
+            official validation set, whose labels are public; for a folder,
+            its val/ or test/ folder). A folder with both val/ and test/ has
+            `"val"` too. A single folder of classes has `"train"` only (see
+            `evaluation_splits`).
         image_size: Side of the square output images; images are resized
-            (bilinear) when it differs from the stored size. Defaults to
-            `default_image_size(name)`.
+            (bilinear, antialiased) when it differs from the stored size.
+            Defaults to `default_image_size(name)`.
         data_dir: Where the data lives: the TFDS data directory for the TFDS
             names (TFDS's default when `None`), the unpacked
             `tiny-imagenet-200` folder for `"tiny_imagenet"` (required).
             Ignored for `"digits"` and `"folder:<path>"`.
+        resize: how an image of another shape becomes square:
+            `keras_smallvit.images.RESIZE_POLICIES`.
 
     Returns:
         A tuple `(dataset, info)`: an unbatched, prefetched `tf.data.Dataset`
@@ -126,27 +132,30 @@ def load_dataset(name, split, image_size=None, data_dir=None):
         FileNotFoundError: If the data is not on disk. Nothing is ever
             downloaded.
     """
-    check_choice("split", split, SPLITS)
+    check_choice("split", split, FOLDER_SPLITS if name.startswith(FOLDER_PREFIX) else SPLITS)
+    check_choice("resize", resize, RESIZE_POLICIES)
     if image_size is not None:
         image_size = check_positive_int("image_size", image_size)
     if name.startswith(FOLDER_PREFIX):
-        return _load_folder(name, name[len(FOLDER_PREFIX):], split, image_size)
+        return _load_folder(name, split, image_size, resize)
     _check_name(name)
     if image_size is None:
         image_size = DEFAULT_IMAGE_SIZES[name]
     if name == "digits":
         return load_digits(image_size=image_size, split=split)
     if name == "tiny_imagenet":
-        return _load_tiny_imagenet(split, image_size, data_dir)
-    return _load_tfds(name, split, image_size, data_dir)
+        found, info = split_files(name, split, data_dir)
+        info = dataclasses.replace(info, image_size=image_size)
+        return _files_dataset(found.paths, found.labels, image_size, resize), info
+    return _load_tfds(name, split, image_size, data_dir, resize)
 
 
-def check_data(name, data_dir=None):
+def check_data(name, data_dir=None, validation_split=None):
     """Raises the error `load_dataset` would raise for data that is not on
     disk, without importing TensorFlow (fast: the command line's check).
 
-    It runs the loaders' own layout checks on the local file system (both
-    splits). What it cannot see without TensorFlow is left to
+    It runs the loaders' own layout checks on the local file system (every
+    split, and `evaluation_splits`). What it cannot see without TensorFlow is left to
     `load_dataset`, so it never rejects data that `load_dataset` accepts:
     images that do not decode, paths such as `gs://...`, and for the TFDS
     names anything inside the prepared `<data_dir>/<name>/` folder.
@@ -154,16 +163,18 @@ def check_data(name, data_dir=None):
     Args:
         name: A name `load_dataset` accepts.
         data_dir: As in `load_dataset`.
+        validation_split: As in `evaluation_splits`.
 
     Raises:
-        ValueError: If `name` is invalid, or a folder's classes disagree.
+        ValueError: If `name` is invalid, or a folder cannot be right (see
+            `keras_smallvit.image_folder`).
         FileNotFoundError: If the data is not on disk (the loader's message).
     """
     if name.startswith(FOLDER_PREFIX):
-        root = name[len(FOLDER_PREFIX):]
-        if not _is_remote(root):
-            for split in SPLITS:
-                _folder_examples(name, root, split, _LocalFiles)
+        if not _is_remote(_folder_root(name)):
+            for split in _folder_splits(name, _LocalFiles):
+                _folder_split(name, split, _LocalFiles)
+            evaluation_splits(name, validation_split, files=_LocalFiles)
         return
     _check_name(name)
     if name == "tiny_imagenet":
@@ -239,20 +250,21 @@ def _check_name(name):
         check_choice("name", name, DATASET_NAMES)
 
 
-def _to_float_image(image, image_size):
-    """uint8 (or float in [0, 1]) image of any size -> float32 in [0, 1], resized."""
+def _to_float_image(image, image_size, resize="squash"):
+    """uint8 (or float in [0, 1]) image of any size -> float32 in [0, 1],
+    resized by the `resize` policy."""
     import tensorflow as tf
 
     from keras_smallvit.images import resize_float_images
 
     image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
     image.set_shape((None, None, 3))
-    image = tf.clip_by_value(resize_float_images(image, (image_size, image_size)), 0.0, 1.0)
+    image = tf.clip_by_value(resize_float_images(image, (image_size, image_size), resize), 0.0, 1.0)
     image.set_shape((image_size, image_size, 3))
     return image
 
 
-def _load_tfds(name, split, image_size, data_dir):
+def _load_tfds(name, split, image_size, data_dir, resize="squash"):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -267,7 +279,7 @@ def _load_tfds(name, split, image_size, data_dir):
         raise _tfds_not_prepared(name, where, builder.data_dir) from error
 
     def preprocess(image, label):
-        return _to_float_image(image, image_size), tf.cast(label, tf.int32)
+        return _to_float_image(image, image_size, resize), tf.cast(label, tf.int32)
 
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     splits = builder.info.splits  # empty under `tfds.testing.mock_data`
@@ -301,14 +313,15 @@ def _tfds_data_dir():
     return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", default))
 
 
-def _files_dataset(paths, labels, image_size):
-    """Decodes image files (JPEG or PNG, grayscale or RGB) into the common format."""
+def _files_dataset(paths, labels, image_size, resize="squash"):
+    """Decodes image files (`IMAGE_EXTENSIONS`, grayscale or RGB) into the common format."""
     import tensorflow as tf
 
+    from keras_smallvit.images import decode_image_graph
+
     def preprocess(path, label):
-        # channels=3: Tiny ImageNet and many folders mix grayscale and RGB files.
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return _to_float_image(image, image_size), label
+        # 3 channels: Tiny ImageNet and many folders mix grayscale and RGB files.
+        return _to_float_image(decode_image_graph(path), image_size, resize), label
 
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
@@ -437,22 +450,6 @@ def _tiny_imagenet_class_names(data_dir, wnids):
     return tuple(f"{words[w]} ({w})" if words.get(w) else w for w in wnids)
 
 
-def _load_tiny_imagenet(split, image_size, data_dir):
-    wnids, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
-    if split == "test":
-        _check_first_test_image(test_paths)
-    paths, labels = (train_paths, train_labels) if split == "train" else (test_paths, test_labels)
-    info = DatasetInfo(
-        name="tiny_imagenet",
-        num_classes=len(wnids),
-        class_names=_tiny_imagenet_class_names(data_dir, wnids),
-        image_size=image_size,
-        num_train=len(train_paths),
-        num_test=len(test_paths),
-    )
-    return _files_dataset(paths, labels, image_size), info
-
-
 def folder_image_size(name, sample=64):
     """The typical image side of a `"folder:<path>"` dataset's train split.
 
@@ -462,134 +459,197 @@ def folder_image_size(name, sample=64):
             decoded to measure it.
 
     Returns:
-        The median of the sampled images' shorter sides, in pixels.
+        The median of the sampled images' shorter sides, in pixels (images
+        that do not decode are left out here; loading names them).
     """
-    import tensorflow as tf
+    from keras_smallvit.images import decode_image_file
 
-    root = name[len(FOLDER_PREFIX):]
-    train_dir = _folder_split_dir(root, "train")
-    if train_dir is None:
-        raise _missing("Image folder split 'train' not found", os.path.join(root, "train"), FOLDER_LAYOUT)
-    paths = []
-    for entry in sorted(tf.io.gfile.listdir(train_dir)):
-        if tf.io.gfile.isdir(os.path.join(train_dir, entry)):
-            paths += _list_images(os.path.join(train_dir, entry.rstrip("/")), FOLDER_LAYOUT)
-    if not paths:
-        raise _missing("No .jpg/.jpeg/.png images", os.path.join(train_dir, "<class_name>"), FOLDER_LAYOUT)
+    paths = _folder_split(name, "train").paths
     picks = sorted(set(np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)))
     sides = []
     for i in picks:
         try:
-            image = tf.io.decode_image(tf.io.read_file(paths[i]), channels=3, expand_animations=False)
-        except tf.errors.OpError as error:
-            raise ValueError(f"Cannot decode image {paths[i]!r}: {error.message}") from None
-        sides.append(min(int(image.shape[0]), int(image.shape[1])))
+            image = decode_image_file(paths[i])
+        except ValueError:
+            continue
+        sides.append(min(image.shape[0], image.shape[1]))
+    if not sides:
+        raise ValueError(f"None of {len(picks)} sampled images of {name!r} decodes: check the files.")
     return int(np.median(sides))
 
 
-def find_unreadable_image(name, split, data_dir=None):
-    """The first image file of a file-based dataset's split that does not
-    decode, or None (for the datasets that are not files, or when all decode).
-    Slow (one eager decode per file): for error messages only."""
+def evaluation_splits(name, validation_split=None, data_dir=None, files=None):
+    """`(selection, report)`: the split whose accuracy picks the best epoch,
+    and the split evaluated at the end of a run (the same one unless the
+    data has both a validation and a test split).
+
+    - `validation_split` given: "val" is held out of train (stratified per
+      class, `keras_smallvit.training.pipeline.hold_out_validation`); the
+      report is "test" where the dataset has one, else "val".
+    - a folder with both val/ and test/: `("val", "test")`.
+    - otherwise: `("test", "test")` (a folder's only held-out folder, val/
+      or test/, is its "test" split).
+
+    Raises:
+        ValueError: one folder of classes without `validation_split`, or
+            `validation_split` with a folder that has val/ already.
+    """
+    if not name.startswith(FOLDER_PREFIX):
+        return ("val", "test") if validation_split else ("test", "test")
+    root = _folder_root(name)
+    if _is_remote(root) and files is None:
+        files = _gfile(None)
+    splits = folder_layout(root, files or _LocalFiles)
+    held_out = sorted(set(splits) - {"train"})
+    if validation_split:
+        if "val" in splits:
+            raise ValueError(
+                f"Invalid `validation_split` {validation_split}: {root!r} has a val/ folder already. "
+                "Use one of the two: remove validation_split, or the val/ folder."
+            )
+        return "val", ("test" if "test" in splits else "val")
+    if not held_out:
+        raise _no_held_out_split(root, splits)
+    return ("val", "test") if len(held_out) == 2 else ("test", "test")
+
+
+def split_files(name, split, data_dir=None):
+    """`(FolderSplit, DatasetInfo)` of a file-based dataset's split (a
+    folder, Tiny ImageNet), or None for the others: the files to decode."""
+    if name.startswith(FOLDER_PREFIX):
+        found = _folder_split(name, split)
+        train = found if split == "train" else _folder_split(name, "train")
+        has_test = "test" in _folder_splits(name)
+        info = DatasetInfo(
+            name=name,
+            num_classes=len(found.class_names),
+            class_names=tuple(found.class_names),
+            image_size=None,
+            num_train=len(train.paths),
+            num_test=len(found.paths) if split != "train" else len(_folder_split(name, "test").paths) if has_test else None,
+        )
+        return found, info
+    if name == "tiny_imagenet":
+        wnids, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
+        if split == "test":
+            _check_first_test_image(test_paths)
+        paths, labels = (train_paths, train_labels) if split == "train" else (test_paths, test_labels)
+        info = DatasetInfo(
+            name="tiny_imagenet",
+            num_classes=len(wnids),
+            class_names=_tiny_imagenet_class_names(data_dir, wnids),
+            image_size=None,
+            num_train=len(train_paths),
+            num_test=len(test_paths),
+        )
+        root = _resolve_tiny_imagenet_dir(data_dir)
+        where = os.path.join(root, "train" if split == "train" else "val")
+        return FolderSplit(where, tuple(wnids), paths, labels, {}), info
+    return None
+
+
+def read_image_files(paths, labels, image_size, resize="squash", progress=None, workers=None):
+    """Decodes and resizes image files in parallel into memory, going on
+    past the files that fail.
+
+    Args:
+        paths, labels: the files and their labels.
+        image_size: the side of the square output.
+        resize: the resize policy (`keras_smallvit.images.RESIZE_POLICIES`).
+        progress: called with the number of images done after each chunk.
+        workers: parallel decodes (None: tf.data's AUTOTUNE).
+
+    Returns:
+        `(images, labels, unreadable)`: uint8 `(N, image_size, image_size, 3)`
+        images as the pipeline stores them (the float resize rounded), their
+        int32 labels, and `[(path, reason), ...]` of the files that did not
+        decode, in order.
+    """
     import tensorflow as tf
 
-    if name.startswith(FOLDER_PREFIX):
-        root = name[len(FOLDER_PREFIX):]
-        split_dir = _folder_split_dir(root, split)
-        if split_dir is None:
-            return None
-        paths = [
-            path
-            for entry in sorted(tf.io.gfile.listdir(split_dir))
-            if tf.io.gfile.isdir(os.path.join(split_dir, entry))
-            for path in _list_images(os.path.join(split_dir, entry.rstrip("/")), FOLDER_LAYOUT)
-        ]
-    elif name == "tiny_imagenet":
-        root = _resolve_tiny_imagenet_dir(data_dir)
-        if split == "train":
-            paths = [p for wnid in _read_lines(os.path.join(root, "wnids.txt"))
-                     for p in _list_images(os.path.join(root, "train", wnid, "images"), TINY_IMAGENET_LAYOUT)]
-        else:
-            images_dir = os.path.join(root, "val", "images")
-            paths = [os.path.join(images_dir, line.split("\t")[0])
-                     for line in _read_lines(os.path.join(root, "val", "val_annotations.txt"))]
-    else:
-        return None
-    for path in paths:
+    from keras_smallvit.images import decode_image_file
+    from keras_smallvit.images import decode_image_graph
+
+    def decode(index):
+        image = decode_image_graph(tf.gather(paths_tensor, index))
+        pixels = tf.round(_to_float_image(image, image_size) * 255.0)
+        return tf.cast(pixels, tf.uint8), index
+
+    paths_tensor = tf.constant([os.fspath(p) for p in paths] or [""], tf.string)
+    dataset = tf.data.Dataset.range(len(paths)).map(decode, num_parallel_calls=workers or tf.data.AUTOTUNE)
+    # A file that fails drops its element: its index is missing below.
+    dataset = dataset.ignore_errors().batch(256).prefetch(tf.data.AUTOTUNE)
+    images, indices = [], []
+    for batch_images, batch_indices in dataset.as_numpy_iterator():
+        images.append(batch_images)
+        indices.append(batch_indices)
+        if progress is not None:
+            progress(len(batch_indices))
+    indices = np.concatenate(indices) if indices else np.zeros((0,), "int64")
+    unreadable = []
+    for index in sorted(set(range(len(paths))) - set(indices.tolist())):
         try:
-            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except tf.errors.OpError:
-            return path
-    return None
+            decode_image_file(paths[index])
+            reason = "does not decode in the pipeline"
+        except ValueError as error:
+            reason = str(error).split(": ", 1)[-1]
+        unreadable.append((paths[index], reason))
+    images = np.concatenate(images) if images else np.zeros((0, image_size, image_size, 3), "uint8")
+    return images, np.asarray(labels, "int32")[indices], unreadable
 
 
-def _folder_split_dir(root, split, files=None):
-    files = _gfile(files)
-    candidates = ("train",) if split == "train" else ("test", "val")
-    for candidate in candidates:
-        path = os.path.join(root, candidate)
-        if files.isdir(path):
-            return path
-    return None
+def _no_held_out_split(root, splits):
+    where = "holds one folder of classes" if splits["train"] == root else "has train/ but no val/ or test/"
+    return ValueError(
+        f"Image folder {root!r} {where}: give `validation_split` (e.g. --validation-split 0.2) to hold "
+        "out that fraction of each class for validation, or add a val/ or test/ folder. "
+        f"Expected layout:\n{FOLDER_LAYOUT}"
+    )
 
 
-def _folder_examples(name, root, split, files=None):
-    """`(class_names, paths, labels, num_other)` of a folder's split
-    (`num_other`: the other split's examples, None without one), with the
-    layout checks of the loader."""
-    files = _gfile(files)
+def _folder_root(name):
+    root = name[len(FOLDER_PREFIX):]
     if not root:
         raise ValueError(f"Invalid `name`: {name!r}. Expected 'folder:<path>' with a non-empty path.")
-    split_dir = _folder_split_dir(root, split, files)
-    if split_dir is None:
-        raise _missing(f"Image folder split {split!r} not found", os.path.join(root, split), FOLDER_LAYOUT)
-
-    def class_names(directory):
-        return sorted(
-            entry.rstrip("/")
-            for entry in files.listdir(directory)
-            if files.isdir(os.path.join(directory, entry))
-        )
-
-    # Classes come from train/ whatever the split, so labels agree between splits.
-    train_dir = _folder_split_dir(root, "train", files)
-    classes = class_names(train_dir or split_dir)
-    if not classes:
-        raise _missing("No class sub-folders", os.path.join(train_dir or split_dir, "<class_name>"), FOLDER_LAYOUT)
-
-    def examples(directory):
-        paths, labels = [], []
-        for class_name in class_names(directory):
-            if class_name not in classes:
-                raise ValueError(f"{directory}: class folder {class_name!r} is not among the classes of train/.")
-            for path in _list_images(os.path.join(directory, class_name), FOLDER_LAYOUT, files):
-                paths.append(path)
-                labels.append(classes.index(class_name))
-        return paths, labels
-
-    paths, labels = examples(split_dir)
-    if not paths:
-        raise _missing("No .jpg/.jpeg/.png images", os.path.join(split_dir, "<class_name>"), FOLDER_LAYOUT)
-    other_dir = _folder_split_dir(root, "test" if split == "train" else "train", files)
-    num_other = len(examples(other_dir)[0]) if other_dir else None
-    return classes, paths, labels, num_other
+    return root
 
 
-def _load_folder(name, root, split, image_size):
-    import tensorflow as tf
+def _folder_splits(name, files=None):
+    """The splits `load_dataset` serves for a folder: "train", and "test"
+    (its val/ or test/), or "val" and "test" when it has both."""
+    splits = folder_layout(_folder_root(name), _folder_files(name, files))
+    held_out = sorted(set(splits) - {"train"})
+    return ("train", *held_out) if len(held_out) == 2 else ("train", "test") if held_out else ("train",)
 
-    classes, paths, labels, num_other = _folder_examples(name, root, split)
+
+def _folder_files(name, files):
+    if files is not None:
+        return files
+    return _gfile(None) if _is_remote(_folder_root(name)) else _LocalFiles
+
+
+def _folder_split(name, split, files=None):
+    """The checked `FolderSplit` of a folder dataset's `split`."""
+    files = _folder_files(name, files)
+    root = _folder_root(name)
+    layout = folder_layout(root, files)
+    available = _folder_splits(name, files)
+    if split not in available:
+        if len(available) == 1:
+            raise _no_held_out_split(root, layout)
+        raise ValueError(f"Invalid `split` {split!r} for {root!r}. Allowed values: {', '.join(available)}.")
+    folder = layout[split] if split in layout else layout["val" if "val" in layout else "test"]
+    train = scan_split(layout["train"], files)
+    return train if split == "train" else scan_split(folder, files, train.class_names)
+
+
+def _load_folder(name, split, image_size, resize):
+    from keras_smallvit.images import decode_image_file
+
+    found, info = split_files(name, split)
     if image_size is None:
         # No paper default for an arbitrary folder: keep the first image's size
         # (square side = its height) so that every example has one shape.
-        first = tf.io.decode_image(tf.io.read_file(paths[0]), channels=3, expand_animations=False)
-        image_size = int(first.shape[0])
-    info = DatasetInfo(
-        name=name,
-        num_classes=len(classes),
-        class_names=tuple(classes),
-        image_size=image_size,
-        num_train=len(paths) if split == "train" else num_other,
-        num_test=len(paths) if split == "test" else num_other,
-    )
-    return _files_dataset(paths, labels, image_size), info
+        image_size = int(decode_image_file(found.paths[0]).shape[0])
+    info = dataclasses.replace(info, image_size=image_size)
+    return _files_dataset(found.paths, found.labels, image_size, resize), info

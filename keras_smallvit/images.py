@@ -8,14 +8,19 @@ images as uint8).
 """
 
 import os
+import re
+import warnings
 
 import numpy as np
 
 # "squash": each side scaled to the model's (aspect ratio not kept), bilinear
 # with antialiasing: `tf.image.resize(..., antialias=True)`.
 RESIZE_POLICIES = ("squash",)
-# What `tf.io.decode_image` reads (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Image files, case-insensitive: what `tf.io.decode_image` reads, and TIFF
+# (decoded with Pillow: TensorFlow has no TIFF decoder).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# TIFF's magic numbers (little- and big-endian): by content, not by name.
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
 
 def is_image_file(name):
@@ -59,10 +64,58 @@ def decode_image_file(path, channels=3):
     import tensorflow as tf
 
     try:
-        data = tf.io.read_file(path)
-        return tf.io.decode_image(data, channels=channels, expand_animations=False).numpy()
+        return decode_image_graph(tf.constant(os.fspath(path)), channels).numpy()
     except tf.errors.OpError as error:
-        raise ValueError(f"Cannot read image file {path!r}: {error.message.splitlines()[0]}") from None
+        reason = readable_error(error.message) or type(error).__name__
+    except ValueError as error:  # Pillow's, raised as is when eager
+        reason = str(error)
+    raise ValueError(f"Cannot read image file {path!r}: {reason}")
+
+
+def readable_error(message):
+    """The first line of a TensorFlow error message, without its
+    `{{function_node ...}}` prefix and ` [Op:...]` suffix."""
+    line = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
+
+
+def decode_image_graph(path, channels=3):
+    """The uint8 image `(H, W, channels)` of the file at `path` (a string
+    tensor), in TensorFlow ops (tf.data, tf.function): `tf.io.decode_image`
+    (first frame of a GIF), or Pillow for a TIFF file, recognised by its
+    content."""
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+    is_tiff = tf.reduce_any(tf.equal(tf.strings.substr(data, 0, 4), list(TIFF_SIGNATURES)))
+
+    def with_pillow():
+        image = tf.numpy_function(_decode_with_pillow, [data, channels], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (None, None, channels))
+
+    def with_tensorflow():
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        return tf.ensure_shape(image, (None, None, channels))
+
+    return tf.cond(is_tiff, with_pillow, with_tensorflow)
+
+
+def _decode_with_pillow(data, channels):
+    import io
+
+    from PIL import Image
+
+    data = data.item() if isinstance(data, np.ndarray) else data
+    try:
+        with warnings.catch_warnings():  # a damaged file's warnings: the error below says it
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(bytes(data))) as image:
+                image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[int(channels)])
+                return np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, int(channels))
+    except Exception as error:  # Pillow's many error types: one message for tf.data
+        detail = re.sub(r"\s*<[^>]*>", "", str(error)).strip()
+        raise ValueError(f"TIFF file that does not decode ({type(error).__name__}: {detail})") from None
 
 
 def resize_float_images(images, size, policy="squash"):

@@ -202,7 +202,8 @@ def test_missing_folder_raises_file_not_found(tmp_path):
 
 def test_check_data_passes_what_the_loaders_load(tiny_imagenet_dir, tmp_path):
     for split in ("train", "val"):  # val/ stands in for test/
-        write_image(str(tmp_path / "images" / split / "cat" / "0.png"), 8, 10)
+        for name in ("cat", "dog"):
+            write_image(str(tmp_path / "images" / split / name / "0.png"), 8, 10)
     for name, data_dir in [
         ("digits", None),
         ("tiny_imagenet", str(tiny_imagenet_dir)),
@@ -216,16 +217,22 @@ def test_check_data_passes_what_the_loaders_load(tiny_imagenet_dir, tmp_path):
 
 def test_check_data_fails_with_the_loaders_message(tmp_path):
     only_train = tmp_path / "only_train"
-    write_image(str(only_train / "train" / "cat" / "0.png"), 8, 10)
-    (tmp_path / "foreign" / "train" / "cat").mkdir(parents=True)
-    write_image(str(tmp_path / "foreign" / "test" / "dog" / "0.png"), 8, 10)
-    write_image(str(tmp_path / "foreign" / "train" / "cat" / "0.png"), 8, 10)
+    for name in ("cat", "dog"):
+        write_image(str(only_train / "train" / name / "0.png"), 8, 10)
+        write_image(str(tmp_path / "foreign" / "train" / name / "0.png"), 8, 10)
+    write_image(str(tmp_path / "foreign" / "test" / "fox" / "0.png"), 8, 10)
+    write_image(str(tmp_path / "one_class" / "cat" / "0.png"), 8, 10)
+    write_image(str(tmp_path / "empty" / "train" / "cat" / "0.png"), 8, 10)
+    write_image(str(tmp_path / "empty" / "test" / "cat" / "0.png"), 8, 10)
+    (tmp_path / "empty" / "train" / "dog" / ".hidden").mkdir(parents=True)
     for name, data_dir, split in [
         ("tiny_imagenet", str(tmp_path / "nowhere"), "train"),
         ("tiny_imagenet", None, "train"),
         (f"folder:{tmp_path / 'nowhere'}", None, "train"),
         (f"folder:{only_train}", None, "test"),
         (f"folder:{tmp_path / 'foreign'}", None, "test"),  # a test class that train/ lacks
+        (f"folder:{tmp_path / 'one_class'}", None, "train"),
+        (f"folder:{tmp_path / 'empty'}", None, "train"),  # dog/ holds nothing but a hidden folder
         ("folder:", None, "train"),
     ]:
         with pytest.raises((FileNotFoundError, ValueError)) as fast:

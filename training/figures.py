@@ -107,10 +107,13 @@ def _load_images(args, source, image_shape):
             config = dataclasses.replace(config, data_dir=args.data_dir)
     else:
         raise ValueError("Invalid `--images`: None. With --model, give a .npy file or a dataset name.")
+    from keras_smallvit.data import evaluation_splits
+
     config = dataclasses.replace(config, max_test_examples=args.num_images)
-    # The same uint8 round trip as training's eval pipeline (and the callback).
-    data = load_split(config, "test")
-    return data.images.astype("float32") / 255.0, data.labels, f"{config.dataset} test[:{len(data)}]"
+    # The split a run evaluates at the end; the same uint8 round trip as training's eval pipeline.
+    split = evaluation_splits(config.dataset, config.validation_split, config.data_dir)[1]
+    data = load_split(config, split)
+    return data.images.astype("float32") / 255.0, data.labels, f"{config.dataset} {split}[:{len(data)}]"
 
 
 def _model_inputs(images, source):

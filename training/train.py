@@ -4,7 +4,8 @@
     python -m training.train --config digits_sl_vit --model vit --epochs 5 --seed 1
     python -m training.train --config cifar100_sata_vit --set sata_lr=1e-4 --set model.depth=6
     python -m training.train --config digits_sl_vit --smoke        # seconds-long check
-    python -m training.train --dataset folder:path/to/images       # your images: train/<class>/, test/<class>/
+    python -m training.train --dataset folder:path/to/images       # your images: train/<class>/, val/ or test/<class>/
+    python -m training.train --dataset folder:photos --validation-split 0.2   # one folder: photos/<class>/
     python -m training.train --config digits_sl_vit --diagnostics  # + attention statistics per epoch,
                                                                    #   figures: python -m training.figures --run <workdir>
 
@@ -56,6 +57,7 @@ FLAG_FIELDS = {
     "seed": int,
     "workdir": str,
     "steps_per_epoch": int,
+    "validation_split": float,
 }
 
 DEFAULT_CONFIG = "digits_sl_vit"
@@ -202,7 +204,7 @@ def preflight(args):
         from keras_smallvit.data import check_data
 
         config = resolve_config(args, models=False)
-        check_data(config.dataset, config.data_dir)
+        check_data(config.dataset, config.data_dir, config.validation_split)
 
 
 def main(argv=None):

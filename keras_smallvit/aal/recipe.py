@@ -26,7 +26,7 @@ def teacher_run_config(config):
         sata_lr=None,
         sata_threshold=None,
         epochs=epochs,
-        warmup_epochs=min(config.warmup_epochs, epochs - 1),
+        warmup_epochs=min(config.resolved_warmup_epochs(), epochs - 1),
         lr=None,
         workdir=os.path.join(config.workdir, TEACHER_RUN_FOLDER),
         export=False,

@@ -400,3 +400,50 @@ class RunFolder(keras.callbacks.Callback):
         writer.writeheader()
         writer.writerows(self.history)
         write_text_atomically(os.path.join(self.workdir, "log.csv"), buffer.getvalue())
+
+
+class EpochTimeEstimate(keras.callbacks.Callback):
+    """Prints once how long an epoch and the run will take at this speed:
+    after the first few steps (the first step, which compiles, left out),
+    or after the second epoch when an epoch has fewer steps than that.
+
+    Args:
+        steps_per_epoch: the steps of one epoch.
+        epochs: the epochs this process will run.
+        measured_steps: the steps timed after the first.
+    """
+
+    def __init__(self, steps_per_epoch, epochs, measured_steps=5):
+        super().__init__()
+        self.steps_per_epoch, self.epochs = steps_per_epoch, epochs
+        self.measured_steps = measured_steps
+        self._start, self._done, self._epochs_seen = None, epochs < 2 and steps_per_epoch <= measured_steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._epochs_seen == 1 and not self._done:
+            self._start = time.perf_counter()  # the second epoch: compiled
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_seen += 1
+        if self._epochs_seen == 2 and not self._done:
+            self._report(time.perf_counter() - self._start, "the second epoch")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._done or self._epochs_seen or self.steps_per_epoch <= self.measured_steps:
+            return
+        if self._start is None:
+            self._start = time.perf_counter()  # after step 1 (compilation)
+        elif batch >= self.measured_steps:
+            per_step = (time.perf_counter() - self._start) / batch
+            self._report(per_step * self.steps_per_epoch, f"steps 2-{batch + 1}: {per_step:.3g} s/step")
+
+    def _report(self, epoch_seconds, source):
+        print(f"\nabout {_duration(epoch_seconds)} per epoch, {_duration(epoch_seconds * self.epochs)} for "
+              f"{self.epochs} epoch(s) (timed on {source})", flush=True)
+        self._done = True
+
+
+def _duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

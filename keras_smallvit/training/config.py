@@ -46,7 +46,20 @@ class TrainConfig:
         dataset: see `keras_smallvit.data.DATASET_NAMES`.
         data_dir: TFDS data dir / the unpacked Tiny-ImageNet folder.
         image_size: None = the dataset's default (32, or 64 for Tiny-ImageNet).
-        max_train_examples / max_test_examples: truncate the splits (smoke runs).
+        max_train_examples / max_test_examples: truncate the splits (smoke
+            runs; image files are taken evenly over the sorted list, so
+            every class of a folder stays in).
+        validation_split: None, or the fraction of each class held out of
+            the training images for validation (stratified, in (0, 1)):
+            the validation split then picks `best.keras`, and the test
+            split (where the data has one) is evaluated at the end. Needed
+            for one folder of class folders (`folder:PATH` without
+            train/); not with a folder that has val/.
+        validation_split_seed (0): seeds that hold-out; independent of
+            `seed`, so runs of several seeds share one validation set.
+        skip_unreadable_images (False): image files that do not decode
+            are an error naming them all (before training); True trains
+            without them, saying how many.
         data_workers: parallel augmentation calls of the tf.data map; the
             batches are the same for any number (every draw is keyed by the
             seed and the example's position).
@@ -58,8 +71,9 @@ class TrainConfig:
             used in `config.json`, and the export carries them.
 
     Recipe:
-        epochs (100), warmup_epochs (10): per-step linear warm-up from
-            `warmup_start_lr` to `lr`, then cosine decay to `min_lr`.
+        epochs (100), warmup_epochs (None = epochs // 10, the recipe's 10
+            of 100; the run records the number): per-step linear warm-up
+            from `warmup_start_lr` to `lr`, then cosine decay to `min_lr`.
         repeated_augmentation: passes over the data per epoch (3, as the
             official code's sampler).
         batch_size (128), lr (None = the registry's paper rate: 3e-3 for ViT,
@@ -144,13 +158,16 @@ class TrainConfig:
     image_size: Optional[int] = None
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
+    validation_split: Optional[float] = None
+    validation_split_seed: int = 0
+    skip_unreadable_images: bool = False
     data_workers: int = 4
     normalize: bool = True
     normalization_mean: Optional[Tuple[float, float, float]] = None
     normalization_std: Optional[Tuple[float, float, float]] = None
 
     epochs: int = 100
-    warmup_epochs: int = 10
+    warmup_epochs: Optional[int] = None
     repeated_augmentation: int = 3
     batch_size: int = 128
     eval_batch_size: int = 256
@@ -276,10 +293,18 @@ class TrainConfig:
         check_choice("jit_compile", self.jit_compile, JIT_CHOICES)
         for name in ("epochs", "repeated_augmentation", "batch_size", "eval_batch_size", "data_workers"):
             check_positive_int(name, getattr(self, name))
+        if self.validation_split is not None:
+            check_range("validation_split", self.validation_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if isinstance(self.validation_split_seed, bool) or self.validation_split_seed < 0:
+            raise ValueError(f"Invalid `validation_split_seed` {self.validation_split_seed!r}: an integer >= 0.")
+        if not isinstance(self.skip_unreadable_images, bool):
+            raise ValueError(
+                f"Invalid `skip_unreadable_images` {self.skip_unreadable_images!r}. Allowed values: True, False."
+            )
         for name in ("image_size", "steps_per_epoch", "max_train_examples", "max_test_examples"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        if not 0 <= self.warmup_epochs < self.epochs:
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(
                 f"Invalid `warmup_epochs` {self.warmup_epochs}: must be in [0, epochs) = [0, {self.epochs})."
             )
@@ -325,7 +350,7 @@ class TrainConfig:
                 f"Invalid `min_lr` {self.min_lr}: greater than {source} {lr}, which the cosine decays "
                 f"down to min_lr. Allowed: 0 <= min_lr <= {lr}."
             )
-        if self.warmup_epochs > 0 and self.warmup_start_lr > lr:
+        if self.resolved_warmup_epochs() > 0 and self.warmup_start_lr > lr:
             raise ValueError(
                 f"Invalid `warmup_start_lr` {self.warmup_start_lr}: greater than {source} {lr}, which "
                 f"the warm-up rises to from warmup_start_lr. Allowed: 0 <= warmup_start_lr <= {lr} "
@@ -377,6 +402,10 @@ class TrainConfig:
                     f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
                     f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
                 )
+
+    def resolved_warmup_epochs(self):
+        """`warmup_epochs`, or for None the recipe's share: `epochs // 10`."""
+        return self.epochs // 10 if self.warmup_epochs is None else self.warmup_epochs
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

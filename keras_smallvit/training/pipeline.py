@@ -79,38 +79,180 @@ class InMemoryData:
     def __len__(self):
         return len(self.labels)
 
+    def subset(self, indices):
+        return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
+
 
 def load_split(config, split):
-    """Loads `config.dataset`'s split into memory (uint8), with a progress bar.
+    """Loads `config.dataset`'s split into memory (uint8), with a progress
+    bar and a one-line summary ("Found N images in K classes ...").
 
     The small datasets of the papers fit in memory (CIFAR: 150 MB,
     Tiny-ImageNet: 1.2 GB as uint8), which makes every epoch a cheap,
     seeded permutation of indices.
+
+    Args:
+        config: the `TrainConfig`.
+        split: "train", "val" or "test" (`keras_smallvit.data.evaluation_splits`
+            says which a run uses). With `config.validation_split`, "train"
+            is the training images less the held-out share, and "val" that
+            share (`hold_out_validation`).
+
+    Raises:
+        UnreadableImagesError: image files that do not decode, all named
+            (unless `config.skip_unreadable_images`).
     """
+    if config.validation_split and split in ("train", "val"):
+        return load_run_splits(config, (split,))[split]
+    limit = config.max_train_examples if split == "train" else config.max_test_examples
+    return _load_stored_split(config, split, limit)
+
+
+def load_run_splits(config, splits=None):
+    """`{split: InMemoryData}` of the splits a run uses (`splits`: default
+    the training split and `evaluation_splits`), the training images read
+    once when `validation_split` holds part of them out."""
+    selection, report = datasets.evaluation_splits(config.dataset, config.validation_split, config.data_dir)
+    splits = tuple(dict.fromkeys(splits or ("train", selection, report)))
+    loaded, unreadable = {}, []
+
+    def load(split, limit):
+        try:
+            return _load_stored_split(config, split, limit)
+        except UnreadableImagesError as error:  # go on: every split's bad files in one error
+            unreadable.append(str(error).rsplit("\n", 1)[0])
+            return None
+
+    if config.validation_split and {"train", "val"} & set(splits):
+        every = load("train", None)
+    if config.validation_split and {"train", "val"} & set(splits) and every is not None:
+        kept, held_out = hold_out_validation(every.labels, every.num_classes, config.validation_split,
+                                             config.validation_split_seed)
+        print(
+            f"validation_split {config.validation_split}: {len(held_out):,} of {len(every):,} training images held "
+            f"out for validation (stratified per class, validation_split_seed {config.validation_split_seed})"
+        )
+        lonely = [every.class_names[c] if every.class_names else str(c)
+                  for c in range(every.num_classes) if not np.any(every.labels[held_out] == c)]
+        if lonely:
+            _warn(f"no validation image of class(es) {', '.join(map(repr, lonely))} (too few images to hold one out): "
+                  "their accuracy is not measured")
+        loaded["train"] = every.subset(_evenly(kept, config.max_train_examples))
+        loaded["val"] = every.subset(_evenly(held_out, config.max_test_examples))
+    for split in splits:
+        if split not in loaded and not (config.validation_split and split in ("train", "val")):
+            loaded[split] = load(split, config.max_train_examples if split == "train" else config.max_test_examples)
+    if unreadable:
+        raise UnreadableImagesError("\n".join(unreadable) + "\n" + UNREADABLE_WAY_ON)
+    return {split: loaded[split] for split in splits}
+
+
+def hold_out_validation(labels, num_classes, fraction, seed):
+    """`(kept, held_out)` indices: `round(fraction * n)` images of each class
+    of `n` (at least 1, at most n - 1, none of a class of 1), drawn by a
+    permutation seeded by `(seed, class)`, in NumPy: the same split on every
+    backend, for any run seed, and on resume. Sorted indices."""
+    kept, held_out = [], []
+    for label in range(num_classes):
+        members = np.flatnonzero(labels == label)
+        count = min(len(members) - 1, max(1, int(round(fraction * len(members))))) if len(members) > 1 else 0
+        order = np.random.default_rng([seed, label]).permutation(len(members))
+        held_out.append(members[order[:count]])
+        kept.append(members[order[count:]])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held_out))
+
+
+class UnreadableImagesError(ValueError):
+    """Image files of a split that do not decode (all of them named)."""
+
+
+UNREADABLE_WAY_ON = (
+    "Replace or remove them, or train without them with --set skip_unreadable_images=true. Nothing was written."
+)
+# How many unreadable files an error lists in full per split.
+MAX_LISTED_FILES = 50
+
+
+def _evenly(indices, limit):
+    """At most `limit` of `indices`, evenly spread (every class of a sorted
+    file list keeps some)."""
+    indices = np.asarray(indices)
+    if limit is None or limit >= len(indices):
+        return indices
+    return indices[np.unique(np.linspace(0, len(indices) - 1, limit).round().astype(int))]
+
+
+def _warn(message):
+    print(f"warning: {message}", flush=True)
+
+
+def _load_stored_split(config, split, limit):
+    """One split as stored (before any hold-out), at most `limit` images."""
     from tqdm.auto import tqdm
 
-    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir)
-    limit = config.max_train_examples if split == "train" else config.max_test_examples
+    resize = getattr(config, "resize", "squash")
+    files = datasets.split_files(config.dataset, split, config.data_dir)
+    if files is None:  # TFDS, digits: no files to name
+        return _load_tf_split(config, split, limit, resize)
+    found, info = files
+    picks = _evenly(np.arange(len(found.paths)), limit)
+    paths = [found.paths[i] for i in picks]
+    labels = [found.labels[i] for i in picks]
+    image_size = config.image_size or datasets.default_image_size(config.dataset)
+    if image_size is None:
+        # No paper default for a folder: the first image's height (square), as `load_dataset`.
+        from keras_smallvit.images import decode_image_file
+
+        image_size = int(decode_image_file(paths[0]).shape[0])
+    with tqdm(total=len(paths), desc=f"loading {split} images", unit="img", leave=False) as bar:
+        images, labels, unreadable = datasets.read_image_files(
+            paths, labels, image_size, resize, progress=bar.update, workers=config.data_workers
+        )
+    skipped = dict(found.skipped)
+    if unreadable:
+        if not config.skip_unreadable_images:
+            listed = "\n".join(f"  {path}: {reason}" for path, reason in unreadable[:MAX_LISTED_FILES])
+            more = len(unreadable) - MAX_LISTED_FILES
+            raise UnreadableImagesError(
+                f"{len(unreadable)} of {len(paths):,} image files in {found.directory} cannot be read:\n{listed}"
+                + (f"\n  ... and {more} more" if more > 0 else "")
+                + "\n" + UNREADABLE_WAY_ON
+            )
+        skipped["unreadable images"] = len(unreadable)
+    summary = f"Found {len(labels):,} images in {info.num_classes} classes in {found.directory}"
+    if skipped:
+        summary += " (skipped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(skipped.items())) + ")"
+    if limit is not None and limit < len(found.paths):
+        summary += f" (max {limit:,} of {len(found.paths):,} taken)"
+    print(summary, flush=True)
+    if unreadable:
+        _warn(f"{len(unreadable)} unreadable image file(s) skipped (skip_unreadable_images), e.g. {unreadable[0][0]}")
+    if found.missing_classes:
+        _warn(f"{found.directory} has no folder for class(es) {', '.join(map(repr, found.missing_classes))} of "
+              "train: their accuracy is not measured on this split")
+    if not len(labels):
+        raise ValueError(f"The {split} split of `{config.dataset}` holds no readable image.")
+    return InMemoryData(images, labels, info.num_classes, info.class_names)
+
+
+def _load_tf_split(config, split, limit, resize):
+    from tqdm.auto import tqdm
+
+    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir, resize=resize)
     total = info.num_train if split == "train" else info.num_test
     if limit is not None:
         dataset, total = dataset.take(limit), limit if total is None else min(limit, total)
     images, labels = [], []
     with tqdm(total=total, desc=f"loading {config.dataset} {split}", unit="img", leave=False) as bar:
-        try:
-            for batch_images, batch_labels in dataset.batch(1024).as_numpy_iterator():
-                images.append(np.round(batch_images * 255.0).astype("uint8"))
-                labels.append(batch_labels.astype("int32"))
-                bar.update(len(batch_labels))
-        except tf.errors.OpError as error:
-            # tf.data's decode error names no file: find the one that fails.
-            bad = datasets.find_unreadable_image(config.dataset, split, config.data_dir)
-            where = f"image file {bad!r}" if bad else f"the {split} split of `{config.dataset}`"
-            raise ValueError(
-                f"Cannot read {where}: {error.message.splitlines()[0]}. Replace or remove it and rerun."
-            ) from None
+        for batch_images, batch_labels in dataset.batch(1024).as_numpy_iterator():
+            images.append(np.round(batch_images * 255.0).astype("uint8"))
+            labels.append(batch_labels.astype("int32"))
+            bar.update(len(batch_labels))
     if not images:
         raise ValueError(f"The {split} split of `{config.dataset}` holds no images.")
-    return InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes, info.class_names)
+    data = InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes, info.class_names)
+    print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split})", flush=True)
+    return data
 
 
 def dataset_statistics(dataset_name, train_data):
@@ -131,19 +273,35 @@ def default_autoaugment_policy(dataset_name):
 # Every registered model accepts a multiple of 16 with its default patch
 # size (ViT/CaiT/T2T: an 8x8 token grid, PiT/Swin: 16x16; CNNs any size).
 IMAGE_SIZE_MULTIPLE = 16
+# The automatic size of a folder's images stops here: the largest resolution
+# the papers train their small-dataset models at (Tiny-ImageNet's 64 px;
+# CIFAR's 32). A ViT's cost grows with the square of the side (the tokens)
+# or faster: 240 px made a 5.3M-parameter SL-ViT at 2.4 img/s on a 2-core CPU.
+MAX_AUTOMATIC_IMAGE_SIZE = 64
+
+
+def automatic_image_size(median_side):
+    """The rule for a folder's `image_size`: the images' median shorter side,
+    rounded to a multiple of `IMAGE_SIZE_MULTIPLE` (16), between 16 and
+    `MAX_AUTOMATIC_IMAGE_SIZE` (64)."""
+    size = int(round(median_side / IMAGE_SIZE_MULTIPLE)) * IMAGE_SIZE_MULTIPLE
+    return min(MAX_AUTOMATIC_IMAGE_SIZE, max(IMAGE_SIZE_MULTIPLE, size))
 
 
 def resolve_image_size(config):
     """`config` with `image_size` measured from the images of a
-    `folder:<path>` dataset when it is None (the median side, rounded to a
-    multiple of `IMAGE_SIZE_MULTIPLE`, said in one line)."""
+    `folder:<path>` dataset when it is None (`automatic_image_size`, said in
+    one line)."""
     if config.image_size is not None or not config.dataset.startswith(datasets.FOLDER_PREFIX):
         return config
     measured = datasets.folder_image_size(config.dataset)
-    size = max(IMAGE_SIZE_MULTIPLE, int(round(measured / IMAGE_SIZE_MULTIPLE)) * IMAGE_SIZE_MULTIPLE)
+    size = automatic_image_size(measured)
+    capped = size == MAX_AUTOMATIC_IMAGE_SIZE and measured > MAX_AUTOMATIC_IMAGE_SIZE + IMAGE_SIZE_MULTIPLE / 2
     print(
-        f"image_size {size}: the images' median side is {measured} px, rounded to a multiple of "
-        f"{IMAGE_SIZE_MULTIPLE} that every model accepts (--image-size to choose)"
+        f"image_size {size}: the images' median side is {measured} px, "
+        + (f"capped at {MAX_AUTOMATIC_IMAGE_SIZE}, the papers' largest small-data size (cost grows with the "
+           "square of the side)" if capped else f"rounded to a multiple of {IMAGE_SIZE_MULTIPLE}")
+        + " (--image-size to choose)"
     )
     return dataclasses.replace(config, image_size=size)
 

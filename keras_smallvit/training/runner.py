@@ -10,11 +10,13 @@ trained first if needed); with `config.batch_augmentation="device"`, inside
 step). Checkpoints and the export hold the classifier only.
 """
 
+import dataclasses
 import json
 import os
 
 import keras
 
+from keras_smallvit import data as datasets
 from keras_smallvit.aal import recipe as aal_recipe
 from keras_smallvit.export import export_for_serving
 from keras_smallvit.models import create_model
@@ -22,6 +24,7 @@ from keras_smallvit.models.preset_folder import run_preprocessing
 from keras_smallvit.models.registry import get_model_entry
 from keras_smallvit.training import pipeline
 from keras_smallvit.training import run_guard
+from keras_smallvit.training.callbacks import EpochTimeEstimate
 from keras_smallvit.training.callbacks import RunFolder
 from keras_smallvit.training.callbacks import StopOnDivergence
 from keras_smallvit.training.callbacks import write_text_atomically
@@ -59,7 +62,7 @@ def compile_model(model, config, entry, steps_per_epoch, num_classes):
 
     lr = config.lr or entry.paper_lr
     schedule = learning_rate_schedule(
-        lr, steps_per_epoch, config.epochs, config.warmup_epochs, config.warmup_start_lr, config.min_lr
+        lr, steps_per_epoch, config.epochs, config.resolved_warmup_epochs(), config.warmup_start_lr, config.min_lr
     )
     model.compile(
         optimizer=make_optimizer(schedule, config.weight_decay, sata_learning_rate_multipliers(config, entry)),
@@ -95,45 +98,82 @@ def train(config, verbose="auto", restart=False):
     """Runs (or resumes) `config` in `config.workdir`; returns the metrics dict
     that is also written to `metrics.json`.
 
-    Nothing is written before the command is checked: the config, the data
-    (loaded first), and the run folder (`run_guard.check_resumable`: a
-    folder holding a run with other settings, or foreign files, is refused).
-    `restart=True` discards the folder's previous run (its artefacts only)
-    and starts over. One training per folder at a time (`run_guard.RunLock`).
+    Nothing is written before every check has passed: the config, the data
+    (loaded first; every unreadable image named), the batch against the
+    data, the run folder (`run_guard.check_resumable`: a folder holding a
+    run with other settings, or foreign files, is refused) and the model
+    (built before `config.json` is written). `restart=True` discards the
+    folder's previous run (its artefacts only) and starts over. One training
+    per folder at a time (`run_guard.RunLock`).
+
+    The best epoch (`best.keras`) is chosen on the validation split and the
+    test split is evaluated at the end, where the data has both
+    (`keras_smallvit.data.evaluation_splits`); else one held-out split does both.
     """
     config = pipeline.resolve_image_size(config.validate())
-    workdir = config.workdir
-    train_data = pipeline.load_split(config, "train")
-    test_data = pipeline.load_split(config, "test")
-    check_splits_agree(config, train_data, test_data)
+    # What the config leaves to the epochs, recorded as used.
+    config = dataclasses.replace(config, warmup_epochs=config.resolved_warmup_epochs())
+    selection, report = datasets.evaluation_splits(config.dataset, config.validation_split, config.data_dir)
+    splits = pipeline.load_run_splits(config)
+    check_splits_agree(config, splits)
+    train_data = splits["train"]
     # Statistics and policy the config leaves to the data, recorded as used.
-    config = pipeline.resolve_data_settings(config, train_data)
+    config = fit_batch_to_data(pipeline.resolve_data_settings(config, train_data), len(train_data))
+    pipeline.steps_per_epoch(len(train_data), config)  # raises before anything is written
+    workdir = config.workdir
     if not restart:
         run_guard.check_resumable(config, workdir)
+    if selection == report:
+        print(f"best.keras: the epoch of best top-1 on the {selection} split (the only held-out split, "
+              "also evaluated at the end)")
+    else:
+        print(f"best.keras: the epoch of best top-1 on the {selection} split; the {report} split is "
+              "evaluated at the end")
+    created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
-    with run_guard.RunLock(workdir):
-        if restart:
-            run_guard.clear_run_folder(workdir)
-        else:
-            run_guard.check_resumable(config, workdir)  # again, now that the folder is ours
-        write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
-        return _train_in_folder(config, train_data, test_data, verbose)
+    try:
+        with run_guard.RunLock(workdir):
+            if restart:
+                run_guard.clear_run_folder(workdir)
+            else:
+                run_guard.check_resumable(config, workdir)  # again, now that the folder is ours
+            return _train_in_folder(config, train_data, (selection, splits[selection]), (report, splits[report]),
+                                    verbose)
+    except BaseException:
+        if created and set(os.listdir(workdir)) == {run_guard.LOCK_FILE}:
+            # A run that failed before writing anything leaves no folder behind.
+            os.remove(os.path.join(workdir, run_guard.LOCK_FILE))
+            os.rmdir(workdir)
+        raise
 
 
-def check_splits_agree(config, train_data, test_data):
+def fit_batch_to_data(config, num_train):
+    """`config` with `batch_size` reduced to the training images of one
+    epoch when it is larger (said in one line), so that small data trains."""
+    images = num_train * config.repeated_augmentation
+    if config.batch_size <= images:
+        return config
+    print(f"batch_size {config.batch_size} is larger than the {images:,} training images of an epoch: "
+          f"using batch_size {images}")
+    return dataclasses.replace(config, batch_size=images)
+
+
+def check_splits_agree(config, splits):
     """Fails before training when the splits cannot be used together."""
-    for name, split in (("train", train_data), ("test", test_data)):
-        if not len(split):
-            raise ValueError(f"The {name} split of `{config.dataset}` holds no images.")
-    if train_data.images.shape[1:] != test_data.images.shape[1:]:
+    shapes = {name: split.images.shape[1:] for name, split in splits.items()}
+    if len(set(shapes.values())) > 1:
         raise ValueError(
-            f"The splits of `{config.dataset}` differ in image shape: train {train_data.images.shape[1:]}, "
-            f"test {test_data.images.shape[1:]}. Give `image_size` to resize both."
+            f"The splits of `{config.dataset}` differ in image shape: "
+            + ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+            + ". Give `image_size` to resize them all."
         )
 
 
-def _train_in_folder(config, train_data, test_data, verbose):
+def _train_in_folder(config, train_data, selection, report, verbose):
+    """`selection`, `report`: `(split name, InMemoryData)` of the split that
+    picks the best epoch and of the one evaluated at the end."""
     workdir = config.workdir
+    (selection_name, selection_data), (report_name, test_data) = selection, report
     # --- AAL: the teacher run comes first (it seeds itself) ---
     teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.aal else None
     keras.utils.set_random_seed(config.seed)
@@ -155,7 +195,11 @@ def _train_in_folder(config, train_data, test_data, verbose):
             model = DeviceBatchAugmentation(student, mean, std, pipeline.erasing_fill(config))
         run_folder = RunFolder(workdir, saved_model=student)
         compile_model(model, config, entry, steps, num_classes)
+        # The model builds: the run is valid, its folder now holds it.
+        write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
         initial_epoch = run_folder.restore(model)
+    print(f"{config.model}: {student.count_params():,} parameters, {image_size}x{image_size} images, "
+          f"{num_classes} classes, {steps} steps of {config.batch_size} per epoch")
     if initial_epoch:
         print(f"Resuming {workdir} at epoch {initial_epoch + 1}/{config.epochs}")
     if initial_epoch < config.epochs:
@@ -164,11 +208,12 @@ def _train_in_folder(config, train_data, test_data, verbose):
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
-            validation_data=pipeline.eval_dataset(test_data, config),
+            validation_data=pipeline.eval_dataset(selection_data, config),
             # Diagnostics first: an epoch's JSON exists once RunFolder commits the epoch.
             callbacks=diagnostics_callbacks(config, student, test_data)
             # A non-finite loss stops the run (TrainingDiverged) before RunFolder saves its epoch.
             + [StopOnDivergence(workdir), run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+            + [EpochTimeEstimate(steps, config.epochs - initial_epoch)]
             + (aal_recipe.distiller_callbacks(config) if config.aal else []),
             shuffle=False,  # the dataset orders itself, per seed and epoch
             verbose=verbose,
@@ -182,6 +227,8 @@ def _train_in_folder(config, train_data, test_data, verbose):
         "backend": keras.backend.backend(),
         "parameters": int(student.count_params()),
         "epochs": config.epochs,
+        "best_chosen_on": selection_name,
+        "final_evaluated_on": report_name,
         "final_top1": float(final["top1"]),
         "final_top5": float(final["top5"]) if "top5" in final else None,  # top-5 only past 5 classes
         "best_top1": best.get("val_top1"),

@@ -88,14 +88,24 @@ def test_missing_data_fails_before_the_frameworks_load(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     workdir = str(tmp_path / "workdirs" / "run")
-    no_test = tmp_path / "no_test" / "train" / "cat"
-    no_test.mkdir(parents=True)
-    (no_test / "0.png").write_bytes(b"")
+    for name in ("cat", "dog"):  # the preflight decodes nothing
+        (tmp_path / "no_test" / "train" / name).mkdir(parents=True)
+        (tmp_path / "no_test" / "train" / name / "0.png").write_bytes(b"")
+    (tmp_path / "one_class" / "cat").mkdir(parents=True)
+    (tmp_path / "one_class" / "cat" / "0.jpg").write_bytes(b"")
+    for name in ("cat", "dog"):
+        (tmp_path / "empty_class" / name / "sub").mkdir(parents=True)
+    (tmp_path / "empty_class" / "cat" / "sub" / "0.TIFF").write_bytes(b"")
+    (tmp_path / "empty_class" / "dog" / "notes.txt").write_text("no image here")
     cases = {
         "cifar100": ["--dataset", "cifar100", "--data-dir", str(empty), "--workdir", workdir],
         "svhn": ["--config", "svhn_sl_vit", "--data-dir", str(empty), "--workdir", workdir],
         "folder": ["--dataset", f"folder:{tmp_path / 'missing'}", "--workdir", workdir],
         "folder_test": ["--dataset", f"folder:{tmp_path / 'no_test'}", "--workdir", workdir],
+        "one_folder": ["--dataset", f"folder:{tmp_path / 'no_test' / 'train'}", "--workdir", workdir],
+        "one_class": ["--dataset", f"folder:{tmp_path / 'one_class'}", "--validation-split", "0.2", "--workdir", workdir],
+        "empty_class": ["--dataset", f"folder:{tmp_path / 'empty_class'}", "--validation-split", "0.2",
+                        "--workdir", workdir],
         "tiny_imagenet": ["--dataset", "tiny_imagenet", "--data-dir", str(empty), "--workdir", workdir],
         "tiny_imagenet_none": ["--config", "tiny_imagenet_sl_vit", "--set", "data_dir=none", "--workdir", workdir],
     }
@@ -103,8 +113,11 @@ def test_missing_data_fails_before_the_frameworks_load(tmp_path):
     check_failures(report, cases, {
         "cifar100": ["`cifar100`", f"data_dir={str(empty)!r}", f"looked for {empty / 'cifar100'}", "tfds.load("],
         "svhn": ["`svhn_cropped`", str(empty / "svhn_cropped")],
-        "folder": ["split 'train' not found", str(tmp_path / "missing" / "train"), "Expected layout"],
-        "folder_test": ["split 'test' not found", str(tmp_path / "no_test" / "test")],
+        "folder": ["Image folder not found", str(tmp_path / "missing"), "Expected layout"],
+        "folder_test": ["has train/ but no val/ or test/", "`validation_split`", "--validation-split 0.2"],
+        "one_folder": ["holds one folder of classes", "`validation_split`"],
+        "one_class": ["1 class folder (only 'cat')", "at least 2 classes"],
+        "empty_class": ["Empty class folder", str(tmp_path / "empty_class" / "dog"), "1 non-image files inside"],
         "tiny_imagenet": ["Tiny ImageNet not found", str(empty / "wnids.txt"), "Expected layout"],
         "tiny_imagenet_none": ["`tiny_imagenet` needs `data_dir`"],
     }, tmp_path)
@@ -116,6 +129,10 @@ def test_valid_commands_pass_the_preflight_and_leave_no_module_behind(tmp_path):
         for name in ("cat", "dog"):
             (images / split / name).mkdir(parents=True)
             (images / split / name / "0.png").write_bytes(b"")  # the preflight decodes nothing
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "dog" / "nested").mkdir(parents=True)
+    (tmp_path / "photos" / "cat" / "0.webp").write_bytes(b"")
+    (tmp_path / "photos" / "dog" / "nested" / "0.Tif").write_bytes(b"")
     tiny = tmp_path / "unpacked" / "tiny-imagenet-200"
     (tiny / "train" / "n01" / "images").mkdir(parents=True)
     (tiny / "train" / "n01" / "images" / "n01_0.JPEG").write_bytes(b"")
@@ -131,6 +148,7 @@ def test_valid_commands_pass_the_preflight_and_leave_no_module_behind(tmp_path):
         # Model checks need the model classes: the full check after the preflight has them.
         ["--model", "no_such_model", "--set", "model.nosuch=1", "--workdir", workdir],
         ["--dataset", f"folder:{images}", "--workdir", workdir],
+        ["--dataset", f"folder:{tmp_path / 'photos'}", "--validation-split", "0.5", "--workdir", workdir],
         ["--dataset", "tiny_imagenet", "--data-dir", str(tiny.parent), "--workdir", workdir],
         ["--dataset", "cifar100", "--data-dir", str(tfds_dir), "--workdir", workdir],
         ["--dataset", "cifar100", "--data-dir", "gs://bucket/tfds", "--workdir", workdir],

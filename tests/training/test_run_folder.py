@@ -241,7 +241,8 @@ def test_a_corrupt_image_is_named_and_mismatched_splits_fail_before_training(tmp
 
     train_split = InMemoryData(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.int32), 2)
     with pytest.raises(ValueError, match="differ in image shape"):
-        check_splits_agree(config, train_split, InMemoryData(np.zeros((4, 9, 9, 3), np.uint8), np.zeros(4, np.int32), 2))
+        check_splits_agree(config, {"train": train_split, "test": InMemoryData(np.zeros((4, 9, 9, 3), np.uint8),
+                                                                             np.zeros(4, np.int32), 2)})
 
 
 def test_cli_errors_are_one_line_without_traceback(finished_run, tmp_path):

@@ -15,7 +15,6 @@ def get_config():
         model="sl_sata_cb_vit",
         dataset="digits",
         epochs=10,
-        warmup_epochs=1,
         repeated_augmentation=1,
         batch_size=64,
         lr=1e-3,

@@ -22,7 +22,6 @@ def get_config():
         model="sl_vit",
         dataset="folder:",  # the path comes from --dataset
         epochs=100,
-        warmup_epochs=10,
         batch_size=64,
         horizontal_flip=True,
         workdir="runs/folder",
