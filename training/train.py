@@ -92,7 +92,8 @@ def parse_args(argv):
                         help="override any TrainConfig field (model.<arg>=... for create_model arguments)")
     parser.add_argument("--smoke", action="store_true", help="shrink everything to a seconds-long run")
     parser.add_argument("--restart", action="store_true",
-                        help="discard the run in --workdir (its files only) and start over, instead of resuming")
+                        help="discard the run in --workdir (exactly the files it wrote) and start over, "
+                             "instead of resuming")
     # --- AAL ---
     parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
     parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
@@ -224,6 +225,7 @@ def main(argv=None):
     import keras_smallvit
     from keras_smallvit.training.callbacks import TrainingDiverged
     from keras_smallvit.training.run_guard import RunFolderInUse
+    from keras_smallvit.utils.files import WriteError
     from training.configs import list_configs
 
     if args.list:
@@ -239,8 +241,10 @@ def main(argv=None):
 
     try:
         metrics = train(config, restart=args.restart)
-    except (ValueError, FileNotFoundError, RunFolderInUse, TrainingDiverged) as error:
+    except (ValueError, FileNotFoundError, RunFolderInUse, TrainingDiverged, WriteError) as error:
         # The library's own errors name the argument or file and the way on: no traceback.
+        # (WriteError: an OSError of its writes, e.g. a full disk, naming the path and the free
+        # space; any other OSError keeps its traceback.)
         raise SystemExit(f"error: {error}")
     print(json.dumps(metrics, indent=2))
     print(f"final top-1 {metrics['final_top1']:.4f}, best top-1 {metrics['best_top1']:.4f} "

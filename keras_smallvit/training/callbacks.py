@@ -20,6 +20,7 @@ import time
 import keras
 import numpy as np
 
+from keras_smallvit.training.run_guard import record_created
 from keras_smallvit.utils.files import remove_path  # noqa: F401  (re-exported)
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.files import write_text_atomically  # noqa: F401
@@ -108,7 +109,7 @@ def record_divergence(workdir, error):
         except ValueError:
             metrics = {}
     metrics["diverged"] = error.record()
-    os.makedirs(workdir, exist_ok=True)
+    record_created(workdir, "metrics.json")
     write_text_atomically(path, json.dumps(metrics, indent=2))
 
 
@@ -241,7 +242,10 @@ class RunFolder(keras.callbacks.Callback):
     - `last.keras`, `best.keras`: full models after the last epoch and at the
       best `monitor` value so far (the best survives a resume).
     - `log.csv`: one row per finished epoch, rewritten from the history, so a
-      resumed run never repeats a row.
+      resumed run never repeats a row; `restore()` rebuilds it from the
+      backup's history when it is missing or differs (e.g. deleted).
+    - the run's manifest (`run_guard.record_created`): each of these names
+      is listed there before it is first created.
 
     An epoch whose weights (of the fit or the saved model) are non-finite is
     not written at all: `TrainingDiverged` is raised, after `"diverged"` is
@@ -291,7 +295,7 @@ class RunFolder(keras.callbacks.Callback):
         """Loads the last backup into `model` (compiled, optimizer built here)
         and returns the epoch to resume at (0 if there is no backup).
         `best.keras`/`last.keras` that are missing or unreadable are rebuilt
-        from the backup."""
+        from the backup, and `log.csv` from its history."""
         state = self.load_state()
         if state is None:
             return 0
@@ -307,7 +311,20 @@ class RunFolder(keras.callbacks.Callback):
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.epoch_seconds = state.get("epoch_seconds", [])
         self._repair_checkpoints(model, state)
+        self._repair_log(state)
         return state["epoch"]
+
+    def _repair_log(self, state):
+        """Rewrites `log.csv` from the backup's history unless it holds it."""
+        path = os.path.join(self.workdir, "log.csv")
+        try:
+            with open(path, newline="") as f:
+                if f.read() == self._csv_text():
+                    return
+        except (OSError, UnicodeDecodeError):
+            pass
+        print(f"{path} is missing or differs from the backup: rewritten from its history ({state['epoch']} epochs).")
+        self._write_csv()
 
     def _repair_checkpoints(self, model, state):
         """Rewrites `last.keras` (from the backup) and `best.keras` (from the
@@ -316,10 +333,12 @@ class RunFolder(keras.callbacks.Callback):
         last = os.path.join(self.workdir, "last.keras")
         if not is_loadable_keras_file(last):
             print(f"{last} is missing or damaged: rewritten from the backup of epoch {state['epoch']}.")
+            record_created(self.workdir, "last.keras")
             replace_atomically(saved_model.save, last)
         best = os.path.join(self.workdir, "best.keras")
         if self.best_epoch is None or is_loadable_keras_file(best):
             return
+        record_created(self.workdir, "best.keras")
         if self.best_epoch == state["epoch"]:
             replace_atomically(saved_model.save, best)
         else:
@@ -365,9 +384,11 @@ class RunFolder(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.epoch_seconds.append(time.time() - self._epoch_start)
         self.history.append({"epoch": epoch + 1, **logs})
-        os.makedirs(self.backup_dir, exist_ok=True)
         value = logs.get(self.monitor)
-        if value is not None and (self.best is None or value > self.best):
+        improved = value is not None and (self.best is None or value > self.best)
+        record_created(self.workdir, "backup", "last.keras", *(["best.keras"] if improved else []))
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if improved:
             self.best, self.best_epoch = value, epoch + 1
             replace_atomically(saved_model.save, os.path.join(self.workdir, "best.keras"))
             # The backup keeps the best epoch's weights too: a lost best.keras is rebuilt from them.
@@ -393,13 +414,17 @@ class RunFolder(keras.callbacks.Callback):
             if name.endswith(".weights.h5") and name not in (weights_name, best_weights_name(self.best_epoch)):
                 remove_path(os.path.join(self.backup_dir, name))
 
-    def _write_csv(self):
+    def _csv_text(self):
         keys = ["epoch"] + sorted({k for row in self.history for k in row} - {"epoch"})
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(self.history)
-        write_text_atomically(os.path.join(self.workdir, "log.csv"), buffer.getvalue())
+        return buffer.getvalue()
+
+    def _write_csv(self):
+        record_created(self.workdir, "log.csv")
+        write_text_atomically(os.path.join(self.workdir, "log.csv"), self._csv_text())
 
 
 class EpochTimeEstimate(keras.callbacks.Callback):

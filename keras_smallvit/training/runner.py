@@ -35,6 +35,12 @@ from keras_smallvit.training.optimization import make_loss
 from keras_smallvit.training.optimization import make_metrics
 from keras_smallvit.training.optimization import make_optimizer
 from keras_smallvit.training.optimization import model_overrides_for
+from keras_smallvit.utils.files import WriteError
+
+RESUME_AFTER_DISK_FULL = (
+    "The run folder keeps its last finished epoch: after freeing space, the same command resumes "
+    "the run, with the result of an uninterrupted one."
+)
 
 
 def resolve_jit_compile(jit_compile):
@@ -103,8 +109,10 @@ def train(config, verbose="auto", restart=False):
     data, the run folder (`run_guard.check_resumable`: a folder holding a
     run with other settings, or foreign files, is refused) and the model
     (built before `config.json` is written). `restart=True` discards the
-    folder's previous run (its artefacts only) and starts over. One training
-    per folder at a time (`run_guard.RunLock`).
+    folder's previous run (exactly the files it wrote: `run_guard.clear_run_folder`) and starts over. One training
+    per folder at a time (`run_guard.RunLock`). An `OSError` of a write is
+    raised as a `WriteError` naming the path and the free space (and, for a
+    full disk, that the same command resumes the run).
 
     The best epoch (`best.keras`) is chosen on the validation split and the
     test split is evaluated at the end, where the data has both
@@ -135,10 +143,15 @@ def train(config, verbose="auto", restart=False):
         with run_guard.RunLock(workdir):
             if restart:
                 run_guard.clear_run_folder(workdir)
-            else:
-                run_guard.check_resumable(config, workdir)  # again, now that the folder is ours
-            return _train_in_folder(config, train_data, (selection, splits[selection]), (report, splits[report]),
-                                    verbose)
+            elif run_guard.check_resumable(config, workdir):  # again, now that the folder is ours
+                run_guard.adopt_older_run(workdir)
+            try:
+                return _train_in_folder(config, train_data, (selection, splits[selection]), (report, splits[report]),
+                                        verbose)
+            except WriteError as error:
+                if error.disk_full and RESUME_AFTER_DISK_FULL not in error.message:
+                    error.message += " " + RESUME_AFTER_DISK_FULL
+                raise
     except BaseException:
         if created and set(os.listdir(workdir)) == {run_guard.LOCK_FILE}:
             # A run that failed before writing anything leaves no folder behind.
@@ -175,6 +188,8 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     workdir = config.workdir
     (selection_name, selection_data), (report_name, test_data) = selection, report
     # --- AAL: the teacher run comes first (it seeds itself) ---
+    if config.aal and config.aal_teacher is None:
+        run_guard.record_created(workdir, aal_recipe.TEACHER_RUN_FOLDER)
     teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.aal else None
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
@@ -196,13 +211,15 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         run_folder = RunFolder(workdir, saved_model=student)
         compile_model(model, config, entry, steps, num_classes)
         # The model builds: the run is valid, its folder now holds it.
-        write_text_atomically(os.path.join(workdir, "config.json"), config.to_json())
+        run_guard.record_created(workdir, run_guard.CONFIG_FILE)
+        write_text_atomically(os.path.join(workdir, run_guard.CONFIG_FILE), config.to_json())
         initial_epoch = run_folder.restore(model)
     print(f"{config.model}: {student.count_params():,} parameters, {image_size}x{image_size} images, "
           f"{num_classes} classes, {steps} steps of {config.batch_size} per epoch")
     if initial_epoch:
         print(f"Resuming {workdir} at epoch {initial_epoch + 1}/{config.epochs}")
     if initial_epoch < config.epochs:
+        run_guard.record_created(workdir, "tensorboard", *(["diagnostics"] if config.diagnostics else []))
         model.fit(
             pipeline.train_dataset(train_data, config, initial_epoch),
             epochs=config.epochs,
@@ -239,7 +256,9 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     }
     if config.aal:
         metrics["aal_teacher"] = teacher_path
+    run_guard.record_created(workdir, "metrics.json")
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
     if config.export:
+        run_guard.record_created(workdir, "saved_model")
         metrics["export"] = export_model(student, workdir)
     return metrics

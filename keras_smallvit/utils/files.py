@@ -12,14 +12,86 @@ What may be replaced (the library never deletes what it did not write):
   name starts with it), what `is_ours` accepts, and at `.partial` any
   regular file (the library writes files under that name only). Anything
   else there is refused, not removed.
+
+An `OSError` of a write (a full disk, a read-only folder) is raised again as
+a `WriteError` naming the path and the free space on its file system, with
+the same errno and builtin type (`except PermissionError` still catches it)
+and the original chained.
 """
 
+import errno as errno_codes
 import os
+import re
 import shutil
 
 # Written first into a folder being written under a temporary name, so that a
 # leftover of a killed write is recognised as the library's own.
 PARTIAL_MARKER = ".keras_smallvit_partial"
+
+
+class WriteError(OSError):
+    """An `OSError` of one of the library's writes, naming the path and the
+    free space on its file system (`message`, which `str()` gives).
+
+    Raised as a subclass of the original's type (e.g. `PermissionError`),
+    with its errno; the original is its `__cause__`. `disk_full`: whether
+    the file system is full (ENOSPC).
+    """
+
+    disk_full = False
+
+    def __str__(self):
+        return self.message
+
+
+_WRITE_ERROR_TYPES = {OSError: WriteError}
+
+
+def _write_error_type(original):
+    if original not in _WRITE_ERROR_TYPES:  # a builtin subclass: PermissionError, ...
+        name = f"WriteError_{original.__name__}"
+        _WRITE_ERROR_TYPES[original] = type(name, (WriteError, original), {"__module__": __name__})
+    return _WRITE_ERROR_TYPES[original]
+
+
+def free_space_text(path):
+    """`"<size> free of <size>"` on the file system of `path` (or of its nearest existing folder)."""
+    folder = os.path.abspath(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return "free space unknown"
+    return f"{_size(usage.free)} free of {_size(usage.total)}"
+
+
+def _size(count):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def write_error(error, path):
+    """The `WriteError` for `error`, an `OSError` raised writing `path`
+    (a `WriteError` already is one, and a `FileExistsError` is a refusal
+    that names its path: both returned as they are)."""
+    if isinstance(error, (WriteError, FileExistsError)):
+        return error
+    kind = type(error) if type(error).__module__ == "builtins" else OSError
+    reason = error.strerror or str(error)
+    code = error.errno
+    if code is None:  # h5py: "... errno = 28, error message = 'No space left on device' ..."
+        found = re.search(r"errno = (\d+)", str(error))
+        code = int(found.group(1)) if found else None
+    message = f"Cannot write {path}: {reason} (errno {code}); {free_space_text(path)} on its file system."
+    if code == errno_codes.ENOSPC:
+        message += " The disk is full: free some space and try again."
+    new = _write_error_type(kind)(error.errno, reason, path)
+    new.message, new.disk_full = message, code == errno_codes.ENOSPC
+    return new
 
 
 def remove_path(path):
@@ -105,12 +177,22 @@ def replace_atomically(write, final_path, *, is_ours=os.path.isfile, overwrite=F
     """
     check_replaceable(final_path, is_ours, overwrite, check_old=False)
     tmp_path, old_path = temporary_paths(final_path)
-    remove_path(tmp_path)
-    write(tmp_path)
+    try:
+        remove_path(tmp_path)
+        write(tmp_path)
+    except OSError as error:
+        raise write_error(error, final_path) from error
+    if (os.path.isdir(tmp_path) or os.path.isdir(final_path)) and not _is_ours_or_empty(old_path, is_ours):
+        remove_path(tmp_path)  # checked here: a file's write never uses `.old`
+        check_replaceable(final_path, is_ours, overwrite)  # raises, naming `.old`
+    try:
+        _rename_into_place(tmp_path, final_path, old_path)
+    except OSError as error:
+        raise write_error(error, final_path) from error
+
+
+def _rename_into_place(tmp_path, final_path, old_path):
     if os.path.isdir(tmp_path) or os.path.isdir(final_path):
-        if not _is_ours_or_empty(old_path, is_ours):  # checked here: a file's write never uses `.old`
-            remove_path(tmp_path)
-            check_replaceable(final_path, is_ours, overwrite)  # raises, naming `.old`
         marker = os.path.join(tmp_path, PARTIAL_MARKER)
         if os.path.exists(marker):
             os.remove(marker)

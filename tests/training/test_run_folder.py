@@ -73,15 +73,78 @@ def test_invalid_config_and_foreign_folder_leave_everything_as_it_was(finished_r
     assert sorted(os.listdir(foreign)) == ["log.csv", "notes.txt"] and (foreign / "log.csv").read_text() == "my own log"
 
 
-def test_restart_removes_only_what_a_run_writes(tmp_path):
+def add_users_files(workdir):
+    """Names a user may keep next to a run that look like the run's
+    temporary names; returns their contents."""
+    (workdir / "backup.old").mkdir()
+    (workdir / "backup.old" / "weights.h5").write_text("my own backup")
+    (workdir / "notes.partial.txt").write_text("my notes")
+    (workdir / "data").mkdir()
+    return tree_contents(workdir / "backup.old"), (workdir / "notes.partial.txt").read_text()
+
+
+def test_restart_removes_exactly_the_files_the_run_wrote(finished_run, tmp_path):
+    """The manifest a real run keeps lists what it created; `--restart`
+    removes those and killed writes' temporary names of them, never a
+    user's `backup.old/` or `notes.partial.txt` (it did: any `.old` or
+    `.partial` of a run's name)."""
+    import shutil
+
+    from keras_smallvit.utils.files import PARTIAL_MARKER
+
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run.workdir, workdir)
+    assert run_guard.read_manifest(str(workdir)) == {
+        "config.json", "log.csv", "metrics.json", "best.keras", "last.keras", "backup", "tensorboard"
+    }
+    users_backup, notes = add_users_files(workdir)
+    (workdir / "best.partial.keras").write_text("a killed write")  # a run's temporary names: removed
+    (workdir / "saved_model.partial").mkdir()
+    (workdir / "saved_model.partial" / PARTIAL_MARKER).write_text("")
+    run_guard.clear_run_folder(str(workdir))
+    assert sorted(os.listdir(workdir)) == ["backup.old", "data", "notes.partial.txt", run_guard.LOCK_FILE]
+    assert tree_contents(workdir / "backup.old") == users_backup and (workdir / "notes.partial.txt").read_text() == notes
+
+
+def test_restart_of_a_folder_without_manifest_is_conservative(finished_run, tmp_path):
+    """A folder of an older version (no manifest): the exact run names go
+    only when its config.json is a run's; else the restart is refused and
+    nothing is removed."""
     workdir = tmp_path / "run"
     workdir.mkdir()
-    for name in ("config.json", "log.csv", "metrics.json", "last.keras", "best.partial.keras", "notes.txt"):
+    for name in ("log.csv", "metrics.json", "last.keras", "best.partial.keras", "notes.txt"):
         (workdir / name).write_text("x")
     (workdir / "backup").mkdir()
-    (workdir / "data").mkdir()
+    (workdir / "config.json").write_text("not a TrainConfig")
+    users_backup, _ = add_users_files(workdir)
+    before = tree_contents(workdir)
+    with pytest.raises(run_guard.RunFolderMismatch, match="backup, config.json, last.keras, log.csv, metrics.json"):
+        run_guard.clear_run_folder(str(workdir))
+    assert tree_contents(workdir) == before and (workdir / "backup").is_dir()
+    with open(os.path.join(finished_run.workdir, "config.json")) as f:
+        (workdir / "config.json").write_text(f.read())
     run_guard.clear_run_folder(str(workdir))
-    assert sorted(os.listdir(workdir)) == ["data", "notes.txt"]
+    assert sorted(os.listdir(workdir)) == ["backup.old", "data", "notes.partial.txt", "notes.txt"]
+    assert tree_contents(workdir / "backup.old") == users_backup
+
+
+def test_only_a_runs_own_temporary_names_pass_as_a_run_killed_before_its_config(finished_run, tmp_path):
+    """`check_resumable` has the same notion of "ours" as the restart: a
+    folder with the manifest and a killed write of config.json is a new
+    run's; a user's `backup.old/` or `notes.partial.txt` is not."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.partial.json").write_text("{")
+    (workdir / run_guard.MANIFEST_FILE).write_text('{"created": ["config.json"]}')
+    config = dataclasses.replace(finished_run, workdir=str(workdir))
+    assert run_guard.check_resumable(config, str(workdir)) is False
+    (workdir / "backup.old").mkdir()
+    with pytest.raises(run_guard.RunFolderMismatch, match="backup.old"):
+        run_guard.check_resumable(config, str(workdir))
+    (workdir / "backup.old").rmdir()
+    (workdir / "notes.partial.txt").write_text("mine")
+    with pytest.raises(run_guard.RunFolderMismatch, match="notes.partial.txt"):
+        run_guard.check_resumable(config, str(workdir))
 
 
 def test_one_training_per_folder(finished_run, tmp_path):
@@ -211,6 +274,113 @@ def test_lost_best_and_last_checkpoints_are_rebuilt_from_the_backup(tmp_path, da
     np.testing.assert_array_equal(kernel_of(tmp_path / "best.keras"), best_weights[0])  # epoch 1's
     np.testing.assert_array_equal(kernel_of(tmp_path / "last.keras"), last_weights[0])
     np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), last_weights[0])  # the resume goes on from the last
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_lost_log_is_rebuilt_from_the_backup_on_resume(tmp_path, damage):
+    run_two_epochs(tmp_path)
+    log = tmp_path / "log.csv"
+    original = log.read_bytes()
+    assert len(read_log(tmp_path)) == 2
+    if damage == "deleted":
+        log.unlink()
+    else:
+        log.write_bytes(original[: original.index(b"\r\n2,") + 2])  # epoch 2's row cut
+    assert RunFolder(str(tmp_path)).restore(tiny_fit_model()) == 2
+    assert log.read_bytes() == original
+
+
+def fail_writes_to(monkeypatch, name):
+    """`os.replace` onto a path ending in `name` fails as on a full disk."""
+    import errno
+
+    replace = os.replace
+
+    def full_disk(source, destination):
+        if str(destination).endswith(name):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", full_disk)
+
+
+def test_a_full_disk_names_the_path_and_the_free_space_and_the_run_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from keras_smallvit.utils.files import WriteError
+
+    model, folder = tiny_fit_model(), RunFolder(str(tmp_path))
+    folder.set_model(model)
+    folder.on_epoch_begin(0)
+    folder.on_epoch_end(0, {"val_top1": 0.5})
+    fail_writes_to(monkeypatch, "log.csv")
+    folder.on_epoch_begin(1)
+    with pytest.raises(OSError) as error:
+        folder.on_epoch_end(1, {"val_top1": 0.2})
+    path = str(tmp_path / "log.csv")
+    assert isinstance(error.value, WriteError) and error.value.errno == errno.ENOSPC and error.value.disk_full
+    message = str(error.value)
+    assert message.startswith(f"Cannot write {path}: No space left on device") and " free of " in message
+    assert isinstance(error.value.__cause__, OSError) and error.value.__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert RunFolder(str(tmp_path)).restore(tiny_fit_model()) == 1  # epoch 2 not committed: it is run again
+    assert len(read_log(tmp_path)) == 1
+
+
+def test_a_failed_write_keeps_its_builtin_type_and_the_cli_prints_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import keras_smallvit.training
+    from keras_smallvit.utils.files import WriteError
+    from keras_smallvit.utils.files import write_text_atomically
+    from training.train import main
+
+    def read_only(source, destination):
+        raise PermissionError(errno.EACCES, "Permission denied", source)
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(PermissionError, match="Cannot write .*a.json: Permission denied .* free of ") as error:
+        write_text_atomically(str(tmp_path / "a.json"), "{}")
+    assert isinstance(error.value, WriteError) and error.value.errno == errno.EACCES and not error.value.disk_full
+    monkeypatch.undo()
+
+    def train_on_a_full_disk(config, restart=False):
+        fail_writes_to(monkeypatch, "metrics.json")
+        write_text_atomically(os.path.join(config.workdir, "metrics.json"), "{}")
+
+    monkeypatch.setattr(keras_smallvit.training, "train", train_on_a_full_disk)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with pytest.raises(SystemExit) as exit:
+        main(["--model", "vit", "--dataset", "digits", "--image-size", "16", "--workdir", str(workdir)])
+    message = str(exit.value.code)
+    assert message.startswith(f"error: Cannot write {workdir / 'metrics.json'}: No space left on device")
+    assert " free of " in message and "\n" not in message
+
+
+@pytest.mark.large
+def test_a_resume_on_a_full_disk_says_so_and_rebuilds_a_deleted_log(finished_run, tmp_path, monkeypatch):
+    """The real resume: the log rebuilt from the backup; a full disk when
+    writing metrics.json is named with the way on, and the same command then
+    ends with the same metrics."""
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run.workdir, workdir)
+    config = dataclasses.replace(finished_run, workdir=str(workdir))
+    original_log = (workdir / "log.csv").read_bytes()
+    metrics = read_json(workdir / "metrics.json")
+    (workdir / "log.csv").unlink()
+    (workdir / "metrics.json").unlink()
+    fail_writes_to(monkeypatch, "metrics.json")
+    with pytest.raises(OSError, match=r"metrics.json: No space left on device .* free of .*same command resumes"):
+        train(config, verbose=0)
+    assert (workdir / "log.csv").read_bytes() == original_log
+    monkeypatch.undo()
+    resumed = train(config, verbose=0)
+    assert resumed == read_json(workdir / "metrics.json")
+    metrics.pop("train_images_per_second"), resumed.pop("train_images_per_second")  # no epoch was run
+    assert resumed == metrics
 
 
 def test_a_damaged_backup_names_the_file(tmp_path):
