@@ -6,7 +6,7 @@
 
 or piece by piece for a script of your own:
 
-    train_data = training.load_split(config, "train")
+    train_data = training.load_split(config, "train")   # or load_run_splits(config)
     model, entry = training.build_model(config, train_data.num_classes, 32)
     steps = training.steps_per_epoch(len(train_data), config)
     training.compile_model(model, config, entry, steps, train_data.num_classes)
@@ -36,7 +36,10 @@ _EXPORTS = {
     "make_metrics": "optimization",
     "make_optimizer": "optimization",
     "sata_learning_rate_multipliers": "optimization",
+    "UnreadableImagesError": "pipeline",
     "eval_dataset": "pipeline",
+    "hold_out_validation": "pipeline",
+    "load_run_splits": "pipeline",
     "load_split": "pipeline",
     "resolve_data_settings": "pipeline",
     "resolve_image_size": "pipeline",
