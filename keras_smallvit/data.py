@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from keras_smallvit.images import RESIZE_POLICIES
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -100,7 +101,7 @@ def default_image_size(name):
     return DEFAULT_IMAGE_SIZES[name]
 
 
-def load_dataset(name, split, image_size=None, data_dir=None):
+def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
     """Loads one split of a dataset as a `tf.data.Dataset` of `(image, label)`.
 
     Args:
@@ -109,12 +110,15 @@ def load_dataset(name, split, image_size=None, data_dir=None):
         split: `"train"` or `"test"` (for Tiny ImageNet, `"test"` is the
             official validation set, whose labels are public).
         image_size: Side of the square output images; images are resized
-            (bilinear) when it differs from the stored size. Defaults to
+            (bilinear, by `resize`) when it differs from the stored size. Defaults to
             `default_image_size(name)`.
         data_dir: Where the data lives: the TFDS data directory for the TFDS
             names (TFDS's default when `None`), the unpacked
             `tiny-imagenet-200` folder for `"tiny_imagenet"` (required).
             Ignored for `"digits"` and `"folder:<path>"`.
+        resize: how images of another size or shape are brought to
+            `image_size`: a policy of `keras_smallvit.images.RESIZE_POLICIES`
+            ("squash", "crop" or "pad"). Ignored for `"digits"` (square).
 
     Returns:
         A tuple `(dataset, info)`: an unbatched, prefetched `tf.data.Dataset`
@@ -127,18 +131,19 @@ def load_dataset(name, split, image_size=None, data_dir=None):
             downloaded.
     """
     check_choice("split", split, SPLITS)
+    check_choice("resize", resize, RESIZE_POLICIES)
     if image_size is not None:
         image_size = check_positive_int("image_size", image_size)
     if name.startswith(FOLDER_PREFIX):
-        return _load_folder(name, name[len(FOLDER_PREFIX):], split, image_size)
+        return _load_folder(name, name[len(FOLDER_PREFIX):], split, image_size, resize)
     _check_name(name)
     if image_size is None:
         image_size = DEFAULT_IMAGE_SIZES[name]
     if name == "digits":
         return load_digits(image_size=image_size, split=split)
     if name == "tiny_imagenet":
-        return _load_tiny_imagenet(split, image_size, data_dir)
-    return _load_tfds(name, split, image_size, data_dir)
+        return _load_tiny_imagenet(split, image_size, data_dir, resize)
+    return _load_tfds(name, split, image_size, data_dir, resize)
 
 
 def check_data(name, data_dir=None):
@@ -239,7 +244,7 @@ def _check_name(name):
         check_choice("name", name, DATASET_NAMES)
 
 
-def _to_float_image(image, image_size):
+def _to_float_image(image, image_size, resize="squash"):
     """uint8 (or float in [0, 1]) image of any size -> float32 in [0, 1], resized."""
     import tensorflow as tf
 
@@ -247,12 +252,12 @@ def _to_float_image(image, image_size):
 
     image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]
     image.set_shape((None, None, 3))
-    image = tf.clip_by_value(resize_float_images(image, (image_size, image_size)), 0.0, 1.0)
+    image = tf.clip_by_value(resize_float_images(image, (image_size, image_size), resize), 0.0, 1.0)
     image.set_shape((image_size, image_size, 3))
     return image
 
 
-def _load_tfds(name, split, image_size, data_dir):
+def _load_tfds(name, split, image_size, data_dir, resize="squash"):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -267,7 +272,7 @@ def _load_tfds(name, split, image_size, data_dir):
         raise _tfds_not_prepared(name, where, builder.data_dir) from error
 
     def preprocess(image, label):
-        return _to_float_image(image, image_size), tf.cast(label, tf.int32)
+        return _to_float_image(image, image_size, resize), tf.cast(label, tf.int32)
 
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     splits = builder.info.splits  # empty under `tfds.testing.mock_data`
@@ -301,14 +306,14 @@ def _tfds_data_dir():
     return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", default))
 
 
-def _files_dataset(paths, labels, image_size):
+def _files_dataset(paths, labels, image_size, resize="squash"):
     """Decodes image files (JPEG or PNG, grayscale or RGB) into the common format."""
     import tensorflow as tf
 
     def preprocess(path, label):
         # channels=3: Tiny ImageNet and many folders mix grayscale and RGB files.
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return _to_float_image(image, image_size), label
+        return _to_float_image(image, image_size, resize), label
 
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
@@ -437,7 +442,7 @@ def _tiny_imagenet_class_names(data_dir, wnids):
     return tuple(f"{words[w]} ({w})" if words.get(w) else w for w in wnids)
 
 
-def _load_tiny_imagenet(split, image_size, data_dir):
+def _load_tiny_imagenet(split, image_size, data_dir, resize="squash"):
     wnids, (train_paths, train_labels), (test_paths, test_labels) = _tiny_imagenet_examples(data_dir)
     if split == "test":
         _check_first_test_image(test_paths)
@@ -450,7 +455,7 @@ def _load_tiny_imagenet(split, image_size, data_dir):
         num_train=len(train_paths),
         num_test=len(test_paths),
     )
-    return _files_dataset(paths, labels, image_size), info
+    return _files_dataset(paths, labels, image_size, resize), info
 
 
 def folder_image_size(name, sample=64):
@@ -575,7 +580,7 @@ def _folder_examples(name, root, split, files=None):
     return classes, paths, labels, num_other
 
 
-def _load_folder(name, root, split, image_size):
+def _load_folder(name, root, split, image_size, resize="squash"):
     import tensorflow as tf
 
     classes, paths, labels, num_other = _folder_examples(name, root, split)
@@ -592,4 +597,4 @@ def _load_folder(name, root, split, image_size):
         num_train=len(paths) if split == "train" else num_other,
         num_test=len(paths) if split == "test" else num_other,
     )
-    return _files_dataset(paths, labels, image_size), info
+    return _files_dataset(paths, labels, image_size, resize), info

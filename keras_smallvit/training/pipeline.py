@@ -89,7 +89,7 @@ def load_split(config, split):
     """
     from tqdm.auto import tqdm
 
-    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir)
+    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir, resize=config.resize)
     limit = config.max_train_examples if split == "train" else config.max_test_examples
     total = info.num_train if split == "train" else info.num_test
     if limit is not None:
