@@ -113,14 +113,15 @@ def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
             `"val"` too. A single folder of classes has `"train"` only (see
             `evaluation_splits`).
         image_size: Side of the square output images; images are resized
-            (bilinear, antialiased) when it differs from the stored size.
+            (bilinear, antialiased, by `resize`) when it differs from the stored size.
             Defaults to `default_image_size(name)`.
         data_dir: Where the data lives: the TFDS data directory for the TFDS
             names (TFDS's default when `None`), the unpacked
             `tiny-imagenet-200` folder for `"tiny_imagenet"` (required).
             Ignored for `"digits"` and `"folder:<path>"`.
-        resize: how an image of another shape becomes square:
-            `keras_smallvit.images.RESIZE_POLICIES`.
+        resize: how images of another size or shape are brought to
+            `image_size`: a policy of `keras_smallvit.images.RESIZE_POLICIES`
+            ("squash", "crop" or "pad"). Ignored for `"digits"` (square).
 
     Returns:
         A tuple `(dataset, info)`: an unbatched, prefetched `tf.data.Dataset`

@@ -13,9 +13,18 @@ import warnings
 
 import numpy as np
 
-# "squash": each side scaled to the model's (aspect ratio not kept), bilinear
-# with antialiasing: `tf.image.resize(..., antialias=True)`.
-RESIZE_POLICIES = ("squash",)
+# How an image of any size becomes the model's `(height, width)`, each by
+# bilinear resize with antialiasing (`tf.image.resize(..., antialias=True)`):
+# - "squash": the whole image, each side scaled to the model's (the aspect
+#   ratio is not kept);
+# - "crop": the largest centred box of the model's aspect ratio (the rest
+#   is cut off), as Keras' `crop_to_aspect_ratio`;
+# - "pad": the image padded with black (zeros) on both sides to the model's
+#   aspect ratio, then resized (nothing is cut off), as Keras'
+#   `pad_to_aspect_ratio`: padded first, so the black border is resized
+#   with the image (its edge pixels blend), not added after the resize.
+# The boxes follow Keras' rounding exactly (see `aspect_box`).
+RESIZE_POLICIES = ("squash", "crop", "pad")
 # Image files, case-insensitive: what `tf.io.decode_image` reads, and TIFF
 # (decoded with Pillow: TensorFlow has no TIFF decoder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -118,17 +127,61 @@ def _decode_with_pillow(data, channels):
         raise ValueError(f"TIFF file that does not decode ({type(error).__name__}: {detail})") from None
 
 
-def resize_float_images(images, size, policy="squash"):
-    """float32 images in [0, 1] `(..., H, W, C)` -> `size` `(height, width)`,
-    clipped to [0, 1], by the resize `policy` (see `RESIZE_POLICIES`).
-    Images already at `size` are returned unchanged (an identity resize
-    still costs a pass)."""
-    import tensorflow as tf
-
+def _check_policy(policy):
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"Invalid resize `policy`: {policy!r}. Allowed values: {', '.join(RESIZE_POLICIES)}.")
+
+
+def aspect_box(height, width, size, policy="squash"):
+    """`(top, left, box_height, box_width)`: the box of an image `(height,
+    width)` (int32 tensors, or ints) that the resize `policy` brings to
+    `size` `(height, width)`. Inside the image for "crop"; around it for
+    "pad" (negative `top`/`left`: black padding).
+
+    Keras' conventions (`keras.ops.image.resize`, `crop_to_aspect_ratio` /
+    `pad_to_aspect_ratio`, TensorFlow backend): box sides truncated
+    (`width * target_height / target_width`), at least 1 pixel for a crop,
+    starts at the truncated half of the margin; a padded image gets that
+    half on both sides (an odd margin loses one pixel). Keras divides in
+    float32; the integer division here gives the same boxes up to sides of
+    ~16 million pixels (where float32 stops representing the quotient).
+    """
+    import tensorflow as tf
+
+    _check_policy(policy)
+    zero = tf.constant(0, tf.int32)
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    if policy == "squash":
+        return zero, zero, height, width
+    target_height, target_width = int(size[0]), int(size[1])
+    aspect_height = width * target_height // target_width
+    aspect_width = height * target_width // target_height
+    if policy == "crop":
+        box_height = tf.maximum(tf.minimum(height, aspect_height), 1)
+        box_width = tf.maximum(tf.minimum(width, aspect_width), 1)
+        return (height - box_height) // 2, (width - box_width) // 2, box_height, box_width
+    pad_top = (tf.maximum(height, aspect_height) - height) // 2
+    pad_left = (tf.maximum(width, aspect_width) - width) // 2
+    return -pad_top, -pad_left, height + 2 * pad_top, width + 2 * pad_left
+
+
+def resize_float_images(images, size, policy="squash"):
+    """float32 images in [0, 1] `(..., H, W, C)` -> `size` `(height, width)`,
+    clipped to [0, 1], by the resize `policy` (see `RESIZE_POLICIES`): the
+    `aspect_box` cut out or padded, then resized. Any H and W (dynamic
+    shapes; graph-safe). Images already at `size` are returned unchanged
+    (an identity resize still costs a pass)."""
+    import tensorflow as tf
+
     shape = tf.shape(images)
-    same = tf.logical_and(tf.equal(shape[-3], size[0]), tf.equal(shape[-2], size[1]))
+    top, left, box_height, box_width = aspect_box(shape[-3], shape[-2], size, policy)
+    if policy == "crop":
+        images = images[..., top : top + box_height, left : left + box_width, :]
+    elif policy == "pad":
+        # `[[-top, -top], [-left, -left], [0, 0]]` below as many [0, 0] rows as leading axes.
+        paddings = tf.convert_to_tensor([[-top, -top], [-left, -left], [0, 0]])
+        images = tf.pad(images, tf.pad(paddings, [[tf.rank(images) - 3, 0], [0, 0]]))
+    same = tf.logical_and(tf.equal(box_height, size[0]), tf.equal(box_width, size[1]))
 
     def resize():
         resized = tf.image.resize(images, size, method="bilinear", antialias=True)
@@ -137,32 +190,45 @@ def resize_float_images(images, size, policy="squash"):
     return tf.cond(same, lambda: images, resize)
 
 
-def _antialias_weights(input_size, output_size):
+def _antialias_weights(input_size, output_size, box_start=0, box_size=None):
     """`(output_size, input_size)` weights of TensorFlow's antialiased
     bilinear resize along one axis (its `ScaleAndTranslate` with a triangle
-    kernel widened by the downscale factor), for any `input_size` tensor."""
+    kernel widened by the downscale factor), for any `input_size` tensor,
+    of the box `[box_start, box_start + box_size)` of the input (default:
+    all of it): input pixels outside the box weigh 0 (a crop), box pixels
+    outside the input are zeros (padding: they count in the normalisation
+    only)."""
     import tensorflow as tf
 
+    box_size = input_size if box_size is None else box_size
     input_f, output_f = tf.cast(input_size, tf.float32), tf.cast(output_size, tf.float32)
-    inverse_scale = input_f / output_f
+    start_f, box_f = tf.cast(box_start, tf.float32), tf.cast(box_size, tf.float32)
+    inverse_scale = box_f / output_f
     kernel_scale = tf.maximum(inverse_scale, 1.0)
-    centres = (tf.range(output_f) + 0.5) * inverse_scale
+    centres = start_f + (tf.range(output_f) + 0.5) * inverse_scale
+
+    def triangle(positions):
+        return tf.maximum(0.0, 1.0 - tf.abs(positions[None, :] - centres[:, None]) / kernel_scale)
+
     sources = tf.range(input_f) + 0.5
-    weights = tf.maximum(0.0, 1.0 - tf.abs(sources[None, :] - centres[:, None]) / kernel_scale)
-    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+    in_box = tf.cast(tf.logical_and(sources > start_f, sources < start_f + box_f), tf.float32)
+    total = tf.reduce_sum(triangle(start_f + tf.range(box_f) + 0.5), axis=1, keepdims=True)
+    return triangle(sources) * in_box[None, :] / total
 
 
 def resize_float_images_as_matmuls(images, size, policy="squash"):
-    """`resize_float_images` of a batch `(B, H, W, C)` as two matrix products:
-    the same values to ~1e-6, in ops ONNX has (tf2onnx cannot convert
-    `ScaleAndTranslate`). Written by hand for that reason."""
+    """`resize_float_images` of a batch `(B, H, W, C)` as two matrix products
+    (the crop or padding folded into the weights): the same values to
+    ~1e-6, in ops ONNX has (tf2onnx cannot convert `ScaleAndTranslate`).
+    Written by hand for that reason."""
     import tensorflow as tf
 
-    if policy not in RESIZE_POLICIES:
-        raise ValueError(f"Invalid resize `policy`: {policy!r}. Allowed values: {', '.join(RESIZE_POLICIES)}.")
     shape = tf.shape(images)
-    rows = tf.einsum("oh,bhwc->bowc", _antialias_weights(shape[1], size[0]), images)
-    resized = tf.einsum("pw,bowc->bopc", _antialias_weights(shape[2], size[1]), rows)
+    top, left, box_height, box_width = aspect_box(shape[1], shape[2], size, policy)
+    row_weights = _antialias_weights(shape[1], size[0], top, box_height)
+    column_weights = _antialias_weights(shape[2], size[1], left, box_width)
+    rows = tf.einsum("oh,bhwc->bowc", row_weights, images)
+    resized = tf.einsum("pw,bowc->bopc", column_weights, rows)
     return tf.clip_by_value(resized, 0.0, 1.0)
 
 

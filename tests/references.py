@@ -133,3 +133,57 @@ def block_reference(block, x, cb_position=None, ratio=0.5, lsa=False, sata=None)
     h = h @ w(block.mlp_dense_2.kernel) + w(block.mlp_dense_2.bias)
     x = x + cb(h, "mlp_output")
     return cb(x, "block_output")
+
+
+def aspect_box(height, width, size, policy):
+    """`(top, left, box_height, box_width)` of the image region a resize
+    policy brings to `size`, by the formulas of Keras' NumPy backend
+    (`keras.ops.image.resize`'s `crop_to_aspect_ratio` /
+    `pad_to_aspect_ratio`): float division, truncated; negative `top` /
+    `left`: padding."""
+    target_height, target_width = size
+    aspect_height = int(float(width * target_height) / target_width)
+    aspect_width = int(float(height * target_width) / target_height)
+    if policy == "squash":
+        return 0, 0, height, width
+    if policy == "crop":
+        crop_height = max(min(height, aspect_height), 1)
+        crop_width = max(min(width, aspect_width), 1)
+        return int((height - crop_height) / 2), int((width - crop_width) / 2), crop_height, crop_width
+    pad_top = int(float(max(height, aspect_height) - height) / 2)
+    pad_left = int(float(max(width, aspect_width) - width) / 2)
+    return -pad_top, -pad_left, height + 2 * pad_top, width + 2 * pad_left
+
+
+def resize_image(image, size, policy):
+    """A float image `(H, W, C)` in [0, 1] -> `size` by a resize policy: the
+    `aspect_box` cut out, or padded with zeros (NumPy), then PIL's bilinear
+    resize, channel by channel in float32 ("F" images): PIL's triangle
+    filter widens with the downscale factor, the antialiasing of
+    `tf.image.resize(..., antialias=True)`. Clipped to [0, 1]."""
+    from PIL import Image
+
+    top, left, box_height, box_width = aspect_box(image.shape[0], image.shape[1], size, policy)
+    if policy == "pad":
+        box = np.pad(image, ((-top, -top), (-left, -left), (0, 0)))
+    else:
+        box = image[top : top + box_height, left : left + box_width]
+    assert box.shape[:2] == (box_height, box_width)
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(box[..., c], np.float32), "F").resize(size[::-1], Image.BILINEAR))
+        for c in range(box.shape[-1])
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+def resize_uint8_images(batch, size, policy, rounded):
+    """`resize_image` of uint8 images `(N, H, W, C)`, rounded to uint8 values
+    (float32), as the pipeline stores its images. Exact halves (upsampling
+    makes many), which float32 noise rounds either way, are taken from
+    `rounded`, the code under test's values: checked within 0.5 of the
+    reference everywhere, equal to it elsewhere."""
+    exact = np.stack([resize_image(image / np.float32(255), size, policy) for image in batch]) * 255
+    rounded = np.asarray(rounded)
+    tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+    assert np.all(np.abs(rounded - exact) <= 0.5 + 1e-3), np.abs(rounded - exact).max()
+    return np.where(tie, rounded, np.round(exact)).astype(np.float32)

@@ -17,6 +17,7 @@ import pytest
 
 import keras_smallvit
 from keras_smallvit.export import serving
+from tests import references
 from tests.backend_utils import tree_contents
 from tests.contract import BACKEND
 
@@ -26,13 +27,15 @@ TINY_VIT = dict(depth=2, hidden_dim=32, num_heads=2, head_dim=8)
 # Two conv kernel shapes: on JAX each new shape compiles its initializer (~1.5 s each).
 TINY_RESNET = dict(stage_blocks=(1, 1, 1), stage_widths=(4, 4, 4), stem_width=4)
 BATCH_SIZES = (1, 4)
-# The CNN's exports normalise after x / 255 (given to the export, passed on to the
-# torch subprocess); the ViT carries its preprocessing and class names itself.
-CNN_PREPROCESSING = {"mean": [0.5, 0.4, 0.3], "std": 0.25}
-VIT_PREPROCESSING = {"mean": 0.5, "std": [0.2, 0.25, 0.3]}
+# The CNN's exports normalise after x / 255 and pad to the model's aspect ratio
+# (given to the export, passed on to the torch subprocess); the ViT carries its
+# preprocessing (a centre crop) and class names itself.
+CNN_PREPROCESSING = {"mean": [0.5, 0.4, 0.3], "std": 0.25, "resize": "pad"}
+VIT_PREPROCESSING = {"mean": 0.5, "std": [0.2, 0.25, 0.3], "resize": "crop"}
 VIT_CLASS_NAMES = ["cat", "dog", "ship", "car", "tree"]
 TOP_K = 3
-# Served at its own size and at two others (resized inside the graph).
+# Served at its own size and at two others (resized inside the graph): taller
+# and narrower (downsampled), wider (the height upsampled).
 OTHER_SIZES = ((41, 23), (7, 16))
 # name -> (model, format); "cnn" is mixed_bfloat16 (its ONNX export computes in float32).
 # Every backend exports both models through its own SavedModel path. ONNX is
@@ -130,15 +133,18 @@ def perturb(model, seed):
         variable.assign(value * np.exp(noise) if "variance" in variable.path else value + noise)
 
 
-def probabilities_of(model, images, mean=0.0, std=1.0):
+def probabilities_of(model, images, mean=0.0, std=1.0, resize="squash"):
     """softmax(model((resized images / 255 - mean) / std)), all batches in
     one `predict` call (one XLA compile on JAX, whose eager path compiles
     every op per shape). Images of other sizes are first resized by the
-    training pipeline's own function, in TensorFlow."""
+    NumPy/PIL reference of the `resize` policy (`tests.references`; its
+    exact halves rounded as the pipeline rounds them)."""
     from keras_smallvit.images import resize_uint8_images
 
+    size = (IMAGE_SIZE, IMAGE_SIZE)
     batches = [
-        b if b.shape[1:3] == (IMAGE_SIZE, IMAGE_SIZE) else resize_uint8_images(b, (IMAGE_SIZE, IMAGE_SIZE)).numpy()
+        b if b.shape[1:3] == size else
+        references.resize_uint8_images(b, size, resize, rounded=resize_uint8_images(b, size, resize))
         for b in images.values()
     ]
     x = (np.concatenate(batches).astype("float32") / 255.0 - np.float32(mean)) / np.float32(std)
@@ -327,7 +333,8 @@ def test_failed_export_leaves_the_previous_export_untouched(classifier, tmp_path
         ({"scale": 0}, "scale", "> 0"),
         ({"mean": (0.5, 0.5)}, "mean", "3 numbers"),
         ({"std": 0.0}, "std", "> 0"),
-        ({"scale": 1 / 255, "resize": "crop"}, "resize", "'squash'"),
+        ({"scale": 1 / 255, "resize": "bogus"}, "resize", "'squash', 'crop', 'pad'"),
+        ({"resize": "bogus"}, "resize", "'squash', 'crop', 'pad'"),
         ({"scale": 1 / 255, "top_k": 0}, "top_k", ">= 1"),
         ({"scale": 1 / 255, "class_names": ["a", "b"]}, "class_names", "5 distinct"),
     ],
@@ -337,6 +344,26 @@ def test_bad_arguments_name_the_argument_and_allowed_values(classifier, tmp_path
         keras_smallvit.export_for_serving(classifier, str(tmp_path / "out"), **kwargs)
     assert allowed in str(error.value)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_resize_replaces_the_models_policy_alone(classifier, monkeypatch):
+    """`resize` keeps the model's normalisation; `scale`/`mean`/`std` keep
+    its resize policy. The CLI's `--resize` is the same argument."""
+    from keras_smallvit.export import __main__ as cli
+    from keras_smallvit.models import preset_folder
+
+    monkeypatch.setattr(classifier, "preprocessing", {"scale": 1 / 255, "mean": 0.5, "resize": "crop"})
+    config = serving.serving_config(classifier, "saved_model", resize="pad")
+    assert config["preprocessing"] == {"scale": 1 / 255, "mean": 0.5, "std": None, "resize": "pad"}
+    config = serving.serving_config(classifier, "saved_model", std=0.25)
+    assert config["preprocessing"] == {"scale": 1 / 255, "mean": None, "std": 0.25, "resize": "crop"}
+    calls = []
+    monkeypatch.setattr(preset_folder, "load_classifier", lambda path: (classifier, None))
+    monkeypatch.setattr(serving, "export_for_serving", lambda *args, **kwargs: calls.append(kwargs))
+    cli.main(["model.keras", "out", "--resize", "pad"])
+    assert calls[0]["resize"] == "pad"
+    with pytest.raises(SystemExit):
+        cli.main(["model.keras", "out", "--resize", "bogus"])
 
 
 def test_a_backbone_is_not_a_classifier(tmp_path):

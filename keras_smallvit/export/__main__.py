@@ -1,4 +1,4 @@
-"""`python -m keras_smallvit.export MODEL OUTPUT [--format onnx] [--top-k 5] [--overwrite]`.
+"""`python -m keras_smallvit.export MODEL OUTPUT [--format onnx] [--resize crop] [--top-k 5] [--overwrite]`.
 
 MODEL: a `.keras` file, a run folder of `training.train` or a preset folder.
 OUTPUT must not exist, be an empty folder or a previous export: anything else
@@ -8,7 +8,8 @@ The preprocessing and class names are the model's own (saved with it by
 training). A `.keras` file saved by an older version has none: its run's
 `config.json` beside it supplies the preprocessing; without one, give
 `--scale/--mean/--std` or the export refuses (it would serve wrong
-probabilities).
+probabilities). `--resize` replaces the model's resize policy (its run's
+`resize`; "squash" for a model saved before there was a choice).
 
 Exports a saved classifier for serving. Also the TensorFlow-side
 half of the export on PyTorch (and of ONNX on JAX): the model file is
@@ -18,6 +19,8 @@ re-opened here under `KERAS_BACKEND=tensorflow`.
 import argparse
 import json
 import os
+
+from keras_smallvit.images import RESIZE_POLICIES
 
 
 def parse_floats(text):
@@ -37,6 +40,8 @@ def main(argv=None):
                         help="replaces the model's preprocessing: uint8 pixels are multiplied by this (1/255)")
     parser.add_argument("--mean", default=None, help="subtracted after scaling: one value or one per channel")
     parser.add_argument("--std", default=None, help="divides after the mean: one value or one per channel")
+    parser.add_argument("--resize", default=None, choices=RESIZE_POLICIES,
+                        help="replaces the model's resize policy (how any image size becomes the model's)")
     parser.add_argument("--top-k", type=int, default=5, help="classes in the top_k_* outputs (5)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace OUTPUT even when it is not a previous export"
@@ -86,7 +91,8 @@ def main(argv=None):
                 serving._write(model, args.output, args.format, json.load(f))
         else:
             export_for_serving(
-                model, args.output, args.format, overwrite=args.overwrite, top_k=args.top_k, **preprocessing
+                model, args.output, args.format, overwrite=args.overwrite, top_k=args.top_k, resize=args.resize,
+                **preprocessing,
             )
     except (ValueError, ImportError, FileExistsError) as error:
         raise SystemExit(f"error: {error}")

@@ -30,6 +30,7 @@ from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.layers import all_sublayers
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.usage import DEFAULT_PREPROCESSING
 from keras_smallvit.models.usage import check_channel_values
 from keras_smallvit.models.usage import check_class_names
 from keras_smallvit.models.usage import check_preprocessing
@@ -67,8 +68,10 @@ def export_for_serving(
     The preprocessing and class names are the model's own (`model.preprocessing`
     and `model.class_names`, which a training run saves with the model).
     A model without preprocessing (built fresh, or saved by an older version)
-    needs it given: `scale`, `mean`, `std`, `resize` (all of them replace the
-    model's); without class names, the classes are named by their index.
+    needs it given: `scale`, `mean`, `std` (any of them replaces the model's
+    normalisation, the others at their defaults); `resize` replaces the
+    model's resize policy alone. Without class names, the classes are named
+    by their index.
 
     SavedModel: signatures `serving_default` and `serve` (input `images`,
     outputs above; a wrong dtype, rank or channel count is rejected with the
@@ -101,7 +104,9 @@ def export_for_serving(
             pixels are multiplied by first (> 0).
         mean: None, or subtracted after scaling: one number or one per channel.
         std: None, or divides after the mean: one number or one per channel (> 0).
-        resize: None, or the resize policy (`"squash"`, the pipeline's).
+        resize: None (the model's, else `"squash"`), or the resize policy:
+            `"squash"`, `"crop"` or `"pad"` (see
+            `keras_smallvit.images.RESIZE_POLICIES`); the run's `resize`.
         class_names: None (the model's), or one name per class.
         top_k: how many classes the `top_k_*` outputs hold (at most
             `num_classes`).
@@ -180,20 +185,24 @@ def serving_config(model, format, scale=None, mean=None, std=None, resize=None, 
     """The export's description (`serving_config`), after checking the arguments."""
     image_shape = _image_shape(model)
     num_classes = _num_classes(model, image_shape)
-    explicit = any(v is not None for v in (scale, mean, std, resize))
-    if explicit:
+    if resize is not None:
+        check_choice("resize", resize, RESIZE_POLICIES)
+    model_preprocessing = getattr(model, "preprocessing", None)
+    if model_preprocessing is not None:
+        model_preprocessing = check_preprocessing(dict(model_preprocessing), image_shape[-1])
+    if any(v is not None for v in (scale, mean, std)):
         preprocessing = _preprocessing(1 / 255 if scale is None else scale, mean, std, image_shape[-1])
-        preprocessing["resize"] = check_choice("resize", resize or RESIZE_POLICIES[0], RESIZE_POLICIES)
+        preprocessing["resize"] = (model_preprocessing or DEFAULT_PREPROCESSING)["resize"]
     else:
-        preprocessing = getattr(model, "preprocessing", None)
-        if preprocessing is not None:
-            preprocessing = check_preprocessing(dict(preprocessing), image_shape[-1])
-        else:
+        preprocessing = model_preprocessing
+        if preprocessing is None:
             raise ValueError(
                 "Invalid `model`: its preprocessing is unknown (a model built fresh, or saved by an older version "
                 "of this library). Give `scale`, `mean` and `std` (e.g. scale=1/255 and the run's "
                 "normalization_mean/normalization_std from its config.json), or set `model.preprocessing`."
             )
+    if resize is not None:
+        preprocessing["resize"] = resize
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     if names is None:
         names = [str(i) for i in range(num_classes)]

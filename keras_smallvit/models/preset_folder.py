@@ -130,12 +130,12 @@ def save_preset(model, path, preprocessing=None):
 
 def run_preprocessing(train_config):
     """The serving preprocessing of a run, from its `config.json` (as
-    `training.train`'s export puts in the graph)."""
-    if not train_config.get("normalize"):
-        return dict(DEFAULT_PREPROCESSING)
-    return check_preprocessing(
-        {"mean": train_config.get("normalization_mean"), "std": train_config.get("normalization_std")}
-    )
+    `training.train`'s export puts in the graph). A config without
+    `resize` (an older run) resized by "squash"."""
+    preprocessing = {"resize": train_config.get("resize", DEFAULT_PREPROCESSING["resize"])}
+    if train_config.get("normalize"):
+        preprocessing.update(mean=train_config.get("normalization_mean"), std=train_config.get("normalization_std"))
+    return check_preprocessing(preprocessing)
 
 
 def load_preset(name_or_path, **kwargs):

@@ -7,8 +7,9 @@ preset folder, the export and `predict_images` all see them with no side
 file. A model built fresh has neither (`None`): the training run sets them.
 
 Preprocessing, as the training pipeline feeds the model (raw uint8 pixels
-`x`, any size): `resize` the image to the model's input size, round it to
-uint8, then `(x * scale - mean) / std`.
+`x`, any size): `resize` the image to the model's input size (by the run's
+policy: "squash", "crop" or "pad", see `keras_smallvit.images`), round it
+to uint8, then `(x * scale - mean) / std`.
 """
 
 import numbers

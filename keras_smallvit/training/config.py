@@ -15,6 +15,7 @@ import typing
 from typing import Optional
 from typing import Tuple
 
+from keras_smallvit.images import RESIZE_POLICIES
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -46,6 +47,13 @@ class TrainConfig:
         dataset: see `keras_smallvit.data.DATASET_NAMES`.
         data_dir: TFDS data dir / the unpacked Tiny-ImageNet folder.
         image_size: None = the dataset's default (32, or 64 for Tiny-ImageNet).
+        resize ("squash"): how images of another size or shape become
+            `image_size`: "squash" (the whole image, aspect ratio not kept),
+            "crop" (the centred box of the model's aspect ratio) or "pad"
+            (padded with black to it), each then resized bilinearly with
+            antialiasing (`keras_smallvit.images.RESIZE_POLICIES`). The
+            run records it with the model: evaluation, prediction and the
+            export resize the same way. Cannot change on resume.
         max_train_examples / max_test_examples: truncate the splits (smoke
             runs; image files are taken evenly over the sorted list, so
             every class of a folder stays in).
@@ -156,6 +164,7 @@ class TrainConfig:
     dataset: str = "cifar100"
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
+    resize: str = "squash"
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     validation_split: Optional[float] = None
@@ -253,6 +262,7 @@ class TrainConfig:
                     )
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
+        check_choice("resize", self.resize, RESIZE_POLICIES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("batch_augmentation", self.batch_augmentation, BATCH_AUGMENTATIONS)
         if self.batch_augmentation == "device" and self.aal:

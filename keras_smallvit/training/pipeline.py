@@ -190,7 +190,7 @@ def _load_stored_split(config, split, limit):
     """One split as stored (before any hold-out), at most `limit` images."""
     from tqdm.auto import tqdm
 
-    resize = getattr(config, "resize", "squash")
+    resize = config.resize
     files = datasets.split_files(config.dataset, split, config.data_dir)
     if files is None:  # TFDS, digits: no files to name
         return _load_tf_split(config, split, limit, resize)

@@ -54,6 +54,21 @@ def test_preset_folder_round_trip_keeps_config_weights_preprocessing_and_class_n
     assert not any(".partial" in name or ".old" in name for name in os.listdir(tmp_path))
 
 
+def test_a_run_records_its_resize_policy_with_its_preprocessing():
+    from keras_smallvit.models.preset_folder import run_preprocessing
+    from keras_smallvit.training import TrainConfig
+
+    unnormalized = {"scale": 1 / 255.0, "mean": None, "std": None}
+    for normalize, expected in ((True, PREPROCESSING), (False, unnormalized)):
+        config = json.loads(TrainConfig(resize="crop", normalize=normalize).to_json())
+        config.update(normalization_mean=PREPROCESSING["mean"], normalization_std=PREPROCESSING["std"])
+        assert run_preprocessing(config) == {**expected, "resize": "crop"}
+        del config["resize"]  # a run of a version before the choice: it squashed
+        assert run_preprocessing(config)["resize"] == "squash"
+    with pytest.raises(ValueError, match=r"'resize'.*Allowed values: 'squash', 'crop', 'pad'"):
+        run_preprocessing({"resize": "bogus"})
+
+
 @pytest.mark.parametrize("content", [{"scale": "x"}, {"std": [0, 0, 0]}, {"mean": [0.1, 0.2]}, ["not", "a", "dict"]])
 def test_an_invalid_preprocessing_json_is_refused_naming_the_file(tmp_path, content):
     path = str(tmp_path / "preset")

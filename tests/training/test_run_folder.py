@@ -59,6 +59,19 @@ def test_settings_that_cannot_change_the_past_may_differ(finished_run):
     assert run_guard.check_resumable(relaxed, config.workdir)
 
 
+def test_the_resize_policy_cannot_change_on_resume(tmp_path):
+    """It shapes every image the model sees; an older run without the key squashed."""
+    import json
+
+    config = TrainConfig(workdir=str(tmp_path))
+    recorded = json.loads(config.to_json())
+    del recorded["resize"]
+    (tmp_path / run_guard.CONFIG_FILE).write_text(json.dumps(recorded))
+    assert run_guard.check_resumable(config, config.workdir)
+    with pytest.raises(run_guard.RunFolderMismatch, match="resize: 'squash' -> 'pad'"):
+        run_guard.check_resumable(dataclasses.replace(config, resize="pad"), config.workdir)
+
+
 def test_invalid_config_and_foreign_folder_leave_everything_as_it_was(finished_run, tmp_path):
     before = tree_contents(finished_run.workdir)
     with pytest.raises(ValueError, match="`batch_size`"):
