@@ -573,7 +573,7 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
 
     def decode(index):
         image = decode_image_graph(tf.gather(paths_tensor, index))
-        pixels = tf.round(_to_float_image(image, image_size) * 255.0)
+        pixels = tf.round(_to_float_image(image, image_size, resize) * 255.0)
         return tf.cast(pixels, tf.uint8), index
 
     paths_tensor = tf.constant([os.fspath(p) for p in paths] or [""], tf.string)

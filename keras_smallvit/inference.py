@@ -4,7 +4,6 @@ preprocessing: `model.predict_images(...)` and `python -m training.predict`."""
 import csv
 import dataclasses
 import json
-import os
 
 import keras
 import numpy as np
