@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training.train import quiet_console
 
 OUTPUT_FILES = ("predictions.csv", "predictions.json")
 
@@ -30,6 +30,8 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (32)")
     parser.add_argument("--out", default=".", help="folder for predictions.csv and predictions.json (.)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing predictions files in --out")
+    parser.add_argument("--verbose", action="store_true",
+                        help="leave the frameworks' start-up banners and C++ log lines on (default: hidden)")
     return parser.parse_args(argv)
 
 
@@ -54,6 +56,7 @@ def check_arguments(args):
 def main(argv=None):
     args = parse_args(argv)
     check_arguments(args)
+    quiet_console(args.verbose)
     import keras_smallvit  # noqa: F401  (registers the layers)
     from keras_smallvit.models.preset_folder import load_classifier
 

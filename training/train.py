@@ -24,9 +24,9 @@ finished epoch in `--workdir` and ends with the same metrics. The run folder
 holds config.json, log.csv, tensorboard/, best.keras, last.keras, backup/,
 metrics.json and saved_model/ (uint8 images -> probabilities; --no-export skips it).
 
-A wrong argument or config, or missing data, fails within a second with one
-`error:` naming it, before Keras is imported (`preflight`); model names and
-`model.<arg>` need the model classes and are checked right after.
+A wrong argument or config (model names, `model.<arg>` and techniques
+included: the presets are a data table), or missing data, fails within a
+second with one `error:` naming it, before Keras is imported (`preflight`).
 """
 
 import argparse
@@ -37,10 +37,6 @@ import json
 import os
 import sys
 import types
-
-# TensorFlow's C++ start-up log lines, on every backend (tf.data runs on TensorFlow
-# everywhere); a user who sets TF_CPP_MIN_LOG_LEVEL keeps theirs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Flags that map onto TrainConfig fields (None = not given).
 FLAG_FIELDS = {
@@ -107,6 +103,8 @@ def parse_args(argv):
                         help="lambda decay per epoch, e.g. 0.99 or 0.99@0.6667,0.98 (default)")
     parser.add_argument("--aal-links", dest="aal_links", choices=("full", "alpha", "beta"), default=None)
     parser.add_argument("--list", action="store_true", help="list configs and models, then exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="leave the frameworks' start-up banners and C++ log lines on (default: hidden)")
     return parser.parse_args(argv)
 
 
@@ -158,11 +156,12 @@ def _without_frameworks():
     """Lets the Keras-free modules import without Keras and its backends.
 
     `import keras_smallvit` imports Keras, which imports the backend
-    framework (seconds): the package registers its Keras classes eagerly.
-    `keras_smallvit.training.config`, `keras_smallvit.data`,
-    `keras_smallvit.utils` and `training.configs` need none of that, so
-    inside this block `keras_smallvit` is a bare package (the same folder,
-    its `__init__` not run). On exit every `keras_smallvit` and `training.*`
+    framework (seconds): the package registers its Keras classes eagerly,
+    and so does `keras_smallvit.models`. `keras_smallvit.training.config`,
+    `keras_smallvit.data`, `keras_smallvit.utils`,
+    `keras_smallvit.models.preset_table` and `training.configs` need none of
+    that, so inside this block those two are bare packages (the same
+    folders, their `__init__` not run). On exit every `keras_smallvit` and `training.*`
     module imported inside is forgotten again, so that the real imports
     afterwards run as if this block never had (the third-party ones stay:
     they are the same either way). With `keras_smallvit` already imported,
@@ -172,9 +171,10 @@ def _without_frameworks():
         yield
         return
     before = set(sys.modules)
-    bare = types.ModuleType("keras_smallvit")
-    bare.__path__ = list(importlib.util.find_spec("keras_smallvit").submodule_search_locations)
-    sys.modules["keras_smallvit"] = bare
+    for name in ("keras_smallvit", "keras_smallvit.models"):
+        bare = types.ModuleType(name)
+        bare.__path__ = list(importlib.util.find_spec(name).submodule_search_locations)
+        sys.modules[name] = bare
     try:
         yield
     finally:
@@ -190,7 +190,8 @@ def preflight(args):
     """Checks the command line before Keras and TensorFlow are imported.
 
     The same code as the run (`resolve_config`, without the checks that need
-    the model classes) and `keras_smallvit.data.check_data` for the data, so
+    Keras; the models from their data table) and
+    `keras_smallvit.data.check_data` for the data, so
     that a wrong argument or missing data fails within a second or two.
     `main` then imports Keras and checks everything again.
 
@@ -208,6 +209,16 @@ def preflight(args):
         check_data(config.dataset, config.data_dir, config.validation_split)
 
 
+def quiet_console(verbose=False):
+    """`keras_smallvit.utils.console.quiet_frameworks` (TensorFlow's banners
+    and C++ log lines hidden, unless `verbose`), imported without Keras: it
+    must run before Keras imports TensorFlow. Every command line calls it
+    before it imports Keras."""
+    with _without_frameworks():
+        from keras_smallvit.utils.console import quiet_frameworks
+    quiet_frameworks(verbose)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not args.list:
@@ -215,6 +226,7 @@ def main(argv=None):
             preflight(args)
         except (ValueError, FileNotFoundError) as error:
             raise SystemExit(f"error: {error}")
+    quiet_console(args.verbose)
     if args.cpu_devices:
         # Before the backend runs anything.
         from keras_smallvit.training.distribute import use_virtual_cpu_devices

@@ -18,9 +18,9 @@ re-opened here under `KERAS_BACKEND=tensorflow`.
 
 import argparse
 import json
-import os
 
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.utils.console import quiet_frameworks
 
 
 def parse_floats(text):
@@ -49,7 +49,11 @@ def main(argv=None):
     # The library's own subprocess export: OUTPUT is its temporary name, checked by the parent.
     parser.add_argument("--in-place", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serving-config", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--verbose", action="store_true",
+                        help="leave the frameworks' start-up banners and C++ log lines on (default: hidden)")
     args = parser.parse_args(argv)
+    # Under `python -m`, `keras_smallvit/__init__.py` has called it already (it imports Keras).
+    quiet_frameworks(args.verbose)
 
     import keras
 

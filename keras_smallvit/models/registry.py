@@ -12,12 +12,13 @@ from typing import Optional
 
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.layers.techniques import technique_names
+from keras_smallvit.models import preset_table
+from keras_smallvit.models.preset_table import HEAD_ARGUMENTS
+from keras_smallvit.models.preset_table import TECHNIQUES  # noqa: F401 (`keras_smallvit.models.TECHNIQUES`)
+from keras_smallvit.models.preset_table import ModelFacts
+from keras_smallvit.models.preset_table import preset_arguments
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
-
-TECHNIQUES = ("spt", "lsa", "sata", "cb")
-# The `ImageClassifier` arguments a transformer preset routes to the head.
-HEAD_ARGUMENTS = ("pooling", "head_dropout", "norm_before_pooling")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +55,9 @@ class Preset:
 
     def arguments(self):
         """The `create_model` overrides this preset takes (sorted names)."""
-        if self.classifier:
-            return (*constructor_arguments(self.model_class, exclude=("num_classes", "image_size")), "weights")
-        spec_fields = TechniqueSpec.field_names()
-        return (*constructor_arguments(self.model_class, exclude=("image_size",)), *spec_fields, *HEAD_ARGUMENTS)
+        exclude = ("num_classes", "image_size") if self.classifier else ("image_size",)
+        class_arguments = constructor_arguments(self.model_class, exclude=exclude)
+        return preset_arguments(class_arguments, self.classifier, TechniqueSpec.field_names())
 
 
 def build_preset(preset, num_classes, image_size, techniques, name=None, **overrides):
@@ -229,6 +229,20 @@ def get_model_entry(name):
     return _REGISTRY[name]
 
 
+def model_facts(name=None):
+    """The `ModelFacts` of the registered model `name` (what a configuration
+    check needs: `preset_table.check_model_settings`), or `{name: ModelFacts}`
+    of every registered model."""
+    if name is None:
+        return {n: model_facts(n) for n in list_models()}
+    entry = get_model_entry(name)
+    arguments, classifier = entry.arguments, entry.preset is not None and entry.preset.classifier
+    if arguments is not None and entry.preset is not None and not classifier:
+        # With the fields of the block techniques registered since.
+        arguments = tuple(sorted({*arguments, *TechniqueSpec.field_names()}))
+    return ModelFacts(arguments, entry.techniques, classifier, entry.paper_lr)
+
+
 def check_model_arguments(name, overrides):
     """Raises a `ValueError` naming the first override that model `name`
     does not take (checked without building the model).
@@ -237,18 +251,7 @@ def check_model_arguments(name, overrides):
         name: a registered model name.
         overrides: the `create_model` keyword arguments (a mapping or names).
     """
-    entry = get_model_entry(name)
-    if entry.arguments is None:
-        return
-    allowed = set(entry.arguments)
-    if entry.preset is not None and not entry.preset.classifier:
-        allowed.update(TechniqueSpec.field_names())  # with block techniques registered since
-    for argument in overrides:
-        if argument not in allowed:
-            raise ValueError(
-                f"Invalid argument `{argument}` for model {name!r}. "
-                f"Allowed: {', '.join(entry.arguments)}."
-            )
+    preset_table.check_model_arguments(name, model_facts(name), overrides)
 
 
 def normalize_techniques(techniques):

@@ -11,11 +11,14 @@ import json
 import math
 import numbers
 import re
+import sys
 import typing
 from typing import Optional
 from typing import Tuple
 
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.preset_table import PRESET_FACTS
+from keras_smallvit.models.preset_table import check_model_settings
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -223,13 +226,15 @@ class TrainConfig:
 
         Args:
             models: whether to run the checks that import the model registry
-                and `keras_smallvit.aal`, hence Keras: `model`,
-                `model_overrides`, `techniques`, `aal_links`, `aal_decay`,
-                `aal_teacher_model`, `aal_teacher_layers`, and
-                `batch_augmentation` with `distribute` (it depends on the
-                backend). The command
-                line runs `validate(models=False)` first, before it imports
-                Keras, then the whole `validate()`.
+                and `keras_smallvit.aal`, hence Keras: `aal_links`,
+                `aal_decay`, `aal_teacher_layers`, and `batch_augmentation`
+                with `distribute` (it depends on the backend). Without,
+                `model`, `model_overrides`, `techniques` and
+                `aal_teacher_model` are checked against the presets' data
+                table (`keras_smallvit.models.preset_table`, no Keras; the
+                registry itself once imported), with the same messages. The
+                command line runs `validate(models=False)` first, before it
+                imports Keras, then the whole `validate()`.
 
         Returns:
             `self`.
@@ -239,27 +244,9 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             check_field_type(field.name, getattr(self, field.name))
             check_finite(field.name, getattr(self, field.name))
-        if models:
-            from keras_smallvit.models import TECHNIQUES
-            from keras_smallvit.models import list_models
-            from keras_smallvit.models.registry import check_model_arguments
-            from keras_smallvit.models.registry import get_model_entry
-
-            check_choice("model", self.model, list_models())
-            # The `model.<arg>` overrides by create_model's rule, before any training.
-            check_model_arguments(self.model, self.model_overrides)
-            if self.techniques is not None:
-                for technique in self.techniques:
-                    check_choice("techniques", technique, TECHNIQUES)
-                entry = get_model_entry(self.model)
-                if entry.preset is not None and entry.preset.classifier and self.techniques:
-                    # The registry's CNNs take no transformer techniques (their
-                    # build would refuse them only once the run has started).
-                    raise ValueError(
-                        f"Invalid `techniques` {tuple(self.techniques)!r} for model {self.model!r}: it is "
-                        "a CNN; the transformer techniques (spt, lsa, sata, cb) do not apply to it. "
-                        "Allowed values: () or None."
-                    )
+        # The model name, the `model.<arg>` overrides (by create_model's rule)
+        # and the techniques, before any training.
+        check_model_settings(_known_models(models), self.model, self.model_overrides, self.techniques)
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("resize", self.resize, RESIZE_POLICIES)
@@ -346,14 +333,8 @@ class TrainConfig:
     def _validate_schedule(self, models=True):
         """The learning-rate schedule runs from `warmup_start_lr` up to `lr`
         (over `warmup_epochs`), then down to `min_lr`: both ends at most
-        `lr`. With `lr` None the model's paper rate (known with `models`)."""
-        lr = self.lr
-        if lr is None and models:
-            from keras_smallvit.models.registry import get_model_entry
-
-            lr = get_model_entry(self.model).paper_lr
-        if lr is None:
-            return
+        `lr`. With `lr` None the model's paper rate."""
+        lr = self.lr if self.lr is not None else _known_models(models)[self.model].paper_lr
         source = "`lr`" if self.lr is not None else f"`lr` (None: the paper rate of {self.model!r})"
         if self.min_lr > lr:
             raise ValueError(
@@ -378,16 +359,10 @@ class TrainConfig:
                 raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
         if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
             raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
-        if models and self.aal_teacher_model is not None:
-            from keras_smallvit.models import list_models
-            from keras_smallvit.models.registry import check_model_arguments
-
-            check_choice("aal_teacher_model", self.aal_teacher_model, list_models())
+        if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
-            check_model_arguments(
-                self.aal_teacher_model,
-                [k for k in self.aal_teacher_overrides if k not in ("num_classes", "image_size")],
-            )
+            overrides = [k for k in self.aal_teacher_overrides if k not in ("num_classes", "image_size")]
+            check_model_settings(_known_models(models), self.aal_teacher_model, overrides, argument="aal_teacher_model")
         if self.aal_teacher_epochs is not None:
             check_positive_int("aal_teacher_epochs", self.aal_teacher_epochs)
         if self.aal_teacher is None and self.aal_teacher_model is None:
@@ -451,6 +426,17 @@ TrainConfig.__init__ = _checked_init
 
 def field_names():
     return tuple(sorted(f.name for f in dataclasses.fields(TrainConfig)))
+
+
+def _known_models(live):
+    """`{name: ModelFacts}` of the models a config may name: the registry's
+    (it imports the model classes, hence Keras) with `live` or once imported,
+    else the presets' data table (`validate(models=False)` before Keras)."""
+    if live or "keras_smallvit.models.registry" in sys.modules:
+        from keras_smallvit.models.registry import model_facts
+
+        return model_facts()
+    return PRESET_FACTS
 
 
 _FIELD_NAMES = frozenset(field_names())

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "tensorflow_datasets")
 
@@ -50,7 +52,7 @@ def run_child(cases, valid=()):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def check_failures(report, cases, expected, tmp_path):
+def check_failures(report, cases, expected, tmp_path, seconds=3):
     assert report["frameworks"] == []
     for name, fragments in expected.items():
         message = report["messages"][name]
@@ -58,7 +60,7 @@ def check_failures(report, cases, expected, tmp_path):
         assert "Traceback" not in message
         for fragment in fragments:
             assert fragment in message, (name, fragment, message)
-        assert report["seconds"][name] < 3, (name, report["seconds"][name])
+        assert report["seconds"][name] < seconds, (name, report["seconds"][name])
     assert not (tmp_path / "workdirs").exists()  # nothing written
     assert set(report["messages"]) == set(cases)
 
@@ -82,6 +84,40 @@ def test_invalid_arguments_fail_before_the_frameworks_load(tmp_path):
         "config": ["`config`: 'nosuch_config'", "digits_sl_vit"],
         "aal": ["--teacher", "`--aal`"],
     }, tmp_path)
+
+
+def test_wrong_models_and_techniques_fail_before_the_frameworks_load(tmp_path):
+    # The presets are a data table (keras_smallvit.models.preset_table): no model class is needed.
+    workdir = str(tmp_path / "workdirs" / "run")
+    cases = {
+        "model": ["--model", "no_such_model", "--workdir", workdir],
+        "model_arg": ["--set", "model.depthh=6", "--workdir", workdir],
+        "cnn_arg": ["--config", "cifar100_resnet56", "--set", "model.depth=6", "--workdir", workdir],
+        "technique": ["--techniques", "spt,bogus", "--workdir", workdir],
+        "cnn_techniques": ["--model", "resnet56", "--techniques", "spt", "--workdir", workdir],
+        "teacher": ["--aal", "--teacher-model", "resnet5", "--workdir", workdir],
+        "teacher_arg": ["--aal", "--teacher-model", "resnet56", "--set", "teacher.depthh=2", "--workdir", workdir],
+        "paper_rate": ["--model", "sl_pit", "--set", "lr=none", "--set", "min_lr=2e-3", "--workdir", workdir],
+    }
+    report = run_child(cases)
+    check_failures(report, cases, {
+        "model": ["`model`: 'no_such_model'", "Allowed values:", "'sl_vit'"],
+        "model_arg": ["`depthh`", "'sl_sata_cb_vit'", "Allowed:", "depth,"],
+        "cnn_arg": ["`depth`", "'resnet56'", "stage_blocks", "weights"],
+        "technique": ["`techniques`: 'bogus'", "'spt', 'lsa', 'sata', 'cb'"],
+        "cnn_techniques": ["`techniques` ('spt',)", "'resnet56'", "CNN", "Allowed values: () or None"],
+        "teacher": ["`aal_teacher_model`: 'resnet5'", "'resnet56'"],
+        "teacher_arg": ["`depthh`", "'resnet56'"],
+        "paper_rate": ["`min_lr` 0.002", "the paper rate of 'sl_pit'"],
+    }, tmp_path, seconds=1)
+    # The same one line as the full check, with the model classes (this process has Keras).
+    from training.train import parse_args
+    from training.train import resolve_config
+
+    for name, argv in cases.items():
+        with pytest.raises(ValueError) as error:
+            resolve_config(parse_args(argv))
+        assert report["messages"][name] == f"error: {error.value}", name
 
 
 def test_missing_data_fails_before_the_frameworks_load(tmp_path):
@@ -145,8 +181,8 @@ def test_valid_commands_pass_the_preflight_and_leave_no_module_behind(tmp_path):
     workdir = str(tmp_path / "workdirs" / "run")
     valid = [
         ["--config", "digits_sl_vit", "--smoke", "--workdir", workdir],
-        # Model checks need the model classes: the full check after the preflight has them.
-        ["--model", "no_such_model", "--set", "model.nosuch=1", "--workdir", workdir],
+        ["--model", "resnet56", "--techniques", "", "--set", "model.weights=none", "--workdir", workdir],
+        ["--model", "pit", "--techniques", "sata,cb", "--set", "model.depths=(1,1,1)", "--workdir", workdir],
         ["--dataset", f"folder:{images}", "--workdir", workdir],
         ["--dataset", f"folder:{tmp_path / 'photos'}", "--validation-split", "0.5", "--workdir", workdir],
         ["--dataset", "tiny_imagenet", "--data-dir", str(tiny.parent), "--workdir", workdir],
@@ -173,3 +209,48 @@ def test_the_training_package_still_exports_everything():
         assert "nosuch" in str(error)
     else:
         raise AssertionError("training.nosuch exists")
+
+
+CONSOLE_CHILD = """
+import json, os, sys
+from training.train import parse_args, quiet_console
+
+quiet_console(parse_args(json.loads(sys.argv[1])).verbose)
+print(json.dumps({
+    "level": os.environ.get("TF_CPP_MIN_LOG_LEVEL"),
+    "import_hooks": [type(f).__name__ for f in sys.meta_path if type(f).__module__.startswith("keras_smallvit")],
+    "frameworks": sorted(m for m in sys.modules if m.split(".")[0] in %r),
+}))
+""" % (set(FRAMEWORKS),)
+
+
+def test_verbose_leaves_the_framework_logging_at_its_defaults():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    reports = {}
+    for name, argv in {"default": [], "verbose": ["--verbose"]}.items():
+        result = subprocess.run([sys.executable, "-c", CONSOLE_CHILD, json.dumps(argv)],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    # By default TensorFlow's C++ log level hides its log lines, and its first import is filtered.
+    assert reports["default"] == {"level": "3", "import_hooks": ["_QuietImport"], "frameworks": []}
+    assert reports["verbose"] == {"level": None, "import_hooks": [], "frameworks": []}
+
+
+def test_the_import_filter_drops_only_the_banner_lines(capfd):
+    from keras_smallvit.utils.console import banners_filtered
+
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        "I0000 00:00:1796500558.036926   32737 port.cc:153] oneDNN custom operations are on.\n",
+        "E0000 00:00:1796500653.630741     898 util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512.\n",
+        "2024-01-01 12:00:00.123456: I tensorflow/core/platform/cpu_feature_guard.cc:182] This TensorFlow binary\n",
+        "a real problem while importing\n",
+        "F0000 00:00:1796500653.630741     898 a.cc:1] a fatal C++ error\n",
+    ]
+    with pytest.raises(RuntimeError):
+        with banners_filtered():
+            for line in lines:
+                os.write(2, line.encode())
+            raise RuntimeError("the import failed")  # what was written still shows
+    assert capfd.readouterr().err == lines[4] + lines[5]

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,10 @@ from tests.contract import BACKEND
 from tests.contract import FAST_FIT_JIT
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# TensorFlow's start-up banners and C++ log lines (python -m training.train hides them unless --verbose).
+FRAMEWORK_BANNER = re.compile(
+    r"absl::InitializeLog|oneDNN|cuda|cuDNN|cuBLAS|cuFFT|TensorRT|[EWI]0000 |TensorFlow binary is optimized"
+)
 TINY_VIT = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}
 
 
@@ -447,6 +452,11 @@ def test_distributed_smoke_run_on_two_cpu_devices(tmp_path):
         "--set", "model.depth=1", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
         "--set", "model.head_dim=8", "--jit-compile", str(FAST_FIT_JIT).lower(), "--no-export", "--workdir", str(tmp_path),
     ]
-    result = subprocess.run(args, cwd=REPO, env={**os.environ, "KERAS_BACKEND": BACKEND}, capture_output=True)
+    # As from a user's shell: no TF_CPP_MIN_LOG_LEVEL (conftest.py sets one), no --verbose.
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, "KERAS_BACKEND": BACKEND}
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert "final top-1" in result.stdout.decode()
+    # A quiet console: no TensorFlow / absl / oneDNN / CUDA start-up banners or C++ log lines.
+    output = result.stdout.decode() + result.stderr.decode()
+    assert not FRAMEWORK_BANNER.search(output), FRAMEWORK_BANNER.search(output).group(0)
