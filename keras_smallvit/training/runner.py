@@ -216,7 +216,9 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         initial_epoch = run_folder.restore(model)
     print(f"{config.model}: {student.count_params():,} parameters, {image_size}x{image_size} images, "
           f"{num_classes} classes, {steps} steps of {config.batch_size} per epoch")
-    if initial_epoch:
+    if initial_epoch >= config.epochs:
+        print(f"{workdir} holds a finished run ({config.epochs} epochs): evaluating it again")
+    elif initial_epoch:
         print(f"Resuming {workdir} at epoch {initial_epoch + 1}/{config.epochs}")
     if initial_epoch < config.epochs:
         run_guard.record_created(workdir, "tensorboard", *(["diagnostics"] if config.diagnostics else []))
