@@ -4,6 +4,7 @@
 # For developers:
 #   make test-fast   one backend (FAST_BACKEND, torch: the quickest), without the tests marked `large`
 #   make coverage    make test with line coverage of keras_smallvit/ per backend (coverage/<backend>.json)
+#   make docs        mkdocs build --strict into .site/ (git-ignored; make test runs it first)
 PYTHON ?= python3
 VENV ?= .venv
 BACKENDS ?= tensorflow jax torch
@@ -18,15 +19,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q --no-compile -e ".[test]"
 	touch $@
 
-.PHONY: install train test test-fast coverage
+.PHONY: install train test test-fast coverage docs
 install: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(VENV)/bin/python -m training.train --config digits_sl_vit $(ARGS)
 
-# Runs every backend even when one fails, then fails if any did; prints each
-# backend's wall time at the end.
-test: $(VENV)/.installed
+# The documentation site, strictly: a broken link or anchor, a page missing
+# from the nav or an API symbol that no longer exists fails it (seconds; the
+# API pages are read from the sources, nothing imports TensorFlow).
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d .site
+
+# The docs first, then every backend even when one fails; fails if any did;
+# prints each backend's wall time at the end.
+test: $(VENV)/.installed docs
 	@failed=""; times=""; for backend in $(BACKENDS); do \
 		echo "=== pytest on KERAS_BACKEND=$$backend ==="; start=$$(date +%s); \
 		KERAS_BACKEND=$$backend $(VENV)/bin/python -m pytest $(PYTEST_ARGS) $(COVERAGE_ARGS) tests || failed="$$failed $$backend"; \

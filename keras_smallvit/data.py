@@ -554,7 +554,8 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
     past the files that fail.
 
     Args:
-        paths, labels: the files and their labels.
+        paths: the image files.
+        labels: their labels.
         image_size: the side of the square output.
         resize: the resize policy (`keras_smallvit.images.RESIZE_POLICIES`).
         progress: called with the number of images done after each chunk.
