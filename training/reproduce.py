@@ -244,7 +244,8 @@ def format_hours(hours):
 
 
 def print_plan(table, runs, workers, measured, title):
-    print(f"{title}: {len(runs)} runs ({len(table.rows)} rows x datasets x seeds), {workers} at once")
+    shape = [len(dict.fromkeys(getattr(r, k) for r in runs)) for k in ("row", "dataset", "seed")]
+    print(f"{title}: {len(runs)} runs ({shape[0]} rows x {shape[1]} datasets x {shape[2]} seeds), {workers} at once")
     print("| run | model | dataset | seed | epochs | state | estimate |")
     print("|---|---|---|---|---|---|---|")
     total = 0.0
@@ -303,9 +304,9 @@ def run_sweep(runs, workers, log_dir, gpus):
                 outcome[run.name] = f"failed (exit {process.returncode}; log {os.path.join(log_dir, run.name)}.log)"
                 result = outcome[run.name]
             left = len(waiting) + len(running)
-            eta = sum(durations) / len(durations) * math.ceil(left / workers) if left else 0
-            print(f"[{len(runs) - left}/{len(runs)}] {run.name}: {result}; {left} left, "
-                  f"ETA {format_hours(eta / 3600)}", flush=True)
+            eta = sum(durations) / len(durations) * math.ceil(left / workers)
+            print(f"[{len(runs) - left}/{len(runs)}] {run.name}: {result}; {left} left"
+                  + (f", ETA {format_hours(eta / 3600)}" if left else ""), flush=True)
     return outcome
 
 

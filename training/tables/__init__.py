@@ -18,7 +18,7 @@ import re
 from typing import Optional
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # rows are compared (and hashed) as themselves
 class Row:
     """One published row.
 
@@ -45,7 +45,7 @@ class Row:
         return re.sub(r"[^a-z0-9.+-]+", "_", self.name.lower()).strip("_")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared (and hashed) as itself
 class Table:
     """One table of a paper.
 
