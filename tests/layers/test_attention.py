@@ -57,7 +57,7 @@ class TestLocalityContract(LayerContract):
 def test_standard_attention_matches_numpy_reference():
     x = tokens()
     layer = MultiHeadSelfAttention(HEADS, HEAD_DIM)
-    probs = assert_matches_reference(layer, x)
+    assert_matches_reference(layer, x)
     assert layer.qkv.bias is None  # no qkv bias, as in the official code
 
 
@@ -67,7 +67,7 @@ def test_lsa_matches_numpy_reference_with_trained_temperatures():
     layer.build(x.shape)
     temperatures = np.array([0.1, 0.5, 1.3], "float32")
     layer.temperature.assign(temperatures)
-    probs = assert_matches_reference(layer, x, scale=temperatures, diagonal_mask=True)
+    assert_matches_reference(layer, x, scale=temperatures, diagonal_mask=True)
 
 
 def test_lsa_without_mask_at_init_equals_standard_attention():
@@ -115,7 +115,7 @@ def test_temperature_is_trainable_one_per_head():
 def test_sata_inside_attention_acts_on_probabilities():
     x = tokens()
     layer = MultiHeadSelfAttention(HEADS, HEAD_DIM, suppression={"threshold": 0.2, "initial_scale": 0.3})
-    probs = assert_matches_reference(layer, x, sata={"threshold": 0.2, "scale": 0.3})
+    assert_matches_reference(layer, x, sata={"threshold": 0.2, "scale": 0.3})
 
 
 @pytest.mark.parametrize(
