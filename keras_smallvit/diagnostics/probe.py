@@ -83,7 +83,8 @@ def attention_temperatures(model):
 
     Our layers multiply the scores by `scale_h` (`softmax(scale_h q k^T)`):
     the learned `temperature` weight with LSA's `learnable_temperature`, else
-    the fixed `default_scale` (`head_dim ** -0.5` unless set). The paper
+    the fixed `default_scale` (`head_dim ** -0.5` unless set, times the
+    spec's `temperature_multiple`). The paper
     divides by a temperature `tau = 1 / scale_h`, initialised to
     `sqrt(head_dim)`; both are reported.
 

@@ -55,9 +55,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     output projection and dropout. q, k and v come from one Dense without bias
     (as in the official code), laid out `[q | k | v]`, each `(heads, head_dim)`.
 
-    `scale_h` is `attention_scale` (default `head_dim ** -0.5`), or with
-    `learnable_temperature` a trainable per-head vector initialised to that
-    value (LSA; weight decay applies to it as in the official code).
+    `scale_h` is `temperature_multiple * attention_scale` (`attention_scale`
+    defaults to `head_dim ** -0.5`), or with `learnable_temperature` a
+    trainable per-head vector initialised to that value (LSA; weight decay
+    applies to it as in the official code).
 
     Override points (q, k, v are heads-first, `(B, heads, N, head_dim)`, from
     `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
@@ -93,6 +94,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         output_dim: output size; defaults to the input size.
         attention_scale: softmax scale (initial temperature with
             `learnable_temperature`), `> 0`; defaults to `head_dim ** -0.5`.
+        temperature_multiple: `k > 0` multiplying that scale (SATA paper
+            Table 6: `tau = k / sqrt(head_dim)`); 1 by default.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         use_qkv_bias=False,
         output_dim=None,
         attention_scale=None,
+        temperature_multiple=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -126,11 +130,17 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             if attention_scale is None
             else check_range("attention_scale", attention_scale, 0.0, None, low_inclusive=False)
         )
+        self.temperature_multiple = check_range(
+            "temperature_multiple", temperature_multiple, 0.0, None, low_inclusive=False
+        )
 
     @property
     def default_scale(self):
-        """`attention_scale`, or `head_dim ** -0.5` when it is None."""
-        return self.head_dim**-0.5 if self.attention_scale is None else self.attention_scale
+        """The softmax scale (the learned temperature's initial value):
+        `temperature_multiple * attention_scale`, `attention_scale` being
+        `head_dim ** -0.5` when it is None."""
+        scale = self.head_dim**-0.5 if self.attention_scale is None else self.attention_scale
+        return self.temperature_multiple * scale
 
     def build(self, input_shape):
         # A rank-4 input would be flattened into the batch by the qkv reshape
@@ -282,6 +292,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             use_qkv_bias=self.use_qkv_bias,
             output_dim=self.output_dim,
             attention_scale=self.attention_scale,
+            temperature_multiple=self.temperature_multiple,
         )
         return config
 

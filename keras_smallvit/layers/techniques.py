@@ -5,7 +5,8 @@ Every backbone, block and registry entry takes the techniques as one
 
 - the tokenizer hook (`make_tokenizer`, `make_spt`, `make_spt_pooling`): SPT;
 - the attention hook (`attention_options`): LSA's diagonal mask and learned
-  temperature, SATA's suppression, as `MultiHeadSelfAttention` arguments;
+  temperature (together or alone), the softmax temperature multiple, SATA's
+  suppression, as `MultiHeadSelfAttention` arguments;
 - the block factory (`block_layers`): layers a technique inserts into every
   transformer block at a position (CB, or a technique you register with
   `register_block_technique`).
@@ -16,9 +17,19 @@ old configs translate one to one (`TechniqueSpec.resolve`):
 | technique | `techniques=` name | spec fields |
 |---|---|---|
 | SPT | `"spt"` | `tokenizer="spt"`, `shift_directions`, `shift_ratio` |
-| LSA | `"lsa"` | `attention="lsa"` |
+| LSA | `"lsa"` | `attention="lsa"` (diagonal mask + learned temperature) |
+| LSA's mask only (M-ViT) | `"diagonal_mask"` | `attention="diagonal_mask"` |
+| LSA's temperature only (T-ViT) | `"learnable_temperature"` | `attention="learnable_temperature"` |
+| softmax temperature x k (SATA paper Table 6) | (none) | `temperature_multiple=k` |
 | SATA | `"sata"` | `suppression` (dict of `TrivialAttentionSuppression` args) |
 | CB | `"cb"` | `context_broadcasting` (dict of `ContextBroadcasting` args), `context_broadcasting_position` |
+
+`"diagonal_mask"` and `"learnable_temperature"` together are `"lsa"`.
+SATA with a fixed `s` (SATA paper Tables 3-5) is
+`suppression={"threshold": t, "initial_scale": s, "trainable_scale": False}`
+(`s = 0` included). SPT as the pooling between stages (`S_pool`) is the
+PiT / Swin backbone argument `downsampling` (`"spt"`, the default with SPT;
+`"conv"` / `"patch_merging"`: SPT at the input only).
 
 SATA's own learning rate is not here: it belongs to the optimizer
 (`keras_smallvit.optimizers.MultiRateAdamW`).
@@ -39,7 +50,11 @@ from keras_smallvit.utils.validation import check_range
 
 # None: the backbone's plain tokenizer ("patch", or T2T's "soft_split").
 TOKENIZERS = ("patch", "soft_split", "spt")
-ATTENTION_TYPES = ("standard", "lsa")
+# "lsa" is both of LSA's elements; "diagonal_mask" / "learnable_temperature"
+# one of them alone (SPT/LSA paper Table 4: M-ViT / T-ViT).
+ATTENTION_TYPES = ("standard", "lsa", "diagonal_mask", "learnable_temperature")
+# The attention types that are also `techniques=` names, besides "lsa".
+LSA_ELEMENTS = ("diagonal_mask", "learnable_temperature")
 BLOCK_POSITIONS = ("mlp_output", "attention_output", "block_output")
 # `scale_lr_multiplier` is legacy: accepted so that models saved with it load
 # (see `TrivialAttentionSuppression`); it no longer sets the learning rate of `s`.
@@ -87,7 +102,7 @@ def register_block_technique(technique):
     """Adds a `BlockTechnique`: afterwards `techniques=(technique.name,)`, the
     spec field `technique.option` and its position work in every backbone.
     Returns the technique."""
-    taken = {t.name for t in BLOCK_TECHNIQUES.values()} | {"spt", "lsa", "sata"}
+    taken = {t.name for t in BLOCK_TECHNIQUES.values()} | {"spt", "lsa", "sata", *LSA_ELEMENTS}
     if technique.option in BLOCK_TECHNIQUES or technique.name in taken:
         raise ValueError(f"A technique named {technique.name!r} / {technique.option!r} is already registered.")
     check_choice("position", technique.position, BLOCK_POSITIONS)
@@ -109,8 +124,9 @@ register_block_technique(
 
 
 def technique_names():
-    """Names `techniques=(...)` accepts, the paper's four first."""
-    return ("spt", "lsa", "sata", *(t.name for t in BLOCK_TECHNIQUES.values()))
+    """Names `techniques=(...)` accepts: the paper's four first, then the
+    registered block techniques, then LSA's two elements alone."""
+    return ("spt", "lsa", "sata", *(t.name for t in BLOCK_TECHNIQUES.values()), *LSA_ELEMENTS)
 
 
 def _options(name, value, keys, layer):
@@ -149,13 +165,20 @@ class TechniqueSpec:
     Args:
         tokenizer: `"spt"` (SPT), or the backbone's plain tokenizer:
             None, `"patch"` or (T2T) `"soft_split"`.
-        attention: `"standard"` or `"lsa"` (LSA: diagonal mask + learned
-            per-head temperature, in every attention layer).
+        attention: `"standard"`, `"lsa"` (LSA: diagonal mask + learned
+            per-head temperature, in every attention layer), or one of
+            LSA's elements alone: `"diagonal_mask"` (the softmax scale
+            stays fixed) or `"learnable_temperature"` (no mask).
         suppression: SATA settings: None (off), True (the layer's
             defaults) or a dict of `TrivialAttentionSuppression` arguments.
         shift_directions: SPT's directions, `"diagonal"`, `"cardinal"` or
             `"all"` (also the SPT pooling of PiT and Swin).
         shift_ratio: SPT's shift as a fraction of the patch size, in `(0, 1]`.
+        temperature_multiple: `k > 0`: every attention's softmax scale is
+            `k` times its default (`k / sqrt(head_dim)`; T2T's token
+            transformers `k / sqrt(C / heads)`), the SATA paper's
+            `tau = tau' / sqrt(D_h)` (Table 6). With a learned temperature
+            (`"lsa"`, `"learnable_temperature"`) it is the initial value.
         **block_options: per registered `BlockTechnique`: its `option`
             (None, True or a dict of its layer's arguments) and
             `f"{option}_position"` (one of `BLOCK_POSITIONS`); CB:
@@ -169,6 +192,7 @@ class TechniqueSpec:
         suppression=None,
         shift_directions="diagonal",
         shift_ratio=0.5,
+        temperature_multiple=1.0,
         **block_options,
     ):
         if tokenizer is not None:
@@ -178,13 +202,13 @@ class TechniqueSpec:
         self.suppression = suppression_config(suppression)
         self.shift_directions = check_choice("shift_directions", shift_directions, tuple(SHIFT_DIRECTIONS))
         self.shift_ratio = check_range("shift_ratio", shift_ratio, 0.0, 1.0, low_inclusive=False)
+        self.temperature_multiple = check_range(
+            "temperature_multiple", temperature_multiple, 0.0, None, low_inclusive=False
+        )
         allowed = [f for t in BLOCK_TECHNIQUES.values() for f in (t.option, t.position_option)]
         unknown = [k for k in block_options if k not in allowed]
         if unknown:
-            raise ValueError(
-                f"Invalid technique option `{unknown[0]}`. Allowed: tokenizer, attention, suppression, "
-                f"shift_directions, shift_ratio, {', '.join(allowed)}."
-            )
+            raise ValueError(f"Invalid technique option `{unknown[0]}`. Allowed: {', '.join(self.field_names())}.")
         self.block_options = {}
         for option, technique in BLOCK_TECHNIQUES.items():
             options = _options(option, block_options.get(option), technique.keys, technique.layer)
@@ -222,8 +246,11 @@ class TechniqueSpec:
         fields = {}
         if "spt" in names:
             fields["tokenizer"] = "spt"
-        if "lsa" in names:
+        elements = [name for name in LSA_ELEMENTS if name in names]
+        if "lsa" in names or len(elements) == len(LSA_ELEMENTS):
             fields["attention"] = "lsa"
+        elif elements:
+            fields["attention"] = elements[0]
         switched = [("sata", "suppression", SATA_DEFAULTS)]
         switched += [(t.name, t.option, t.defaults) for t in BLOCK_TECHNIQUES.values()]
         for name, option, defaults in switched:
@@ -266,7 +293,7 @@ class TechniqueSpec:
 
     @classmethod
     def field_names(cls):
-        names = ["tokenizer", "attention", "suppression", "shift_directions", "shift_ratio"]
+        names = ["tokenizer", "attention", "temperature_multiple", "suppression", "shift_directions", "shift_ratio"]
         for technique in BLOCK_TECHNIQUES.values():
             names += [technique.option, technique.position_option]
         return tuple(names)
@@ -292,7 +319,8 @@ class TechniqueSpec:
     @property
     def names(self):
         """The names of the techniques that are on (`techniques=` vocabulary)."""
-        on = {"spt": self.spt, "lsa": self.attention == "lsa", "sata": self.suppression is not None}
+        on = {"spt": self.spt, "sata": self.suppression is not None}
+        on.update({name: self.attention == name for name in ("lsa", *LSA_ELEMENTS)})
         on.update({t.name: self.block_options[t.option][0] is not None for t in BLOCK_TECHNIQUES.values()})
         return tuple(name for name in technique_names() if on[name])
 
@@ -334,9 +362,16 @@ class TechniqueSpec:
     def attention_options(self, self_attention=True):
         """`MultiHeadSelfAttention` arguments: LSA's `diagonal_mask` (self-
         attention only: a class token attending to patches has no diagonal)
-        and `learnable_temperature`, SATA's `suppression`."""
-        lsa = self.attention == "lsa"
-        return {"diagonal_mask": lsa and self_attention, "learnable_temperature": lsa, "suppression": self.suppression}
+        and `learnable_temperature` (`"lsa"`, or each alone), the
+        `temperature_multiple`, SATA's `suppression`."""
+        mask = self.attention in ("lsa", "diagonal_mask")
+        temperature = self.attention in ("lsa", "learnable_temperature")
+        return {
+            "diagonal_mask": mask and self_attention,
+            "learnable_temperature": temperature,
+            "temperature_multiple": self.temperature_multiple,
+            "suppression": self.suppression,
+        }
 
     def block_layers(self, dtype=None, single_token=False):
         """The block factory's technique layers, not yet built: a list of
@@ -361,6 +396,7 @@ class TechniqueSpec:
         config = {
             "tokenizer": self.tokenizer,
             "attention": self.attention,
+            "temperature_multiple": self.temperature_multiple,
             "suppression": self.suppression,
         }
         for option, (options, position) in self.block_options.items():

@@ -16,12 +16,14 @@ from typing import Optional
 
 from keras_smallvit.utils.validation import check_choice
 
-TECHNIQUES = ("spt", "lsa", "sata", "cb")
+# `technique_names()` of the built-in techniques: the papers' four, then
+# LSA's two elements alone (SPT/LSA paper Table 4).
+TECHNIQUES = ("spt", "lsa", "sata", "cb", "diagonal_mask", "learnable_temperature")
 # The `ImageClassifier` arguments a transformer preset routes to the head.
 HEAD_ARGUMENTS = ("pooling", "head_dropout", "norm_before_pooling")
 # `TechniqueSpec.field_names()` of the built-in techniques.
 TECHNIQUE_FIELDS = (
-    "tokenizer", "attention", "suppression", "shift_directions", "shift_ratio",
+    "tokenizer", "attention", "temperature_multiple", "suppression", "shift_directions", "shift_ratio",
     "context_broadcasting", "context_broadcasting_position",
 )
 
@@ -71,10 +73,13 @@ PRESET_ROWS = {
     "cb_vit": ("ViTBackbone", ("cb",), 3e-3),
     "efficientnet_b0": ("EfficientNet", (), 3e-3),
     "efficientnet_b3": ("EfficientNet", (), 3e-3),
+    "l_vit": ("ViTBackbone", ("lsa",), 3e-3),
+    "m_vit": ("ViTBackbone", ("diagonal_mask",), 3e-3),
     "pit": ("PiTBackbone", (), 1e-3),
     "resnet110": ("ResNet", (), 3e-3),
     "resnet34": ("ResNet", (), 3e-3),
     "resnet56": ("ResNet", (), 3e-3),
+    "s_vit": ("ViTBackbone", ("spt",), 3e-3),
     "sata_cait": ("CaiTBackbone", ("sata",), 1e-3),
     "sata_pit": ("PiTBackbone", ("sata",), 1e-3),
     "sata_swin": ("SwinBackbone", ("sata",), 1e-3),
@@ -82,12 +87,15 @@ PRESET_ROWS = {
     "sata_vit": ("ViTBackbone", ("sata",), 3e-3),
     "sl_cait": ("CaiTBackbone", ("spt", "lsa"), 1e-3),
     "sl_pit": ("PiTBackbone", ("spt", "lsa"), 1e-3),
+    "sl_pit_no_spool": ("PiTBackbone", ("spt", "lsa"), 1e-3),
     "sl_sata_cb_vit": ("ViTBackbone", ("spt", "lsa", "sata", "cb"), 3e-3),
     "sl_swin": ("SwinBackbone", ("spt", "lsa"), 1e-3),
+    "sl_swin_no_spool": ("SwinBackbone", ("spt", "lsa"), 1e-3),
     "sl_t2t": ("T2TBackbone", ("spt", "lsa"), 1e-3),
     "sl_vit": ("ViTBackbone", ("spt", "lsa"), 3e-3),
     "swin": ("SwinBackbone", (), 1e-3),
     "t2t": ("T2TBackbone", (), 1e-3),
+    "t_vit": ("ViTBackbone", ("learnable_temperature",), 3e-3),
     "vit": ("ViTBackbone", (), 3e-3),
 }
 

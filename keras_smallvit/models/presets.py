@@ -7,6 +7,7 @@ paper learning rate and recipe hints, and head options. One generic builder
 adding a row.
 """
 
+import dataclasses
 import functools
 
 from keras_smallvit.models.backbone import default_patch_size
@@ -25,6 +26,11 @@ from keras_smallvit.models.vit.vit_backbone import ViTBackbone
 def patch_grid(tokens_per_side):
     """`image_defaults` of a patch size giving a `tokens_per_side` square grid."""
     return lambda image_size: {"patch_size": default_patch_size(image_size, tokens_per_side)}
+
+
+def with_config(preset, **config):
+    """`preset` with `config` added to its architecture config."""
+    return dataclasses.replace(preset, config={**preset.config, **config})
 
 
 def soft_split_grid(image_size):
@@ -83,6 +89,11 @@ PRESETS = {
     "sata_vit": VIT(techniques=("sata",), description="ViT + suppression of accumulated trivial attention"),
     "cb_vit": VIT(techniques=("cb",), description="ViT + context broadcasting"),
     "sl_sata_cb_vit": VIT(techniques=("spt", "lsa", "sata", "cb"), description="ViT with SPT, LSA, SATA and CB together"),
+    # The SPT/LSA paper's ablation rows (Table 4: T-, M-, L-ViT; Table 5: S-, L-, SL-ViT).
+    "s_vit": VIT(techniques=("spt",), description="ViT + shifted patch tokenization (S-ViT)"),
+    "l_vit": VIT(techniques=("lsa",), description="ViT + locality self-attention (L-ViT)"),
+    "m_vit": VIT(techniques=("diagonal_mask",), description="ViT + LSA's diagonal mask only (M-ViT)"),
+    "t_vit": VIT(techniques=("learnable_temperature",), description="ViT + LSA's learned temperature only (T-ViT)"),
     "pit": PIT(description="PiT, small-dataset config (widths 96-192-384, depths 2-6-4, heads of 48)"),
     # "spt" switches both the tokenizer and the pooling (S_pool): the
     # backbone's `downsampling=None` follows the tokenizer (Swin alike).
@@ -90,12 +101,28 @@ PRESETS = {
         techniques=("spt", "lsa"),
         description="PiT + shifted patch tokenization (tokenizer and pooling) + locality self-attention",
     ),
+    # SPT/LSA paper Table 2, "SL-PiT w/o S_pool": SPT at the input only.
+    "sl_pit_no_spool": with_config(
+        PIT(
+            techniques=("spt", "lsa"),
+            description="PiT + shifted patch tokenization (tokenizer only, conv pooling) + locality self-attention",
+        ),
+        downsampling="conv",
+    ),
     "sata_pit": PIT(techniques=("sata",), description="PiT + suppression of accumulated trivial attention"),
     "cb_pit": PIT(techniques=("cb",), description="PiT + context broadcasting"),
     "swin": SWIN(description="Swin, small-dataset config (embed 96, depths 2-6-4, heads 3-6-12, window 4)"),
     "sl_swin": SWIN(
         techniques=("spt", "lsa"),
         description="Swin + shifted patch tokenization (tokenizer and merging) + locality self-attention",
+    ),
+    # SPT/LSA paper Table 2, "SL-Swin w/o S_pool": SPT at the input only.
+    "sl_swin_no_spool": with_config(
+        SWIN(
+            techniques=("spt", "lsa"),
+            description="Swin + shifted patch tokenization (tokenizer only, patch merging) + locality self-attention",
+        ),
+        downsampling="patch_merging",
     ),
     "sata_swin": SWIN(techniques=("sata",), description="Swin + suppression of accumulated trivial attention"),
     "cb_swin": SWIN(techniques=("cb",), description="Swin + context broadcasting"),

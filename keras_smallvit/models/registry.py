@@ -281,11 +281,13 @@ def create_model(name, *, num_classes, image_size, techniques=None, **overrides)
         num_classes: number of classes.
         image_size: input size in pixels (int or `(height, width)`).
         techniques: if given, replaces the variant's techniques: any subset of
-            `("spt", "lsa", "sata", "cb")` (plus registered block techniques),
+            `("spt", "lsa", "sata", "cb", "diagonal_mask",
+            "learnable_temperature")` (plus registered block techniques),
             e.g. `create_model("vit", techniques=("spt", "lsa", "sata", "cb"),
             ...)`, or a `TechniqueSpec`.
         **overrides: backbone or classifier arguments that replace the
             defaults (e.g. `depth=6`, `suppression={"threshold": 0.05}`,
+            `temperature_multiple=2.0`, `downsampling="conv"` (PiT),
             `drop_path_rate=0.1`, `dtype="mixed_bfloat16"`).
     """
     entry = get_model_entry(name)

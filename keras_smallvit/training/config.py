@@ -37,7 +37,8 @@ class TrainConfig:
     Model:
         model: a name from `keras_smallvit.list_models()`.
         techniques: replaces the variant's techniques (subset of spt, lsa,
-            sata, cb); None keeps the variant's.
+            sata, cb, diagonal_mask, learnable_temperature); None keeps the
+            variant's.
         model_overrides: extra `create_model` arguments (e.g. `{"depth": 6}`).
         drop_path_rate: stochastic depth rate (0.1).
         sata_lr: SATA's own learning rate for `s` (paper Table 1: ViT 7e-5 on

@@ -4,9 +4,12 @@ import pytest
 
 from keras_smallvit.layers import LocalitySelfAttention
 from keras_smallvit.layers import MultiHeadSelfAttention
+from keras_smallvit.layers import TechniqueSpec
 from tests import references as ref
 from tests.contract import LayerContract
 from tests.contract import as_numpy
+from tests.contract import fit_one_step
+from tests.contract import wrap_layer
 
 HEADS, HEAD_DIM, TOKENS, DIM = 3, 4, 10, 12
 
@@ -27,6 +30,16 @@ def reference(layer, x, **kwargs):
     )
 
 
+def assert_matches_reference(layer, x, **kwargs):
+    """The layer's output and probabilities equal `reference(layer, x, **kwargs)`;
+    returns the probabilities."""
+    out, probs = layer(x, return_attention_scores=True)
+    want_out, want_probs = reference(layer, x, **kwargs)
+    np.testing.assert_allclose(as_numpy(probs), want_probs, atol=1e-5)
+    np.testing.assert_allclose(as_numpy(out), want_out, atol=1e-4)
+    return as_numpy(probs)
+
+
 class TestMultiHeadContract(LayerContract):
     input_shape = (2, TOKENS, DIM)
 
@@ -44,10 +57,7 @@ class TestLocalityContract(LayerContract):
 def test_standard_attention_matches_numpy_reference():
     x = tokens()
     layer = MultiHeadSelfAttention(HEADS, HEAD_DIM)
-    out, probs = layer(x, return_attention_scores=True)
-    want_out, want_probs = reference(layer, x)
-    np.testing.assert_allclose(as_numpy(probs), want_probs, atol=1e-5)
-    np.testing.assert_allclose(as_numpy(out), want_out, atol=1e-4)
+    assert_matches_reference(layer, x)
     assert layer.qkv.bias is None  # no qkv bias, as in the official code
 
 
@@ -57,10 +67,7 @@ def test_lsa_matches_numpy_reference_with_trained_temperatures():
     layer.build(x.shape)
     temperatures = np.array([0.1, 0.5, 1.3], "float32")
     layer.temperature.assign(temperatures)
-    out, probs = layer(x, return_attention_scores=True)
-    want_out, want_probs = reference(layer, x, scale=temperatures, diagonal_mask=True)
-    np.testing.assert_allclose(as_numpy(probs), want_probs, atol=1e-5)
-    np.testing.assert_allclose(as_numpy(out), want_out, atol=1e-4)
+    assert_matches_reference(layer, x, scale=temperatures, diagonal_mask=True)
 
 
 def test_lsa_without_mask_at_init_equals_standard_attention():
@@ -108,10 +115,7 @@ def test_temperature_is_trainable_one_per_head():
 def test_sata_inside_attention_acts_on_probabilities():
     x = tokens()
     layer = MultiHeadSelfAttention(HEADS, HEAD_DIM, suppression={"threshold": 0.2, "initial_scale": 0.3})
-    out, probs = layer(x, return_attention_scores=True)
-    want_out, want_probs = reference(layer, x, sata={"threshold": 0.2, "scale": 0.3})
-    np.testing.assert_allclose(as_numpy(probs), want_probs, atol=1e-5)
-    np.testing.assert_allclose(as_numpy(out), want_out, atol=1e-4)
+    assert_matches_reference(layer, x, sata={"threshold": 0.2, "scale": 0.3})
 
 
 @pytest.mark.parametrize(
@@ -129,3 +133,94 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, argument):
     args = {"num_heads": 2, "head_dim": 4, **kwargs}
     with pytest.raises(ValueError, match=f"`{argument}`"):
         MultiHeadSelfAttention(**args)
+
+
+# === The papers' ablation options (issue 31), built from the technique spec ===
+
+
+def from_spec(**fields):
+    """The attention a block builds for `TechniqueSpec(**fields)`."""
+    return MultiHeadSelfAttention(HEADS, HEAD_DIM, **TechniqueSpec(**fields).attention_options())
+
+
+def test_diagonal_mask_alone_masks_with_the_fixed_default_scale():
+    # SPT/LSA paper Table 4, M-ViT: the diagonal mask, no learned temperature.
+    x = tokens() * 3.0
+    layer = from_spec(attention="diagonal_mask")
+    probs = assert_matches_reference(layer, x, diagonal_mask=True)  # scale head_dim ** -0.5
+    assert layer.diagonal_mask and not layer.learnable_temperature
+    assert not hasattr(layer, "temperature")
+    assert len(layer.trainable_weights) == 3  # qkv kernel, output kernel and bias: no scale
+    np.testing.assert_array_equal(np.diagonal(probs, axis1=-2, axis2=-1), 0.0)
+
+
+def test_learnable_temperature_alone_has_no_mask_and_its_scale_is_learned():
+    # SPT/LSA paper Table 4, T-ViT: one learned scale per head, no mask.
+    x = tokens()
+    layer = from_spec(attention="learnable_temperature")
+    layer.build(x.shape)
+    assert layer.learnable_temperature and not layer.diagonal_mask
+    assert layer.temperature.trainable and any(w is layer.temperature for w in layer.trainable_weights)
+    np.testing.assert_allclose(as_numpy(layer.temperature), np.full(HEADS, HEAD_DIM**-0.5), rtol=1e-6)
+    temperatures = np.array([0.1, 0.5, 1.3], "float32")
+    layer.temperature.assign(temperatures)
+    probs = assert_matches_reference(layer, x, scale=temperatures, diagonal_mask=False)
+    assert (np.diagonal(probs, axis1=-2, axis2=-1) > 1e-6).all()  # not masked (masked: 0)
+
+
+@pytest.mark.parametrize("multiple", [1, 2, 3, 4])
+@pytest.mark.parametrize("sata", [None, {"threshold": 0.1, "scale": 0.5}])
+def test_temperature_multiple_scales_the_softmax_with_and_without_sata(multiple, sata):
+    # SATA paper Table 6: tau = tau' / sqrt(D_h), tau' in 1..4, +- SATA.
+    x = tokens()
+    suppression = None if sata is None else {"threshold": sata["threshold"], "initial_scale": sata["scale"]}
+    layer = from_spec(temperature_multiple=multiple, suppression=suppression)
+    assert_matches_reference(layer, x, scale=np.full(HEADS, multiple * HEAD_DIM**-0.5), sata=sata)
+    assert MultiHeadSelfAttention.from_config(layer.get_config()).temperature_multiple == multiple
+
+
+def test_temperature_multiple_with_a_learned_temperature_is_its_initial_value():
+    # LSA + a temperature multiple: the learned scale starts at k / sqrt(head_dim).
+    for attention, mask in (("lsa", True), ("learnable_temperature", False)):
+        layer = from_spec(attention=attention, temperature_multiple=2.5)
+        layer.build((2, TOKENS, DIM))
+        np.testing.assert_allclose(as_numpy(layer.temperature), np.full(HEADS, 2.5 * HEAD_DIM**-0.5), rtol=1e-6)
+        assert_matches_reference(layer, tokens(), scale=np.full(HEADS, 2.5 * HEAD_DIM**-0.5), diagonal_mask=mask)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.75])
+def test_fixed_sata_scale_is_not_trained_and_matches_numpy(scale):
+    # SATA paper Tables 3-5: s fixed from the grid (s = 0 included); the
+    # temperature-only attention alongside shows that a fit step does train.
+    x = tokens()
+    suppression = {"threshold": 0.1, "initial_scale": scale, "trainable_scale": False}
+    spec = TechniqueSpec.from_names(("sata", "learnable_temperature"), suppression=suppression)
+    assert spec.suppression == suppression
+    layer = MultiHeadSelfAttention(HEADS, HEAD_DIM, **spec.attention_options())
+    layer.build(x.shape)
+    s = layer.suppression_layer.sata_scale
+    assert not s.trainable and not any(w is s for w in layer.trainable_weights)
+    assert as_numpy(s) == np.float32(scale)
+    assert_matches_reference(layer, x, scale=as_numpy(layer.temperature), sata={"threshold": 0.1, "scale": scale})
+    model, layer = wrap_layer(lambda dtype: MultiHeadSelfAttention(HEADS, HEAD_DIM, **spec.attention_options()), x.shape)
+    before = as_numpy(layer.temperature).copy()
+    fit_one_step(model, x, optimizer=keras.optimizers.SGD(1.0))
+    assert as_numpy(layer.suppression_layer.sata_scale) == np.float32(scale)
+    assert np.abs(as_numpy(layer.temperature) - before).max() > 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs,argument,allowed",
+    [
+        ({"attention": "mask"}, "attention", "'standard', 'lsa', 'diagonal_mask', 'learnable_temperature'"),
+        ({"temperature_multiple": 0.0}, "temperature_multiple", "(0.0, inf)"),
+        ({"temperature_multiple": "2"}, "temperature_multiple", "(0.0, inf)"),
+    ],
+)
+def test_bad_ablation_options_name_the_option_and_the_allowed_values(kwargs, argument, allowed):
+    with pytest.raises(ValueError, match=f"`{argument}`") as error:
+        TechniqueSpec(**kwargs)
+    assert allowed in str(error.value)
+    if argument == "temperature_multiple":
+        with pytest.raises(ValueError, match=f"`{argument}`"):
+            MultiHeadSelfAttention(HEADS, HEAD_DIM, **kwargs)

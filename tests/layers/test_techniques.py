@@ -4,6 +4,8 @@ only, and runs through the spec and the block factory into every backbone.
 
 Cheap: config round trips, symbolic builds and eager calls of one block."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -165,3 +167,52 @@ def test_bad_techniques_argument_raises_value_error_naming_it():
         TechniqueSpec.from_names(("spt", "mixup"))
     with pytest.raises(ValueError, match="`techniques`"):
         TechniqueSpec.resolve(3)
+
+
+# === The papers' ablation rows (issue 31) ===
+
+
+@pytest.mark.parametrize(
+    "names,attention,mask,temperature",
+    [
+        (("diagonal_mask",), "diagonal_mask", True, False),  # M-ViT
+        (("learnable_temperature",), "learnable_temperature", False, True),  # T-ViT
+        (("lsa",), "lsa", True, True),  # L-ViT
+        (("learnable_temperature", "diagonal_mask"), "lsa", True, True),  # both elements are LSA
+        ((), "standard", False, False),
+    ],
+)
+def test_lsa_elements_by_name_set_the_attention_options(names, attention, mask, temperature):
+    spec = TechniqueSpec.from_names(names)
+    assert spec.attention == attention
+    assert spec.names == (() if attention == "standard" else (attention,))
+    assert TechniqueSpec.from_names(spec.names) == spec
+    options = spec.attention_options()
+    assert (options["diagonal_mask"], options["learnable_temperature"]) == (mask, temperature)
+    # Attention from a class token to patches has no diagonal (CaiT's class attention).
+    assert spec.attention_options(self_attention=False)["diagonal_mask"] is False
+    assert spec.attention_options()["temperature_multiple"] == 1.0
+
+
+def test_temperature_multiple_is_a_spec_field_that_round_trips():
+    spec = TechniqueSpec.from_names(("lsa", "sata"), temperature_multiple=3.0)
+    assert spec.temperature_multiple == 3.0 and spec.attention_options()["temperature_multiple"] == 3.0
+    assert "temperature_multiple" in TechniqueSpec.field_names()
+    assert TechniqueSpec.from_config(spec.get_config()) == spec
+    assert spec != spec.replace(temperature_multiple=1.0)
+    # Configs written before the field load with the multiple 1.
+    old = {k: v for k, v in spec.get_config().items() if k != "temperature_multiple"}
+    assert TechniqueSpec.from_config(old).temperature_multiple == 1.0
+
+
+def test_lsa_element_names_cannot_be_taken_by_a_block_technique():
+    for name in ("diagonal_mask", "learnable_temperature"):
+        with pytest.raises(ValueError, match="already registered"):
+            register_block_technique(dataclasses.replace(RESIDUAL_SCALE, name=name))
+    assert "residual_scale" not in keras_smallvit.layers.techniques.BLOCK_TECHNIQUES
+
+
+def test_unknown_spec_field_lists_every_field():
+    with pytest.raises(ValueError, match="`spt_pooling`") as error:
+        TechniqueSpec(spt_pooling=False)
+    assert ", ".join(TechniqueSpec.field_names()) in str(error.value)

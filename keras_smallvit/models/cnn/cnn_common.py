@@ -5,6 +5,7 @@ import os
 
 import keras
 
+from keras_smallvit.layers.techniques import technique_names
 from keras_smallvit.utils.validation import as_pair
 
 WEIGHTS_EXTENSIONS = (".weights.h5", ".keras")
@@ -61,7 +62,7 @@ def check_no_techniques(name, techniques):
     if tuple(techniques):
         raise ValueError(
             f"Invalid `techniques` for {name!r}: {tuple(techniques)!r}. {name!r} is a CNN; "
-            "the transformer techniques (spt, lsa, sata, cb) do not apply to it. "
+            f"the transformer techniques ({', '.join(technique_names())}) do not apply to it. "
             "Allowed values: () or None."
         )
 

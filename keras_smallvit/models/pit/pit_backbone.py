@@ -58,7 +58,9 @@ class PiTBackbone(Backbone):
         head_dim: size of each head in every stage (48).
         mlp_ratio: MLP hidden size / stage width (2).
         downsampling: `"conv"` (depthwise convolution, stride 2), `"spt"`, or
-            None for `"spt"` with the SPT tokenizer and `"conv"` otherwise.
+            None for `"spt"` with the SPT tokenizer and `"conv"` otherwise
+            (`"conv"` with SPT: SPT at the input only, the SPT/LSA paper's
+            "SL-PiT w/o S_pool", registered as `sl_pit_no_spool`).
         techniques: a `TechniqueSpec` (see `ViTBackbone`).
         drop_path_rate: stochastic depth rate.
         dropout: dropout in attention projections and MLPs.

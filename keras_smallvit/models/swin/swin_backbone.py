@@ -74,7 +74,9 @@ class SwinBackbone(Backbone):
         window_size: window side (4).
         mlp_ratio: MLP hidden size / stage width (2).
         downsampling: `"patch_merging"`, `"spt"`, or None for `"spt"` with
-            the SPT tokenizer and `"patch_merging"` otherwise.
+            the SPT tokenizer and `"patch_merging"` otherwise
+            (`"patch_merging"` with SPT: SPT at the input only, the SPT/LSA
+            paper's "SL-Swin w/o S_pool", registered as `sl_swin_no_spool`).
         techniques: a `TechniqueSpec` (see `ViTBackbone`).
         drop_path_rate: stochastic depth rate of the last block.
         dropout: dropout in attention projections and MLPs.

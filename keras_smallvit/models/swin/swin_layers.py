@@ -118,7 +118,7 @@ class WindowAttention(MultiHeadSelfAttention):
         **kwargs: `MultiHeadSelfAttention` arguments (`diagonal_mask`,
             `learnable_temperature`, `suppression`, `dropout`,
             `attention_dropout`, `use_qkv_bias`, `output_dim`,
-            `attention_scale`) and base layer arguments.
+            `attention_scale`, `temperature_multiple`) and base layer arguments.
     """
 
     def __init__(self, num_heads, head_dim, window_size, shift_size=0, grid_size=None, **kwargs):
