@@ -62,6 +62,39 @@ def test_plans_follow_the_papers_tables(tmp_path):
             reproduce.parse_shard(bad)
 
 
+def test_every_table_plans_valid_runs_and_its_settings_reach_the_model(tmp_path):
+    from keras_smallvit.layers.attention import MultiHeadSelfAttention
+    from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+    from keras_smallvit.training.runner import build_model
+    from keras_smallvit.utils.layers import all_sublayers
+
+    for name in list_tables():
+        for run in reproduce.plan(get_table(name), [0], str(tmp_path)):
+            run.config.validate()  # with the model checks
+    tiny = ["model.depth=1", "image_size=32"]
+
+    def layers_of(table, row_name, kind):
+        run = reproduce.plan(get_table(table), [0], str(tmp_path), rows=[row_name], assignments=tiny)[0]
+        model, _ = build_model(run.config, 10, 32)
+        return run.config, [layer for layer in all_sublayers(model) if isinstance(layer, kind)]
+
+    # SATA Table 6: tau = k / sqrt(D_h) in every attention layer, with and without SATA.
+    for k in (1, 3):
+        for row in (f"ViT + tau x{k}", f"ViT + tau x{k} + SATA"):
+            _, attentions = layers_of("sata_table6", row, MultiHeadSelfAttention)
+            assert attentions and all(a.default_scale == pytest.approx(k * a.head_dim**-0.5) for a in attentions)
+    # SATA Tables 3-5: s fixed at the grid's value (not trained), t as given; learnable s stays learnable.
+    _, suppressions = layers_of("sata_table3", "s = 0.75, t = 0.1 (grid)", TrivialAttentionSuppression)
+    assert [(s.threshold, float(s.scale), s.sata_scale.trainable) for s in suppressions] == [(0.1, 0.75, False)]
+    _, suppressions = layers_of("sata_table4", "s=0 t=0.025", TrivialAttentionSuppression)
+    assert [(s.threshold, float(s.scale), s.sata_scale.trainable) for s in suppressions] == [(0.025, 0.0, False)]
+    config, suppressions = layers_of("sata_table3", "learnable s, t = 0.1", TrivialAttentionSuppression)
+    assert [(s.threshold, s.sata_scale.trainable) for s in suppressions] == [(0.1, True)] and config.sata_lr == 1e-3
+    # SATA Table 7: LSA and SATA together on ViT.
+    _, attentions = layers_of("sata_table7", "ViT + LSA + SATA", MultiHeadSelfAttention)
+    assert all(a.diagonal_mask and a.learnable_temperature for a in attentions)
+
+
 def read_report(folder):
     with open(os.path.join(folder, "report.json")) as f:
         report = json.load(f)

@@ -5,12 +5,12 @@ CIFAR-100: the registry's `sata_*` variants and `sata_lr` of Table 1)."""
 
 from training.tables import Row
 from training.tables import Table
+from training.tables._sata import PAPER
 
 TABLE = Table(
     name="sata_table2",
     title="SATA Table 2: suppressing accumulated trivial attention on ViT and PiT",
-    source="Chen et al. 2023, Accumulated Trivial Attention Matters in Vision Transformers on Small Datasets, "
-    "Table 2 (top-1 %)",
+    source=f"{PAPER}, Table 2 (top-1 %)",
     datasets=("cifar100", "tiny_imagenet"),
     rows=(
         Row("ViT", "vit", paper={"cifar100": 73.70, "tiny_imagenet": 56.45}),
