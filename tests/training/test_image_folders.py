@@ -88,7 +88,7 @@ def test_every_format_nested_and_linked_folders_load_and_the_rest_is_counted(tmp
 
 
 @DATA_ONLY
-def test_layouts_choose_the_splits_and_refuse_contradictions(tmp_path):
+def test_layouts_choose_the_splits_and_refuse_contradictions(tmp_path, capsys):
     single, both = tmp_path / "single", tmp_path / "both"
     make_one_folder(str(single), per_class=2)
     for split in ("train", "val", "test"):
@@ -107,6 +107,10 @@ def test_layouts_choose_the_splits_and_refuse_contradictions(tmp_path):
     make_one_folder(str(partial / "train"), per_class=2)
     make_one_folder(str(partial / "test"), classes=("ant", "bee"), per_class=2)
     assert data.split_files(f"folder:{partial}", "test")[0].missing_classes == ("cat",)
+    from keras_smallvit.training import load_split
+
+    load_split(TrainConfig(dataset=f"folder:{partial}", image_size=12), "test")
+    assert "warning: " in capsys.readouterr().out.split(f"{partial / 'test'} has no folder for class(es) 'cat'")[0]
 
 
 def test_hold_out_is_stratified_seeded_and_independent_of_the_run_seed():
@@ -121,7 +125,15 @@ def test_hold_out_is_stratified_seeded_and_independent_of_the_run_seed():
     assert not np.array_equal(held_out, other) and len(other) == len(held_out)
 
 
-def test_automatic_image_size_rule_and_recipe_warmup():
+def test_automatic_image_size_rule_and_recipe_warmup(tmp_path):
+    from training.train import parse_args
+    from training.train import resolve_config
+
+    make_one_folder(str(tmp_path / "photos"), per_class=1)
+    # `--epochs 1` on the folder recipe: the warm-up follows the epochs (was: 10 warm-up epochs, refused).
+    config = resolve_config(parse_args(["--dataset", f"folder:{tmp_path / 'photos'}", "--epochs", "1",
+                                        "--validation-split", "0.5"]))
+    assert (config.epochs, config.resolved_warmup_epochs(), config.validation_split) == (1, 0, 0.5)
     assert [automatic_image_size(side) for side in (5, 30, 44, 60, 240, 4000)] == [16, 32, 48, 64, 64, 64]
     assert TrainConfig(epochs=1).validate().resolved_warmup_epochs() == 0
     assert TrainConfig(epochs=100).validate().resolved_warmup_epochs() == 10
