@@ -16,6 +16,14 @@ AAL (attention links to a frozen CNN teacher; the saved model is the student):
     python -m training.train --config digits_sl_vit --aal --teacher-model resnet56 --teacher-epochs 20 \
         --aal-links alpha --aal-lambda 2000 --aal-decay 0.99@0.6667,0.98 --set 'teacher.stage_blocks=(3,3,3)'
 
+DeiT-style logit distillation from the same kind of teacher (its logits, on the
+student's one head; no distillation token), alone or with --aal:
+
+    python -m training.train --config digits_sl_vit --distillation hard --teacher-model resnet56
+    python -m training.train --config digits_sl_vit --distillation soft --distillation-alpha 0.5 \
+        --distillation-tau 1.0 --teacher teacher.keras
+    python -m training.train --config digits_sl_vit --aal --distillation hard --teacher-model resnet56
+
 Without --teacher, --teacher-model first trains that teacher on the same data
 into <workdir>/teacher, then uses it.
 
@@ -59,11 +67,19 @@ FLAG_FIELDS = {
 DEFAULT_CONFIG = "digits_sl_vit"
 FOLDER_CONFIG = "folder_sl_vit"  # the generic small-data recipe for a folder of your images
 
-# AAL flags -> TrainConfig fields (they need --aal).
-AAL_FLAGS = {
+# Teacher flags -> TrainConfig fields (they need --aal or --distillation).
+TEACHER_FLAGS = {
     "aal_teacher": "--teacher",
     "aal_teacher_model": "--teacher-model",
     "aal_teacher_epochs": "--teacher-epochs",
+}
+# Distillation flags -> TrainConfig fields (they need --distillation).
+DISTILLATION_FLAGS = {
+    "distillation_alpha": "--distillation-alpha",
+    "distillation_tau": "--distillation-tau",
+}
+# AAL flags -> TrainConfig fields (they need --aal).
+AAL_FLAGS = {
     "aal_lambda": "--aal-lambda",
     "aal_decay": "--aal-decay",
     "aal_links": "--aal-links",
@@ -93,15 +109,23 @@ def parse_args(argv):
     # --- AAL ---
     parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
     parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
-                        help="AAL teacher: a .keras file, or a .weights.h5 file of --teacher-model")
+                        help="the teacher of --aal / --distillation: a .keras file, or a .weights.h5 file "
+                             "of --teacher-model")
     parser.add_argument("--teacher-model", dest="aal_teacher_model", default=None, metavar="NAME",
-                        help="AAL teacher architecture; alone, a teacher run is trained first")
+                        help="the teacher's architecture; alone, a teacher run is trained first")
     parser.add_argument("--teacher-epochs", dest="aal_teacher_epochs", type=int, default=None,
                         help="epochs of that teacher run (default: --epochs)")
     parser.add_argument("--aal-lambda", dest="aal_lambda", type=float, default=None, help="initial lambda (2000)")
     parser.add_argument("--aal-decay", dest="aal_decay", default=None,
                         help="lambda decay per epoch, e.g. 0.99 or 0.99@0.6667,0.98 (default)")
     parser.add_argument("--aal-links", dest="aal_links", choices=("full", "alpha", "beta"), default=None)
+    # --- DeiT-style logit distillation ---
+    parser.add_argument("--distillation", dest="distillation", choices=("soft", "hard"), default=None,
+                        help="distill the teacher's logits into the student's head (DeiT soft / hard)")
+    parser.add_argument("--distillation-alpha", dest="distillation_alpha", type=float, default=None,
+                        help="weight of the teacher term, in [0, 1] (0.5)")
+    parser.add_argument("--distillation-tau", dest="distillation_tau", type=float, default=None,
+                        help="temperature of soft distillation, > 0 (1.0)")
     parser.add_argument("--list", action="store_true", help="list configs and models, then exit")
     parser.add_argument("--verbose", action="store_true",
                         help="leave the frameworks' start-up banners and C++ log lines on (default: hidden)")
@@ -135,13 +159,19 @@ def resolve_config(args, models=True):
         flags["techniques"] = tuple(t for t in flags["techniques"].split(",") if t)
     if "jit_compile" in flags:
         flags["jit_compile"] = {"auto": "auto", "true": True, "false": False}[flags["jit_compile"]]
-    aal_flags = {f: getattr(args, f) for f in ["aal"] + list(AAL_FLAGS) if getattr(args, f) is not None}
-    flags.update(aal_flags)
+    named = {**TEACHER_FLAGS, **DISTILLATION_FLAGS, **AAL_FLAGS}
+    teacher_flags = {f: getattr(args, f) for f in ["aal", "distillation"] + list(named) if getattr(args, f) is not None}
+    flags.update(teacher_flags)
     config = apply_overrides(config, flags)
     config = apply_overrides(config, args.assignments)
-    given = [AAL_FLAGS[f] for f in aal_flags if f in AAL_FLAGS]
-    if given and not config.aal:
-        raise ValueError(f"Invalid `{' '.join(given)}`: the AAL options need `--aal`.")
+    for options, needed, ok in [
+        (AAL_FLAGS, "`--aal`", config.aal),
+        (DISTILLATION_FLAGS, "`--distillation`", config.distillation is not None),
+        (TEACHER_FLAGS, "`--aal` or `--distillation`", config.uses_teacher()),
+    ]:
+        given = [options[f] for f in teacher_flags if f in options]
+        if given and not ok:
+            raise ValueError(f"Invalid `{' '.join(given)}`: these options need {needed}.")
     if args.smoke:
         # What the command line sets explicitly wins over the smoke budget.
         explicit = set(flags) | {a.split("=", 1)[0].strip() for a in args.assignments}

@@ -9,14 +9,17 @@ from keras_smallvit.aal.callbacks import DEFAULT_LINK_LAMBDA
 from keras_smallvit.layers.attention_link import AttentionLinkHead
 from keras_smallvit.aal.links import link_magnitudes
 from keras_smallvit.aal.links import link_matrix
+from keras_smallvit.aal.logits import LogitDistillationMixin
 from keras_smallvit.aal.loss import AttentionLinkLoss
 from keras_smallvit.aal.resize import DEFAULT_CUBIC_COEFFICIENT
 from keras_smallvit.aal.resize import resize_maps
 from keras_smallvit.aal.teacher import select_teacher_layers
+from keras_smallvit.utils.distillation import DEFAULT_DISTILLATION_ALPHA
+from keras_smallvit.utils.distillation import DEFAULT_DISTILLATION_TAU
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-class AttentionLinkDistiller(keras.Model):
+class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
     """Trains a student ViT with adaptive attention links to a frozen CNN
     teacher (AAL: `L = CE + lambda * L_att`).
 
@@ -31,9 +34,11 @@ class AttentionLinkDistiller(keras.Model):
     Use it like any model: `compile(optimizer, loss, metrics)` with the
     student's classification loss and metrics, then `fit`. Logs report
     `loss` (the total), `ce_loss` (the compiled loss, plus any regularisation
-    losses), `link_loss` (`L_att`) and `link_lambda`. Add a
+    losses), `link_loss` (`L_att`) and `link_lambda` (and `distillation_loss`
+    with `distillation`). Add a
     `LinkLambdaScheduler` callback for the paper's per-epoch decay of lambda.
-    `call` returns `{"logits", "augmented_maps", "teacher_maps"}`; for
+    `call` returns `{"logits", "augmented_maps", "teacher_maps"}` (and
+    `"teacher_logits"` with `distillation`); for
     inference and export use `distiller.student`, which holds no trace of
     the head or the teacher.
 
@@ -41,6 +46,12 @@ class AttentionLinkDistiller(keras.Model):
     that class needs matching teacher/student outputs, mixes its losses with
     weights summing to 1 (not `CE + 2000 * L_att`), runs the student twice to
     get its features, and has no place for a trainable head between them.
+
+    With `distillation` ("soft" or "hard": the AAL paper's "CE + AAL +
+    hard"), the CE term becomes DeiT's logit distillation on the student's
+    one head (as `keras_smallvit.aal.LogitDistiller`): `L = (1 - alpha) CE
+    + alpha D + lambda * L_att`, the teacher's maps and logits from one
+    teacher pass.
 
     Choices the paper leaves open (all options; defaults documented):
     the grid: the student's finest class-token grid (PiT's coarser stages
@@ -69,6 +80,11 @@ class AttentionLinkDistiller(keras.Model):
         resize_coefficient: cubic coefficient of the bicubic resize.
         resize_antialias: low-pass filter when downsizing teacher maps.
         epsilon: lower bound of a map's norm in the loss.
+        distillation: None (default), or `"soft"` / `"hard"` logit
+            distillation from the same teacher (its output must be logits of
+            the student's classes).
+        distillation_alpha: weight of the distillation term (0.5).
+        distillation_tau: temperature of `"soft"` (1.0).
     """
 
     def __init__(
@@ -82,6 +98,9 @@ class AttentionLinkDistiller(keras.Model):
         resize_coefficient=DEFAULT_CUBIC_COEFFICIENT,
         resize_antialias=False,
         epsilon=1e-6,
+        distillation=None,
+        distillation_alpha=DEFAULT_DISTILLATION_ALPHA,
+        distillation_tau=DEFAULT_DISTILLATION_TAU,
         name="attention_link_distiller",
         **kwargs,
     ):
@@ -124,10 +143,16 @@ class AttentionLinkDistiller(keras.Model):
                 f"images {image_shape}. Expected channels-last images with {image_shape[-1]} channels."
             )
         teacher.trainable = False
+        self._init_logit_distillation(distillation, distillation_alpha, distillation_tau, student, teacher)
         selection = select_teacher_layers(teacher, teacher_layers)
         known = {layer.name: layer for layer in teacher.layers}
         feature_outputs = [known[n].output for n in selection.names]
-        teacher_features = keras.Model(teacher.inputs[0], feature_outputs, name=f"{teacher.name}_link_maps")
+        # With distillation, the teacher's logits too: one teacher pass for both.
+        logits = list(teacher.outputs) if distillation is not None else []
+        teacher_features = keras.Model(
+            teacher.inputs[0], feature_outputs + logits, name=f"{teacher.name}_link_maps"
+        )
+        self._num_teacher_maps = len(feature_outputs)
         channels = [int(t.shape[-1]) for t in feature_outputs]
         output_groups = [b for b, c in zip(selection.blocks, channels) for _ in range(c)]
         self.link_matrix = link_matrix(links, len(selection.block_names), len(heads_per_layer))
@@ -185,23 +210,28 @@ class AttentionLinkDistiller(keras.Model):
             maps.append(self._resize(layer_maps, self.grid_size))
         return ops.concatenate(maps, axis=-1)
 
+    def teacher_outputs(self, images):
+        """One pass of the frozen teacher: its `(B, h, w, C)` float32 maps on
+        the student's grid, and its `(B, classes)` float32 logits with
+        `distillation` (else None); no gradient."""
+        features = self.teacher_features(self.teacher_images(images), training=False)
+        features = list(features) if isinstance(features, (list, tuple)) else [features]
+        maps = [self._resize(ops.cast(f, "float32"), self.grid_size) for f in features[: self._num_teacher_maps]]
+        logits = None if self.distillation is None else ops.stop_gradient(ops.cast(features[-1], "float32"))
+        return ops.stop_gradient(ops.concatenate(maps, axis=-1)), logits
+
     def teacher_maps(self, images):
         """The frozen teacher's `(B, h, w, C)` float32 maps on the student's grid."""
-        if None not in self._teacher_image_size and tuple(self._teacher_image_size) != tuple(self._image_size):
-            images = self._resize(ops.cast(images, "float32"), self._teacher_image_size)
-        features = self.teacher_features(images, training=False)
-        features = features if isinstance(features, (list, tuple)) else [features]
-        maps = [self._resize(ops.cast(f, "float32"), self.grid_size) for f in features]
-        return ops.stop_gradient(ops.concatenate(maps, axis=-1))
+        return self.teacher_outputs(images)[0]
 
     def call(self, images, training=None):
         outputs = self.attention_model(images, training=training)
         augmented = self.link_head(self.student_maps(outputs["class_token_attention"]))
-        return {
-            "logits": outputs["logits"],
-            "augmented_maps": augmented,
-            "teacher_maps": self.teacher_maps(images),
-        }
+        teacher_maps, teacher_logits = self.teacher_outputs(images)
+        result = {"logits": outputs["logits"], "augmented_maps": augmented, "teacher_maps": teacher_maps}
+        if teacher_logits is not None:
+            result["teacher_logits"] = teacher_logits
+        return result
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         ce = super().compute_loss(
@@ -213,7 +243,7 @@ class AttentionLinkDistiller(keras.Model):
         self.ce_tracker.update_state(ce, sample_weight=batch_size)
         self.link_loss_tracker.update_state(link, sample_weight=batch_size)
         self.link_lambda_tracker.update_state(link_lambda)
-        return ops.cast(ce, "float32") + link_lambda * link
+        return self._mix_logit_distillation(ce, y_pred, sample_weight) + link_lambda * link
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, y_pred["logits"], sample_weight)
@@ -230,10 +260,7 @@ class AttentionLinkDistiller(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "student": keras.saving.serialize_keras_object(self.student),
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            **self._distiller_config(),
             "teacher_layers": self.teacher_layers,
             "links": self.links,
             "link_lambda": self.initial_link_lambda,
@@ -242,10 +269,3 @@ class AttentionLinkDistiller(keras.Model):
             "resize_antialias": self.resize_antialias,
             "epsilon": self.epsilon,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["student"] = keras.saving.deserialize_keras_object(config["student"])
-        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
-        return cls(**config)

@@ -1,12 +1,14 @@
-"""AAL in the training recipe (`TrainConfig.aal`): the teacher (from a file,
-or a teacher run trained first on the same data), the distiller and its
-lambda schedule."""
+"""AAL and logit distillation in the training recipe (`TrainConfig.aal`,
+`TrainConfig.distillation`): their one teacher (from a file, or a teacher
+run trained first on the same data), the distiller and its lambda
+schedule."""
 
 import dataclasses
 import os
 
 from keras_smallvit.aal.callbacks import LinkLambdaScheduler
 from keras_smallvit.aal.distiller import AttentionLinkDistiller
+from keras_smallvit.aal.logits import LogitDistiller
 from keras_smallvit.aal.teacher import TEACHER_LAYER_CHOICES
 from keras_smallvit.aal.teacher import load_teacher
 
@@ -32,6 +34,7 @@ def teacher_run_config(config):
         export=False,
         diagnostics=False,  # a CNN teacher has no attention to diagnose
         aal=False,
+        distillation=None,
         aal_teacher=None,
         aal_teacher_model=None,
         aal_teacher_overrides={},
@@ -49,7 +52,7 @@ def prepare_teacher(config, train_fn, verbose="auto"):
     teacher_config = teacher_run_config(config)
     path = os.path.join(teacher_config.workdir, "last.keras")
     if not os.path.exists(os.path.join(teacher_config.workdir, "metrics.json")):
-        print(f"AAL: training the teacher {teacher_config.model} into {teacher_config.workdir}")
+        print(f"Training the teacher {teacher_config.model} into {teacher_config.workdir}")
         train_fn(teacher_config, verbose=verbose)
     return path
 
@@ -72,12 +75,22 @@ def build_teacher(config, path, num_classes, image_size):
 
 
 def build_distiller(config, student, teacher):
-    """The `AttentionLinkDistiller` of `config` around `student`."""
+    """The distiller of `config` around `student`: an `AttentionLinkDistiller`
+    with `aal` (with logit distillation too when `distillation` is set),
+    else a `LogitDistiller`."""
+    distillation = dict(
+        distillation=config.distillation,
+        distillation_alpha=float(config.distillation_alpha),
+        distillation_tau=float(config.distillation_tau),
+    )
+    if not config.aal:
+        return LogitDistiller(student, teacher, **distillation)
     layers = config.aal_teacher_layers
     if layers not in TEACHER_LAYER_CHOICES:
         layers = [name.strip() for name in layers.split(",") if name.strip()]
     return AttentionLinkDistiller(
-        student, teacher, teacher_layers=layers, links=config.aal_links, link_lambda=float(config.aal_lambda)
+        student, teacher, teacher_layers=layers, links=config.aal_links, link_lambda=float(config.aal_lambda),
+        **distillation,
     )
 
 

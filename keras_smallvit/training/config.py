@@ -19,6 +19,7 @@ from typing import Tuple
 from keras_smallvit.images import RESIZE_POLICIES
 from keras_smallvit.models.preset_table import PRESET_FACTS
 from keras_smallvit.models.preset_table import check_model_settings
+from keras_smallvit.utils.distillation import check_distillation_settings
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -122,7 +123,7 @@ class TrainConfig:
             drawn parameters). The per-image uint8 steps (crop, flip,
             AutoAugment/RandAugment) and every random draw stay on the
             host, keyed as in "host" mode, so both give the same batches up
-            to float rounding. Not with `aal`, nor with `distribute` on
+            to float rounding. Not with `aal` or `distillation`, nor with `distribute` on
             TensorFlow (`MirroredStrategy` splits the batch that one
             permutation mixes).
         seed: seeds weights, data order and augmentation.
@@ -143,7 +144,9 @@ class TrainConfig:
         aal_teacher: the teacher's `.keras` file, or a `.weights.h5` file of
             `aal_teacher_model`. None with `aal_teacher_model` set: a teacher
             run of that model on the same data is trained first into
-            `<workdir>/teacher` (its `last.keras` is used).
+            `<workdir>/teacher` (its `last.keras` is used). The `aal_teacher*`
+            fields are the one teacher of `aal` and of `distillation` (either
+            or both).
         aal_teacher_model: registry name of the teacher (e.g. "resnet56").
         aal_teacher_overrides: its `create_model` arguments.
         aal_teacher_epochs: epochs of the teacher run (None = `epochs`).
@@ -156,6 +159,24 @@ class TrainConfig:
         aal_teacher_layers ("block_normalization"): the teacher maps:
             "block_normalization", "normalization", "after_normalization" or
             comma-separated layer names.
+
+    Logit distillation (DeiT, Touvron et al. 2021; `keras_smallvit.aal.LogitDistiller`;
+    training only, the saved and exported model is the student alone):
+        distillation: None (off), "soft" or "hard": the student's one head
+            learns from the frozen teacher of `aal_teacher` /
+            `aal_teacher_model` (its logits, the same classes) on the same
+            augmented and mixed batch. "hard": `(1 - alpha) CE(logits,
+            labels) + alpha CE(logits, argmax teacher)`; "soft": `(1 - alpha)
+            CE(logits, labels) + alpha tau^2 KL(softmax(teacher / tau) ||
+            softmax(logits / tau))` (summed over classes, averaged over the
+            batch). CE is the recipe's loss (label smoothing, Mixup/CutMix
+            labels). No distillation token or second head (DeiT's distilled
+            models have one). With `aal`: `(1 - alpha) CE + alpha D + lambda
+            L_att` (the AAL paper's "CE + AAL + hard").
+        distillation_alpha (0.5, DeiT's code; hard with 0.5 is the paper's
+            1/2 + 1/2): weight of the teacher term, in [0, 1].
+        distillation_tau (1.0, DeiT's code; its paper's soft runs use 3 with
+            alpha 0.1): the temperature of "soft", > 0 (unused by "hard").
     """
 
     model: str = "sl_vit"
@@ -222,6 +243,11 @@ class TrainConfig:
     aal_links: str = "full"
     aal_teacher_layers: str = "block_normalization"
 
+    # --- Logit distillation (the same teacher) ---
+    distillation: Optional[str] = None
+    distillation_alpha: float = 0.5
+    distillation_tau: float = 1.0
+
     def validate(self, models=True):
         """Raises `ValueError` naming the first invalid field.
 
@@ -259,6 +285,11 @@ class TrainConfig:
             raise ValueError(
                 "Invalid `batch_augmentation` 'device' with `aal` True: AAL trains with "
                 "`batch_augmentation='host'`. Allowed values with `aal`: 'host'."
+            )
+        if self.batch_augmentation == "device" and self.distillation is not None:
+            raise ValueError(
+                f"Invalid `batch_augmentation` 'device' with `distillation` {self.distillation!r}: the "
+                "distiller trains with `batch_augmentation='host'`. Allowed values with `distillation`: 'host'."
             )
         if models and self.batch_augmentation == "device" and self.distribute:
             import keras
@@ -327,9 +358,17 @@ class TrainConfig:
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)
+        if self.distillation is not None:
+            check_distillation_settings(self.distillation, self.distillation_alpha, self.distillation_tau)
+        if self.uses_teacher():
+            self._validate_teacher(models)
         if self.aal:
             self._validate_aal(models)
         return self
+
+    def uses_teacher(self):
+        """Whether the run trains with a frozen teacher (`aal` or `distillation`)."""
+        return bool(self.aal) or self.distillation is not None
 
     def _validate_schedule(self, models=True):
         """The learning-rate schedule runs from `warmup_start_lr` up to `lr`
@@ -360,6 +399,16 @@ class TrainConfig:
                 raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
         if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
             raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
+        layers = self.aal_teacher_layers
+        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
+            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
+                raise ValueError(
+                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
+                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
+                )
+
+    def _validate_teacher(self, models=True):
+        """The teacher of `aal` and `distillation`."""
         if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
             overrides = [k for k in self.aal_teacher_overrides if k not in ("num_classes", "image_size")]
@@ -367,8 +416,9 @@ class TrainConfig:
         if self.aal_teacher_epochs is not None:
             check_positive_int("aal_teacher_epochs", self.aal_teacher_epochs)
         if self.aal_teacher is None and self.aal_teacher_model is None:
+            uses = " or ".join(["`aal`"] * bool(self.aal) + ["`distillation`"] * (self.distillation is not None))
             raise ValueError(
-                "Invalid `aal_teacher`: None. With `aal`, give a teacher file (.keras, or .weights.h5 "
+                f"Invalid `aal_teacher`: None. With {uses}, give a teacher file (.keras, or .weights.h5 "
                 "with `aal_teacher_model`) or `aal_teacher_model` alone to train a teacher first."
             )
         if self.aal_teacher is not None:
@@ -380,13 +430,6 @@ class TrainConfig:
                 raise ValueError(
                     "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
                     "name the teacher model (e.g. 'resnet56')."
-                )
-        layers = self.aal_teacher_layers
-        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
-            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
-                raise ValueError(
-                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
-                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
                 )
 
     def resolved_warmup_epochs(self):

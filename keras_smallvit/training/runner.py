@@ -4,10 +4,10 @@
     -> restore the last backup if any -> model.fit -> evaluate -> metrics.json
     -> export
 
-With `config.aal`, the model is fit inside an AAL distiller (a teacher
-trained first if needed); with `config.batch_augmentation="device"`, inside
-`DeviceBatchAugmentation` (normalisation, erasing and mixing in the train
-step). Checkpoints and the export hold the classifier only.
+With `config.aal` or `config.distillation`, the model is fit inside an AAL
+or logit distiller (a teacher trained first if needed); with
+`config.batch_augmentation="device"`, inside `DeviceBatchAugmentation`
+(normalisation, erasing and mixing in the train step). Checkpoints and the export hold the classifier only.
 """
 
 import dataclasses
@@ -187,10 +187,10 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     picks the best epoch and of the one evaluated at the end."""
     workdir = config.workdir
     (selection_name, selection_data), (report_name, test_data) = selection, report
-    # --- AAL: the teacher run comes first (it seeds itself) ---
-    if config.aal and config.aal_teacher is None:
+    # --- AAL / distillation: the teacher run comes first (it seeds itself) ---
+    if config.uses_teacher() and config.aal_teacher is None:
         run_guard.record_created(workdir, aal_recipe.TEACHER_RUN_FOLDER)
-    teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.aal else None
+    teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.uses_teacher() else None
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
 
@@ -202,7 +202,7 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         model.preprocessing = run_preprocessing(json.loads(config.to_json()))
         model.class_names = train_data.class_names
         student = model
-        if config.aal:  # fit the distiller; save and export the student
+        if config.uses_teacher():  # fit the distiller; save and export the student
             teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
             model = aal_recipe.build_distiller(config, student, teacher)
         if config.batch_augmentation == "device":  # fit the wrapper; save and export the classifier
@@ -256,7 +256,7 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         "train_images_per_second": run_folder.train_images_per_second(config.batch_size),
         "class_names": student.class_names,
     }
-    if config.aal:
+    if config.uses_teacher():
         metrics["aal_teacher"] = teacher_path
     run_guard.record_created(workdir, "metrics.json")
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
