@@ -4,7 +4,7 @@ One resize for training, evaluation, prediction and serving (TensorFlow by
 nature: it runs in tf.data and in the served graph, whatever the Keras
 backend): uint8 pixels -> float in [0, 1] -> `resize` policy to the model's
 size -> clipped -> rounded back to uint8 values (the pipeline keeps its
-images as uint8).
+images as uint8). And the normalisation after it, `normalize`.
 """
 
 import os
@@ -30,6 +30,16 @@ RESIZE_POLICIES = ("squash", "crop", "pad")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # TIFF's magic numbers (little- and big-endian): by content, not by name.
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
+
+
+def normalize(images, preprocessing):
+    """`(images * scale - mean) / std` on float32 images (a tensor or a NumPy array)."""
+    x = images * preprocessing["scale"]
+    if preprocessing["mean"] is not None:
+        x = x - np.asarray(preprocessing["mean"], dtype="float32")
+    if preprocessing["std"] is not None:
+        x = x / np.asarray(preprocessing["std"], dtype="float32")
+    return x
 
 
 def is_image_file(name):

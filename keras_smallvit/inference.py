@@ -8,6 +8,8 @@ import json
 import keras
 import numpy as np
 
+from keras_smallvit.images import load_images
+from keras_smallvit.images import normalize
 from keras_smallvit.utils.files import write_text_atomically
 
 
@@ -76,15 +78,11 @@ def require_preprocessing(model, where="`model.preprocessing`"):
 
 def preprocess(images, preprocessing):
     """uint8-valued images (already resized) -> the model's input, float32 NumPy."""
-    from keras_smallvit.export.serving import normalize
-
     return normalize(np.asarray(images, "float32"), preprocessing)
 
 
 def predict_images(model, images, top_k=5, batch_size=32, verbose="auto"):
     """See `ClassifierUsageMixin.predict_images`."""
-    from keras_smallvit.images import load_images
-
     preprocessing = require_preprocessing(model)
     num_classes = int(model.output_shape[-1])
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k:

@@ -38,13 +38,10 @@ second with one `error:` naming it, before Keras is imported (`preflight`).
 """
 
 import argparse
-import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
-import types
 
 # Flags that map onto TrainConfig fields (None = not given).
 FLAG_FIELDS = {
@@ -181,41 +178,6 @@ def resolve_config(args, models=True):
     return config.validate(models=models)
 
 
-@contextlib.contextmanager
-def _without_frameworks():
-    """Lets the Keras-free modules import without Keras and its backends.
-
-    `import keras_smallvit` imports Keras, which imports the backend
-    framework (seconds): the package registers its Keras classes eagerly,
-    and so does `keras_smallvit.models`. `keras_smallvit.training.config`,
-    `keras_smallvit.data`, `keras_smallvit.utils`,
-    `keras_smallvit.models.preset_table` and `training.configs` need none of
-    that, so inside this block those two are bare packages (the same
-    folders, their `__init__` not run). On exit every `keras_smallvit` and `training.*`
-    module imported inside is forgotten again, so that the real imports
-    afterwards run as if this block never had (the third-party ones stay:
-    they are the same either way). With `keras_smallvit` already imported,
-    it changes nothing.
-    """
-    if "keras_smallvit" in sys.modules:
-        yield
-        return
-    before = set(sys.modules)
-    for name in ("keras_smallvit", "keras_smallvit.models"):
-        bare = types.ModuleType(name)
-        bare.__path__ = list(importlib.util.find_spec(name).submodule_search_locations)
-        sys.modules[name] = bare
-    try:
-        yield
-    finally:
-        ours = [n for n in set(sys.modules) - before if n.split(".")[0] == "keras_smallvit" or n.startswith("training.")]
-        removed = {name: sys.modules.pop(name) for name in ours}
-        for name, module in removed.items():
-            parent, _, child = name.rpartition(".")
-            if parent in sys.modules and getattr(sys.modules[parent], child, None) is module:
-                delattr(sys.modules[parent], child)  # `training.configs`
-
-
 def preflight(args):
     """Checks the command line before Keras and TensorFlow are imported.
 
@@ -232,11 +194,11 @@ def preflight(args):
         ValueError: an invalid argument or config, as `resolve_config`.
         FileNotFoundError: missing data, as the data loaders.
     """
-    with _without_frameworks():
-        from keras_smallvit.data import check_data
+    # `keras_smallvit` and the modules used here import no Keras (lazy `__init__`s).
+    from keras_smallvit.data import check_data
 
-        config = resolve_config(args, models=False)
-        check_data(config.dataset, config.data_dir, config.validation_split)
+    config = resolve_config(args, models=False)
+    check_data(config.dataset, config.data_dir, config.validation_split)
 
 
 def quiet_console(verbose=False):
@@ -244,8 +206,8 @@ def quiet_console(verbose=False):
     and C++ log lines hidden, unless `verbose`), imported without Keras: it
     must run before Keras imports TensorFlow. Every command line calls it
     before it imports Keras."""
-    with _without_frameworks():
-        from keras_smallvit.utils.console import quiet_frameworks
+    from keras_smallvit.utils.console import quiet_frameworks
+
     quiet_frameworks(verbose)
 
 

@@ -52,16 +52,16 @@ def main(argv=None):
     parser.add_argument("--verbose", action="store_true",
                         help="leave the frameworks' start-up banners and C++ log lines on (default: hidden)")
     args = parser.parse_args(argv)
-    # Under `python -m`, `keras_smallvit/__init__.py` has called it already (it imports Keras).
-    quiet_frameworks(args.verbose)
+    quiet_frameworks(args.verbose)  # before Keras (the packages above it import none)
 
     import keras
 
-    import keras_smallvit  # noqa: F401  (registers the package's layers for loading)
+    from keras_smallvit import register_all
     from keras_smallvit.export import serving
     from keras_smallvit.export.serving import export_for_serving
     from keras_smallvit.models.preset_folder import load_classifier
 
+    register_all()  # the package's classes, for loading
     if args.in_place:
         serving.watch_parent()  # this process ends with the one that started it
     else:

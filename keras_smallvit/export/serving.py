@@ -30,6 +30,7 @@ from keras_smallvit.utils.files import remove_path
 from keras_smallvit.utils.files import replace_atomically
 from keras_smallvit.utils.layers import all_sublayers
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.images import normalize
 from keras_smallvit.models.usage import DEFAULT_PREPROCESSING
 from keras_smallvit.models.usage import check_channel_values
 from keras_smallvit.models.usage import check_class_names
@@ -312,16 +313,6 @@ def _require_onnx_converter():
 
 
 # --- in process (TensorFlow, JAX) -------------------------------------------------
-
-
-def normalize(images, preprocessing):
-    """`(images * scale - mean) / std` on float32 images (a tensor or a NumPy array)."""
-    x = images * preprocessing["scale"]
-    if preprocessing["mean"] is not None:
-        x = x - np.asarray(preprocessing["mean"], dtype="float32")
-    if preprocessing["std"] is not None:
-        x = x / np.asarray(preprocessing["std"], dtype="float32")
-    return x
 
 
 def _serving_archive(model, config, as_matmuls=False):

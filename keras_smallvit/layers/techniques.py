@@ -45,6 +45,8 @@ from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
 from keras_smallvit.layers.patching import PatchEmbedding
 from keras_smallvit.layers.patching import ShiftedPatchTokenization
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+from keras_smallvit.utils.technique_names import LSA_ELEMENTS
+from keras_smallvit.utils.technique_names import PAPER_TECHNIQUES
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_range
 
@@ -53,8 +55,8 @@ TOKENIZERS = ("patch", "soft_split", "spt")
 # "lsa" is both of LSA's elements; "diagonal_mask" / "learnable_temperature"
 # one of them alone (SPT/LSA paper Table 4: M-ViT / T-ViT).
 ATTENTION_TYPES = ("standard", "lsa", "diagonal_mask", "learnable_temperature")
-# The attention types that are also `techniques=` names, besides "lsa".
-LSA_ELEMENTS = ("diagonal_mask", "learnable_temperature")
+# The attention types that are also `techniques=` names, besides "lsa"
+# (`LSA_ELEMENTS`, imported above from the one vocabulary).
 BLOCK_POSITIONS = ("mlp_output", "attention_output", "block_output")
 # `scale_lr_multiplier` is legacy: accepted so that models saved with it load
 # (see `TrivialAttentionSuppression`); it no longer sets the learning rate of `s`.
@@ -102,7 +104,7 @@ def register_block_technique(technique):
     """Adds a `BlockTechnique`: afterwards `techniques=(technique.name,)`, the
     spec field `technique.option` and its position work in every backbone.
     Returns the technique."""
-    taken = {t.name for t in BLOCK_TECHNIQUES.values()} | {"spt", "lsa", "sata", *LSA_ELEMENTS}
+    taken = {t.name for t in BLOCK_TECHNIQUES.values()} | {*PAPER_TECHNIQUES, *LSA_ELEMENTS}
     if technique.option in BLOCK_TECHNIQUES or technique.name in taken:
         raise ValueError(f"A technique named {technique.name!r} / {technique.option!r} is already registered.")
     check_choice("position", technique.position, BLOCK_POSITIONS)
@@ -124,9 +126,12 @@ register_block_technique(
 
 
 def technique_names():
-    """Names `techniques=(...)` accepts: the paper's four first, then the
-    registered block techniques, then LSA's two elements alone."""
-    return ("spt", "lsa", "sata", *(t.name for t in BLOCK_TECHNIQUES.values()), *LSA_ELEMENTS)
+    """Names `techniques=(...)` accepts: the papers' SPT, LSA and SATA first,
+    then the registered block techniques (CB first), then LSA's two elements
+    alone. With no other block technique registered, the built-in
+    vocabulary `keras_smallvit.utils.technique_names.TECHNIQUES`; the checks
+    before Keras read it through `known_techniques()`."""
+    return (*PAPER_TECHNIQUES, *(t.name for t in BLOCK_TECHNIQUES.values()), *LSA_ELEMENTS)
 
 
 def _options(name, value, keys, layer):

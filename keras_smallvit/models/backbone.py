@@ -7,35 +7,13 @@ from keras_smallvit.layers.attention import ATTENTION_MAPS
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.models.attention_maps import class_token_attention
+from keras_smallvit.utils.layers import keep_dtype_policy
+from keras_smallvit.utils.model_arguments import check_model_kwargs
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_divisible
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
-
-# The `keras.Model` keyword arguments a functional model of this package
-# forwards (what its `get_config()` holds besides its own arguments).
-KERAS_MODEL_ARGUMENTS = ("name", "trainable")
-
-
-def check_model_kwargs(model_class, kwargs):
-    """Raises a `ValueError` for a keyword argument `model_class` does not
-    take: a functional `keras.Model` drops unknown ones silently, so a
-    misspelt `depthh=2` would build the default model.
-
-    Args:
-        model_class: the class being constructed (its signature lists the
-            allowed arguments).
-        kwargs: the `**kwargs` its `__init__` received.
-    """
-    unknown = [k for k in kwargs if k not in KERAS_MODEL_ARGUMENTS]
-    if unknown:
-        from keras_smallvit.models.registry import constructor_arguments
-
-        allowed = sorted({*constructor_arguments(model_class), *KERAS_MODEL_ARGUMENTS})
-        raise ValueError(
-            f"Invalid argument `{unknown[0]}` for {model_class.__name__}. Allowed: {', '.join(allowed)}."
-        )
 
 
 def check_image_and_patch_size(image_size, patch_size):
@@ -106,17 +84,6 @@ def stage_tuple(name, value, num_stages=None):
     if num_stages is None:
         raise ValueError(f"Invalid `{name}`: {value!r}. Expected a sequence of positive ints, one per stage.")
     return (check_positive_int(name, value),) * num_stages
-
-
-def keep_dtype_policy(model, dtype):
-    """Sets a functional model's own `dtype_policy` to `dtype` (when given).
-
-    `keras.Model(inputs, outputs, dtype=...)` drops `dtype`: the model's
-    policy stays float32 while its layers are mixed, so a config written from
-    `model.dtype_policy` would reload a mixed-precision model as float32.
-    """
-    if dtype is not None:
-        model.dtype_policy = dtype
 
 
 @with_technique_fields

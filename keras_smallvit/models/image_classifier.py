@@ -6,7 +6,7 @@ from keras import ops
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
-from keras_smallvit.models.backbone import keep_dtype_policy
+from keras_smallvit.utils.layers import keep_dtype_policy
 from keras_smallvit.models.usage import ClassifierUsageMixin
 
 POOLING_MODES = ("class_token", "average")

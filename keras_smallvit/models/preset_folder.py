@@ -20,10 +20,13 @@ import os
 
 import keras
 
+from keras_smallvit.models.registry import create_model
+from keras_smallvit.models.registry import list_models
 from keras_smallvit.models.usage import DEFAULT_PREPROCESSING
 from keras_smallvit.models.usage import check_preprocessing
 from keras_smallvit.utils.files import make_partial_dir
 from keras_smallvit.utils.files import replace_atomically
+from keras_smallvit.utils.registration import register_all
 
 PRESET_FORMAT = "keras_smallvit_preset"
 METADATA_FILE = "metadata.json"
@@ -141,9 +144,7 @@ def run_preprocessing(train_config):
 def load_preset(name_or_path, **kwargs):
     """The classifier of a registry name (fresh weights), a preset folder or
     a finished run folder; see `ImageClassifier.from_preset`."""
-    from keras_smallvit.models.registry import create_model
-    from keras_smallvit.models.registry import list_models
-
+    register_all()  # the presets, and the classes a saved model names
     if isinstance(name_or_path, str) and name_or_path in list_models():
         missing = [k for k in ("num_classes", "image_size") if k not in kwargs]
         if missing:
@@ -192,6 +193,7 @@ def load_classifier(path):
     (`note` says so; else `note` is None and so is `model.preprocessing`)."""
     if os.path.isdir(path):
         return load_preset(path), None
+    register_all()  # the classes the file names
     # compile=False: predicting and serving need no loss, metrics or optimizer.
     model = keras.saving.load_model(path, compile=False)
     run_config = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)

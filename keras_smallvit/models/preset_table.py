@@ -14,11 +14,10 @@ techniques and paper rates) and prints the rows to paste when they differ.
 import dataclasses
 from typing import Optional
 
+from keras_smallvit.utils.technique_names import TECHNIQUES  # noqa: F401 (the built-in names, here as before)
+from keras_smallvit.utils.technique_names import known_techniques
 from keras_smallvit.utils.validation import check_choice
 
-# `technique_names()` of the built-in techniques: the papers' four, then
-# LSA's two elements alone (SPT/LSA paper Table 4).
-TECHNIQUES = ("spt", "lsa", "sata", "cb", "diagonal_mask", "learnable_temperature")
 # The `ImageClassifier` arguments a transformer preset routes to the head.
 HEAD_ARGUMENTS = ("pooling", "head_dropout", "norm_before_pooling")
 # `TechniqueSpec.field_names()` of the built-in techniques.
@@ -169,13 +168,14 @@ def check_model_settings(models, name, overrides=(), techniques=None, argument="
     check_choice(argument, name, sorted(models))
     facts = models[name]
     check_model_arguments(name, facts, overrides)
+    names = known_techniques()  # the one vocabulary, with the block techniques registered at run time
     for technique in techniques or ():
-        check_choice("techniques", technique, TECHNIQUES)
+        check_choice("techniques", technique, names)
     if techniques and facts.classifier:
         # The registry's CNNs take no transformer techniques (their build
         # would refuse them only once the run has started).
         raise ValueError(
             f"Invalid `techniques` {tuple(techniques)!r} for model {name!r}: it is a CNN; the transformer "
-            f"techniques ({', '.join(TECHNIQUES)}) do not apply to it. Allowed values: () or None."
+            f"techniques ({', '.join(names)}) do not apply to it. Allowed values: () or None."
         )
     return facts

@@ -251,17 +251,21 @@ class TrainConfig:
     def validate(self, models=True):
         """Raises `ValueError` naming the first invalid field.
 
+        `model`, `model_overrides`, `techniques` and `aal_teacher_model`
+        are checked either way, without Keras: against the presets' data
+        table (`keras_smallvit.models.preset_table`), or the live registry
+        once imported (models registered at run time), with the same
+        messages; `techniques` against the one vocabulary
+        (`keras_smallvit.utils.technique_names.known_techniques`: the
+        built-in names and the block techniques registered at run time).
+
         Args:
-            models: whether to run the checks that import the model registry
-                and `keras_smallvit.aal`, hence Keras: `aal_links`,
-                `aal_decay`, `aal_teacher_layers`, and `batch_augmentation`
-                with `distribute` (it depends on the backend). Without,
-                `model`, `model_overrides`, `techniques` and
-                `aal_teacher_model` are checked against the presets' data
-                table (`keras_smallvit.models.preset_table`, no Keras; the
-                registry itself once imported), with the same messages. The
-                command line runs `validate(models=False)` first, before it
-                imports Keras, then the whole `validate()`.
+            models: whether to run the checks that import Keras (the name is
+                older than this split): `aal_links`, `aal_decay` and
+                `aal_teacher_layers` (`keras_smallvit.aal`), and
+                `batch_augmentation` with `distribute` (it depends on the
+                backend). The command line runs `validate(models=False)`
+                first, before it imports Keras, then the whole `validate()`.
 
         Returns:
             `self`.
@@ -273,7 +277,7 @@ class TrainConfig:
             check_finite(field.name, getattr(self, field.name))
         # The model name, the `model.<arg>` overrides (by create_model's rule)
         # and the techniques, before any training.
-        check_model_settings(_known_models(models), self.model, self.model_overrides, self.techniques)
+        check_model_settings(_known_models(), self.model, self.model_overrides, self.techniques)
         if not self.dataset.startswith(data.FOLDER_PREFIX):
             check_choice("dataset", self.dataset, data.DATASET_NAMES[:-1])
         check_choice("resize", self.resize, RESIZE_POLICIES)
@@ -346,7 +350,7 @@ class TrainConfig:
         for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "min_lr", "warmup_start_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Invalid `{name}` {getattr(self, name)}: must be >= 0.")
-        self._validate_schedule(models)
+        self._validate_schedule()
         if self.mix_prob > 0 and self.mixup_alpha == 0 and self.cutmix_alpha == 0:
             raise ValueError(
                 f"Invalid `mix_prob` {self.mix_prob} with `mixup_alpha` 0 and `cutmix_alpha` 0: batches "
@@ -370,11 +374,11 @@ class TrainConfig:
         """Whether the run trains with a frozen teacher (`aal` or `distillation`)."""
         return bool(self.aal) or self.distillation is not None
 
-    def _validate_schedule(self, models=True):
+    def _validate_schedule(self):
         """The learning-rate schedule runs from `warmup_start_lr` up to `lr`
         (over `warmup_epochs`), then down to `min_lr`: both ends at most
         `lr`. With `lr` None the model's paper rate."""
-        lr = self.lr if self.lr is not None else _known_models(models)[self.model].paper_lr
+        lr = self.lr if self.lr is not None else _known_models()[self.model].paper_lr
         source = "`lr`" if self.lr is not None else f"`lr` (None: the paper rate of {self.model!r})"
         if self.min_lr > lr:
             raise ValueError(
@@ -412,7 +416,7 @@ class TrainConfig:
         if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
             overrides = [k for k in self.aal_teacher_overrides if k not in ("num_classes", "image_size")]
-            check_model_settings(_known_models(models), self.aal_teacher_model, overrides, argument="aal_teacher_model")
+            check_model_settings(_known_models(), self.aal_teacher_model, overrides, argument="aal_teacher_model")
         if self.aal_teacher_epochs is not None:
             check_positive_int("aal_teacher_epochs", self.aal_teacher_epochs)
         if self.aal_teacher is None and self.aal_teacher_model is None:
@@ -472,11 +476,12 @@ def field_names():
     return tuple(sorted(f.name for f in dataclasses.fields(TrainConfig)))
 
 
-def _known_models(live):
+def _known_models():
     """`{name: ModelFacts}` of the models a config may name: the registry's
-    (it imports the model classes, hence Keras) with `live` or once imported,
-    else the presets' data table (`validate(models=False)` before Keras)."""
-    if live or "keras_smallvit.models.registry" in sys.modules:
+    once imported (with any model registered at run time: `register_model`
+    imports it), else the presets' data table, equal to the registry's
+    presets (`tests/models/test_preset_table.py`) and free of Keras."""
+    if "keras_smallvit.models.registry" in sys.modules:
         from keras_smallvit.models.registry import model_facts
 
         return model_facts()

@@ -1,4 +1,5 @@
-"""Walking a model's layers with public attributes only."""
+"""Keras model helpers: walking a model's layers with public attributes
+only, and a functional model's own dtype policy."""
 
 import keras
 
@@ -26,3 +27,14 @@ def all_sublayers(layer):
                 children.append(value)
         stack.extend(child for child in children if isinstance(child, keras.layers.Layer))
     return list(found.values())
+
+
+def keep_dtype_policy(model, dtype):
+    """Sets a functional model's own `dtype_policy` to `dtype` (when given).
+
+    `keras.Model(inputs, outputs, dtype=...)` drops `dtype`: the model's
+    policy stays float32 while its layers are mixed, so a config written from
+    `model.dtype_policy` would reload a mixed-precision model as float32.
+    """
+    if dtype is not None:
+        model.dtype_policy = dtype

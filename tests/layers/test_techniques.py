@@ -216,3 +216,23 @@ def test_unknown_spec_field_lists_every_field():
     with pytest.raises(ValueError, match="`spt_pooling`") as error:
         TechniqueSpec(spt_pooling=False)
     assert ", ".join(TechniqueSpec.field_names()) in str(error.value)
+
+
+def test_a_registered_technique_is_one_vocabulary_for_configs_and_models(residual_scale):
+    # One vocabulary (`keras_smallvit.utils.technique_names.known_techniques`): a training config
+    # accepts what `create_model` accepts, and both refuse an unknown name with the same message.
+    from keras_smallvit.training import TrainConfig
+
+    TrainConfig(model="vit", techniques=("spt", "rs")).validate()
+    TrainConfig(model="vit", techniques=("rs",)).validate(models=False)
+    model = keras_smallvit.create_model("vit", num_classes=3, image_size=16, techniques=("rs",), depth=1)
+    assert model.backbone.techniques.names == ("rs",)
+    messages = []
+    for check in (
+        lambda: TrainConfig(model="vit", techniques=("rs", "bogus")).validate(),
+        lambda: keras_smallvit.create_model("vit", num_classes=3, image_size=16, techniques=("rs", "bogus")),
+    ):
+        with pytest.raises(ValueError) as error:
+            check()
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and "'rs'" in messages[0] and "'bogus'" in messages[0], messages

@@ -9,12 +9,14 @@ import pprint
 
 import pytest
 
+from keras_smallvit.layers import techniques as layer_techniques
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.models import preset_table
 from keras_smallvit.models.presets import PRESETS
 from keras_smallvit.models.registry import constructor_arguments
 from keras_smallvit.models.registry import list_models
 from keras_smallvit.models.registry import model_facts
+from keras_smallvit.utils import technique_names
 
 
 def class_arguments_of(classifier):
@@ -46,12 +48,23 @@ def test_every_registered_preset_has_the_same_arguments_and_facts():
         assert facts.classifier == preset.classifier and facts.techniques == preset.techniques
 
 
+def imports_of(module):
+    tree = ast.parse(inspect.getsource(module))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    return imported | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+
 def test_the_table_module_imports_no_framework():
     # Plain data: the command line imports it before Keras (training/train.py's preflight).
-    tree = ast.parse(inspect.getsource(preset_table))
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"dataclasses", "typing", "keras_smallvit.utils.validation"}, imported
+    allowed = {"dataclasses", "typing", "keras_smallvit.utils.validation", "keras_smallvit.utils.technique_names"}
+    assert imports_of(preset_table) <= allowed, imports_of(preset_table)
+    assert imports_of(technique_names) == {"sys"}
+
+
+def test_one_technique_vocabulary():
+    # The built-in names are one tuple; the layers' list is built from it.
+    assert preset_table.TECHNIQUES is technique_names.TECHNIQUES
+    assert layer_techniques.technique_names() == technique_names.TECHNIQUES == technique_names.known_techniques()
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from keras_smallvit.models.cnn.cnn_common import check_image_size
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
-from keras_smallvit.models.backbone import check_model_kwargs
-from keras_smallvit.models.backbone import keep_dtype_policy
+from keras_smallvit.utils.layers import keep_dtype_policy
+from keras_smallvit.utils.model_arguments import check_model_kwargs
 
 # variant -> (keras.applications constructor name, top dropout of the paper / Keras)
 EFFICIENTNET_VARIANTS = {
