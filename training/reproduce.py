@@ -243,6 +243,19 @@ def format_hours(hours):
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.1f} h"
 
 
+def print_measurements(measured):
+    """The models as measured here: the throughput, MFLOPs and parameters
+    columns of the papers' tables, on this machine."""
+    print(f"measured on {device_name()} (training img/s: {next(iter(measured.values()))['batch_size']} "
+          "per batch, random data, after a compiling step):")
+    print("| model | image size | params (M) | MFLOPs | train img/s |")
+    print("|---|---|---|---|---|")
+    for m in measured.values():
+        mflops = "-" if m["mflops"] is None else f"{m['mflops']:.1f}"
+        print(f"| {m['model']} | {m['image_size']} | {m['parameters'] / 1e6:.2f} | {mflops} | "
+              f"{m['images_per_second']:.1f} |")
+
+
 def print_plan(table, runs, workers, measured, title):
     shape = [len(dict.fromkeys(getattr(r, k) for r in runs)) for k in ("row", "dataset", "seed")]
     print(f"{title}: {len(runs)} runs ({shape[0]} rows x {shape[1]} datasets x {shape[2]} seeds), {workers} at once")
@@ -514,6 +527,8 @@ def main(argv=None):
         print(report_markdown(report))
         return report
     measured = measure_models(runs, args.measure_steps) if args.dry_run else {}
+    if measured:
+        print_measurements(measured)
     print_plan(table, runs, workers, measured, title + (f", shard {args.shard}" if shard else ""))
     if args.dry_run:
         return {"runs": [r.name for r in runs], "measured": list(measured.values())}
