@@ -107,8 +107,14 @@ def read_report(folder):
                     "training itself is tested on every backend: one backend (the quickest) is enough")
 def test_a_sweep_runs_two_at_once_skips_finished_runs_resumes_and_reports(tmp_path, capsys):
     out = str(tmp_path / "tables")
-    argv = ["digits_demo", "--out", out, "--rows", "ViT,SL-ViT", "--workers", "2", "--measure-steps", "0"]
-    argv += [a for s in TINY for a in ("--set", s)]
+    base = ["digits_demo", "--out", out, "--rows", "ViT,SL-ViT", "--workers", "2"]
+    tiny = [a for s in TINY for a in ("--set", s)]
+    argv = base + ["--measure-steps", "0"] + tiny
+    planned = reproduce.main(base + ["--measure-steps", "1", "--dry-run"] + tiny)  # plans, measures, writes nothing
+    assert planned["runs"] == ["vit_digits_seed0", "sl-vit_digits_seed0"] and not os.path.exists(out)
+    assert [m["model"] for m in planned["measured"]] == ["vit", "sl_vit"]
+    assert all(m["images_per_second"] > 0 and m["parameters"] > 0 for m in planned["measured"])
+    assert "| vit_digits_seed0 | vit | digits | 0 | 2 | new |" in capsys.readouterr().out
     report = reproduce.main(argv)
     folder = os.path.join(out, "digits_demo")
     runs = [os.path.join(folder, name) for name in ("vit_digits_seed0", "sl-vit_digits_seed0")]
