@@ -32,6 +32,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 
 from training.tables import get_table
@@ -444,7 +445,7 @@ def plot_report(report, path):
         axis.set_title(dataset)
         axis.set_ylabel("top-1 %")
     axes[0][0].legend()
-    figure.suptitle(report["title"], fontsize=10)
+    figure.suptitle(textwrap.fill(report["title"], 90), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -467,7 +468,7 @@ def plot_curves(title, runs, dataset, path):
         axis.plot(curves[0][0][:length], mean, marker="o", markersize=3, label=f"{row.name} (n={len(curves)})")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation top-1 %")
-    axis.set_title(f"{title}: {dataset}", fontsize=9)
+    axis.set_title(textwrap.fill(f"{title}: {dataset}", 80), fontsize=8)
     if axis.lines:
         axis.legend(fontsize=8)
     figure.tight_layout()
