@@ -350,7 +350,7 @@ def mean_std(values):
     return mean, std
 
 
-def build_report(table, runs, title, measured=None):
+def build_report(table, runs, title):
     """One entry per (row, dataset): the paper's value and ours over the
     finished seeds (top-1 in %)."""
     entries = []
@@ -363,15 +363,13 @@ def build_report(table, runs, title, measured=None):
             final, final_std = mean_std([100 * m["final_top1"] for m in metrics])
             paper = row.paper.get(dataset)
             speed = [m["train_images_per_second"] for m in metrics if m.get("train_images_per_second")]
-            size = next((m for m in (measured or {}).values() if m["model"] == row.model), None)
             entries.append({
                 "row": row.name, "model": row.model, "dataset": dataset, "paper": paper,
                 "best_mean": best, "best_std": best_std, "final_mean": final, "final_std": final_std,
                 "n": len(done), "planned": len(mine),
                 "difference": None if paper is None or best is None else best - paper,
-                "parameters": metrics[0]["parameters"] if metrics else (size or {}).get("parameters"),
+                "parameters": metrics[0]["parameters"] if metrics else None,
                 "train_images_per_second": sum(speed) / len(speed) if speed else None,
-                "mflops": (size or {}).get("mflops"),
                 "runs": [r.config.workdir for r in done],
             })
     return {"table": table.name, "title": title, "source": table.source, "device": device_name(), "entries": entries}
@@ -384,18 +382,16 @@ def _cell(mean, std, n):
 def report_markdown(report):
     lines = [f"# {report['title']}", "", f"Source: {report['source']}. Ours: top-1 % at the best epoch "
              f"(as the papers' code reports it), mean ± std over seeds; final epoch alongside. Device: "
-             f"{report['device']}.", "",
-             "| row | dataset | paper | ours (best) | ours (final) | difference | params | train img/s | MFLOPs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{report['device']} (MFLOPs: `--dry-run` measures them).", "",
+             "| row | dataset | paper | ours (best) | ours (final) | difference | params | train img/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in report["entries"]:
         paper = "-" if e["paper"] is None else f"{e['paper']:.2f}"
         difference = "-" if e["difference"] is None else f"{e['difference']:+.2f}"
         params = "-" if not e["parameters"] else f"{e['parameters'] / 1e6:.2f}M"
         speed = "-" if not e["train_images_per_second"] else f"{e['train_images_per_second']:.0f}"
-        mflops = "-" if not e["mflops"] else f"{e['mflops']:.1f}"
         lines.append(f"| {e['row']} | {e['dataset']} | {paper} | {_cell(e['best_mean'], e['best_std'], e['n'])} | "
-                     f"{_cell(e['final_mean'], e['final_std'], e['n'])} | {difference} | {params} | {speed} | "
-                     f"{mflops} |")
+                     f"{_cell(e['final_mean'], e['final_std'], e['n'])} | {difference} | {params} | {speed} |")
     missing = sum(e["planned"] - e["n"] for e in report["entries"])
     if missing:
         lines += ["", f"{missing} planned run(s) not finished (yet): not in the means."]
