@@ -173,8 +173,9 @@ def check_data(name, data_dir=None, validation_split=None):
     """
     if name.startswith(FOLDER_PREFIX):
         if not _is_remote(_folder_root(name)):
-            for split in _folder_splits(name, _LocalFiles):
-                _folder_split(name, split, _LocalFiles)
+            train = _folder_split(name, "train", _LocalFiles)
+            for split in _folder_splits(name, _LocalFiles)[1:]:
+                _folder_split(name, split, _LocalFiles, train=train)
             evaluation_splits(name, validation_split, files=_LocalFiles)
         return
     _check_name(name)
@@ -518,16 +519,20 @@ def split_files(name, split, data_dir=None):
     """`(FolderSplit, DatasetInfo)` of a file-based dataset's split (a
     folder, Tiny ImageNet), or None for the others: the files to decode."""
     if name.startswith(FOLDER_PREFIX):
-        found = _folder_split(name, split)
-        train = found if split == "train" else _folder_split(name, "train")
-        has_test = "test" in _folder_splits(name)
+        train = _folder_split(name, "train")  # scanned once: its classes label every split
+        found = train if split == "train" else _folder_split(name, split, train=train)
+        if split != "train":
+            num_test = len(found.paths)
+        else:
+            has_test = "test" in _folder_splits(name)
+            num_test = len(_folder_split(name, "test", train=train).paths) if has_test else None
         info = DatasetInfo(
             name=name,
             num_classes=len(found.class_names),
             class_names=tuple(found.class_names),
             image_size=None,
             num_train=len(train.paths),
-            num_test=len(found.paths) if split != "train" else len(_folder_split(name, "test").paths) if has_test else None,
+            num_test=num_test,
         )
         return found, info
     if name == "tiny_imagenet":
@@ -630,8 +635,9 @@ def _folder_files(name, files):
     return _gfile(None) if _is_remote(_folder_root(name)) else _LocalFiles
 
 
-def _folder_split(name, split, files=None):
-    """The checked `FolderSplit` of a folder dataset's `split`."""
+def _folder_split(name, split, files=None, train=None):
+    """The checked `FolderSplit` of a folder dataset's `split` (`train`: the
+    train split's, when scanned already)."""
     files = _folder_files(name, files)
     root = _folder_root(name)
     layout = folder_layout(root, files)
@@ -641,7 +647,7 @@ def _folder_split(name, split, files=None):
             raise _no_held_out_split(root, layout)
         raise ValueError(f"Invalid `split` {split!r} for {root!r}. Allowed values: {', '.join(available)}.")
     folder = layout[split] if split in layout else layout["val" if "val" in layout else "test"]
-    train = scan_split(layout["train"], files)
+    train = scan_split(layout["train"], files) if train is None else train
     return train if split == "train" else scan_split(folder, files, train.class_names)
 
 

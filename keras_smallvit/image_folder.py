@@ -24,6 +24,7 @@ import dataclasses
 import os
 
 from keras_smallvit.images import IMAGE_EXTENSIONS
+from keras_smallvit.images import walk_image_files
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
@@ -62,10 +63,6 @@ class FolderSplit:
 
 def describe_counts(counts):
     return ", ".join(f"{n:,} {reason}" for reason, n in sorted(counts.items()))
-
-
-def is_image_name(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def folder_layout(root, files):
@@ -108,32 +105,6 @@ def _class_folders(directory, files):
         for entry in files.listdir(directory)
         if not entry.startswith(".") and files.isdir(os.path.join(directory, entry.rstrip("/")))
     )
-
-
-def _walk_images(directory, files, skipped, seen):
-    """Sorted image paths below `directory` (nested folders, symlinks
-    followed once), counting what is skipped."""
-    found = []
-    for entry in sorted(e.rstrip("/") for e in files.listdir(directory)):
-        path = os.path.join(directory, entry)
-        if entry.startswith("."):
-            skipped["hidden"] += 1
-        elif files.isdir(path):
-            real = path if _is_remote(path) else os.path.realpath(path)
-            if real in seen:  # a symlink back up the tree
-                skipped["repeated folders (symlink loops)"] += 1
-                continue
-            seen.add(real)
-            found += _walk_images(path, files, skipped, seen)
-        elif is_image_name(entry):
-            found.append(path)
-        else:
-            skipped["non-image files"] += 1
-    return found
-
-
-def _is_remote(path):
-    return "://" in str(path)
 
 
 def scan_split(directory, files, class_names=None):
@@ -181,8 +152,7 @@ def scan_split(directory, files, class_names=None):
         if name not in folders:
             continue
         class_skipped = collections.Counter()
-        seen.add(folder if _is_remote(folder) else os.path.realpath(folder))
-        found = _walk_images(folder, files, class_skipped, seen)
+        found = walk_image_files(folder, files, class_skipped, seen)
         skipped.update(class_skipped)
         if not found:
             empty.append(f"{folder} ({describe_counts(class_skipped) or 'nothing'} inside)")

@@ -7,8 +7,10 @@ size -> clipped -> rounded back to uint8 values (the pipeline keeps its
 images as uint8). And the normalisation after it, `normalize`.
 """
 
+import collections
 import os
 import re
+import types
 import warnings
 
 import numpy as np
@@ -46,9 +48,52 @@ def is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
+# `os` as the file functions `walk_image_files` calls (`tf.io.gfile` has the same).
+LOCAL_FILES = types.SimpleNamespace(listdir=os.listdir, isdir=os.path.isdir)
+
+
+def walk_image_files(directory, files=LOCAL_FILES, skipped=None, seen=None):
+    """Sorted image files below `directory`, nested folders included.
+
+    Symlinks are followed; a folder met again (a symlink loop) is skipped.
+    Hidden entries are skipped.
+
+    Args:
+        directory: the folder.
+        files: `listdir`/`isdir` functions (`LOCAL_FILES`, or `tf.io.gfile`
+            for remote paths).
+        skipped: a `collections.Counter` that counts what is not an image
+            ("hidden", "non-image files", "repeated folders (symlink loops)").
+        seen: the real paths of the folders walked already (shared between
+            calls to cut loops across them).
+    """
+    skipped = collections.Counter() if skipped is None else skipped
+    seen = set() if seen is None else seen
+    seen.add(_real_path(directory))
+    found = []
+    for entry in sorted(e.rstrip("/") for e in files.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if entry.startswith("."):
+            skipped["hidden"] += 1
+        elif files.isdir(path):
+            if _real_path(path) in seen:
+                skipped["repeated folders (symlink loops)"] += 1
+            else:
+                found += walk_image_files(path, files, skipped, seen)
+        elif is_image_file(entry):
+            found.append(path)
+        else:
+            skipped["non-image files"] += 1
+    return found
+
+
+def _real_path(path):
+    return path if "://" in str(path) else os.path.realpath(path)
+
+
 def list_image_files(paths):
     """Image files of `paths` in order: a file as given, a folder as every
-    image file below it (sorted, hidden files and folders skipped).
+    image file below it (`walk_image_files`).
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder with no
@@ -60,10 +105,7 @@ def list_image_files(paths):
         if os.path.isfile(path):
             files.append(path)
         elif os.path.isdir(path):
-            found = []
-            for root, folders, names in os.walk(path, followlinks=True):
-                folders[:] = sorted(f for f in folders if not f.startswith("."))
-                found += [os.path.join(root, n) for n in sorted(names) if is_image_file(n)]
+            found = walk_image_files(path)
             if not found:
                 raise FileNotFoundError(
                     f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {path!r}."

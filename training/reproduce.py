@@ -287,7 +287,8 @@ def run_sweep(runs, workers, log_dir, gpus):
     `{run name: "finished" | "diverged" | "failed: ..."}`, printing one line
     per run that ends with the runs left and an ETA."""
     os.makedirs(log_dir, exist_ok=True)
-    outcome = {r.name: run_state(r) for r in runs if run_state(r) in ("finished", "diverged")}
+    states = {r.name: run_state(r) for r in runs}
+    outcome = {name: state for name, state in states.items() if state in ("finished", "diverged")}
     waiting = [r for r in runs if r.name not in outcome]
     if outcome:
         print(f"{len(outcome)} run(s) finished before: not run again")

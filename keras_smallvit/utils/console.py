@@ -11,12 +11,13 @@ before Keras and TensorFlow are imported.
 """
 
 import contextlib
-import importlib.abc
-import importlib.util
 import os
 import re
 import sys
 import tempfile
+
+from keras_smallvit.utils.import_hooks import LoaderWrappingFinder
+from keras_smallvit.utils.import_hooks import WrappedLoader
 
 # The lines TensorFlow's libraries log while they load, before its log level
 # applies: absl's note, C++ log lines (`I0000 00:00:... file.cc:153] ...`,
@@ -76,39 +77,26 @@ def banners_filtered():
                 sys.stderr.flush()
 
 
-class _QuietImport(importlib.abc.MetaPathFinder):
+class _QuietImport(LoaderWrappingFinder):
     """Runs the first `import tensorflow` (wherever it happens: Keras on the
     TensorFlow backend, tf.data on the others) inside `banners_filtered`,
     then steps aside. (A mere `importlib.util.find_spec("tensorflow")`, as
     Keras asks whether TensorFlow is installed, imports nothing.)"""
 
-    def __init__(self):
-        self.looking = False
+    def watches(self, fullname):
+        return fullname == "tensorflow"
 
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or self.looking:
-            return None
-        self.looking = True
-        try:
-            spec = importlib.util.find_spec(fullname)  # the real finders' spec
-        finally:
-            self.looking = False
-        if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader, self)
-        return spec
+    def wrap(self, loader, fullname):
+        return _QuietLoader(loader, self)
 
 
-class _QuietLoader(importlib.abc.Loader):
+class _QuietLoader(WrappedLoader):
     def __init__(self, loader, finder):
-        self.loader, self.finder = loader, finder
+        super().__init__(loader)
+        self.finder = finder
 
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
+    def run(self, module):
         if self.finder in sys.meta_path:
             sys.meta_path.remove(self.finder)  # once
-        # The module is TensorFlow's own again for anything that reads its loader.
-        module.__loader__ = module.__spec__.loader = self.loader
         with banners_filtered():
             self.loader.exec_module(module)

@@ -23,9 +23,10 @@ Standard library only: `keras_smallvit/__init__` imports it.
 """
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
+
+from keras_smallvit.utils.import_hooks import LoaderWrappingFinder
+from keras_smallvit.utils.import_hooks import WrappedLoader
 
 PACKAGE = "keras_smallvit"
 # The modules whose import registers the package's serializable classes (the
@@ -80,49 +81,36 @@ def _remove_hook():
         sys.meta_path.remove(finder)
 
 
-class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+class _RegisterWithKeras(LoaderWrappingFinder):
     """Calls `register_all()` after the first `import keras` has finished,
     and when the import of a module of this package was under way then,
     after the outermost such import has finished (its module would be met
-    half-imported otherwise); then steps aside. Finds nothing itself: it
-    wraps the real loaders of `keras` and of this package's modules."""
+    half-imported otherwise); then steps aside. It watches the imports of
+    `keras` and of this package's modules."""
 
     def __init__(self):
-        self.looking = False
+        super().__init__()
         self.depth = 0  # imports of this package's modules under way
 
-    def find_spec(self, fullname, path=None, target=None):
-        if self.looking or not (fullname == "keras" or fullname.startswith(PACKAGE + ".")):
-            return None
-        self.looking = True
-        try:
-            spec = importlib.util.find_spec(fullname)  # the real finders' spec
-        finally:
-            self.looking = False
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader, self, ours=fullname != "keras")
-        return spec
+    def watches(self, fullname):
+        return fullname == "keras" or fullname.startswith(PACKAGE + ".")
+
+    def wrap(self, loader, fullname):
+        return _RegisteringLoader(loader, self, ours=fullname != "keras")
 
     def imported(self, keras_loaded):
         if self.depth == 0 and keras_loaded and self in sys.meta_path:
             register_all()
 
 
-class _RegisteringLoader(importlib.abc.Loader):
+class _RegisteringLoader(WrappedLoader):
     """The real loader, then `_RegisterWithKeras.imported`."""
 
     def __init__(self, loader, finder, ours):
-        self.loader, self.finder, self.ours = loader, finder, ours
+        super().__init__(loader)
+        self.finder, self.ours = finder, ours
 
-    def __getattr__(self, name):  # `get_code`, `is_package`, ... (`python -m`, `inspect`)
-        return getattr(self.loader, name)
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        # The module's own loader again for anything that reads it.
-        module.__loader__ = module.__spec__.loader = self.loader
+    def run(self, module):
         if self.ours:
             self.finder.depth += 1
         try:
