@@ -211,7 +211,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_to_the_in_memory_result(tmp_pat
     from tests.backend_utils import assert_same_saved_weights
 
     config = folder_config(
-        tmp_path, model_overrides=dict(TINY_VIT), epochs=3, warmup_epochs=1, jit_compile=FAST_FIT_JIT, export=False,
+        tmp_path, model_overrides=dict(TINY_VIT), epochs=2, warmup_epochs=1, jit_compile=FAST_FIT_JIT, export=False,
         augmentation="none", data_mode="memory", workdir=str(tmp_path / "memory"),
     )
     expected = train(config, verbose=0)
@@ -221,8 +221,8 @@ def test_a_streamed_run_killed_mid_epoch_resumes_to_the_in_memory_result(tmp_pat
     class KilledMidEpoch(original):
         def on_train_batch_end(self, batch, logs=None):
             super().on_train_batch_end(batch, logs)
-            if self.epoch_in_progress == 2 and batch == 3:
-                raise KeyboardInterrupt("simulated kill in the middle of epoch 3")
+            if self.epoch_in_progress == 1 and batch == 3:
+                raise KeyboardInterrupt("simulated kill in the middle of epoch 2")
 
         def on_epoch_begin(self, epoch, logs=None):
             super().on_epoch_begin(epoch, logs)
@@ -232,7 +232,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_to_the_in_memory_result(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         train(streamed, verbose=0)
     monkeypatch.setattr(runner, "RunFolder", original)
-    got = train(streamed, verbose=0)  # resumes at epoch 3, from its first step
+    got = train(streamed, verbose=0)  # resumes at epoch 2, from its first step
     for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
         assert got[key] == expected[key], key
     assert_same_saved_weights(config.workdir, streamed.workdir)
