@@ -689,6 +689,9 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
         return tf.data.Dataset.from_tensor_slices((example_ids[start:], order[start:per_epoch]))
 
     examples = tf.data.Dataset.range(initial_epoch, config.epochs).flat_map(epoch_examples)
+    # Multi-host: each process would keep its rows of every global batch here, before any decoding,
+    # `examples.filter(lambda i, _: i % batch_size // (batch_size // process_count) == process_index)`,
+    # and batch `batch_size // process_count`; every key stays the global position.
     read = train_data.reader()  # uint8 image of an index: from memory, or decoded from its file or record
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
     labels_t = tf.constant(labels)
