@@ -227,6 +227,8 @@ def _load_stored_split(config, split, limit, room):
                 print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split}, "
                       "streamed)", flush=True)
                 return data
+            if streaming.tfds_random_access_only(config.dataset, config.data_dir):
+                return _records_into_memory(streaming.stream_tfds(config, split, limit, image_size), config, split)
         return _load_tf_split(config, split, limit, resize)
     found, info = files
     picks = _evenly(np.arange(len(found.paths)), limit)
@@ -303,6 +305,22 @@ def _load_tf_split(config, split, limit, resize):
     data = InMemoryData(np.concatenate(images), np.concatenate(labels), info.num_classes, info.class_names)
     print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split})", flush=True)
     return data
+
+
+def _records_into_memory(data, config, split):
+    """The `InMemoryData` of a streamed split (a TFDS dataset in the
+    array_record format, which `as_dataset` cannot read): every image decoded
+    once, by the ops that stream it."""
+    from tqdm.auto import tqdm
+
+    images = []
+    with tqdm(total=len(data), desc=f"loading {config.dataset} {split}", unit="img", leave=False) as bar:
+        for batch, _ in data.dataset(config.data_workers).batch(1024).as_numpy_iterator():
+            images.append(batch)
+            bar.update(len(batch))
+    loaded = InMemoryData(np.concatenate(images), data.labels, data.num_classes, data.class_names)
+    print(f"Found {len(loaded):,} images in {loaded.num_classes} classes ({config.dataset} {split})", flush=True)
+    return loaded
 
 
 def dataset_statistics(dataset_name, train_data):

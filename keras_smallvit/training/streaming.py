@@ -261,12 +261,26 @@ def tfds_split_size(name, split, data_dir):
         return None
 
 
+def tfds_random_access_only(name, data_dir):
+    """Whether a prepared TFDS dataset is stored in a random-access format
+    only (array_record), which `builder.as_dataset` cannot read: then its
+    in-memory split is read by index too."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core import file_adapters
+
+    try:
+        formats = tfds.builder(name, data_dir=data_dir).info.available_file_formats()
+    except Exception:  # not prepared, mocked: `as_dataset` says what is wrong
+        return False
+    return bool(formats) and file_adapters.FileFormat.TFRECORD not in formats
+
+
 def stream_tfds(config, split, limit, image_size):
     """The `StreamingData` of a TFDS split (its first `limit` records): its
     labels read once, no image decoded."""
     records = TFDSRecords(config.dataset, split, config.data_dir, image_size, config.resize)
     count = len(records) if limit is None else min(limit, len(records))
-    print(f"reading the labels of {count:,} {config.dataset} {split} records (images are decoded as drawn)", flush=True)
+    print(f"reading the labels of {count:,} {config.dataset} {split} records", flush=True)
     labels = records.labels(count)
     if not len(labels):
         raise ValueError(f"The {split} split of `{config.dataset}` holds no images.")

@@ -1,6 +1,8 @@
 """Streamed splits (`data_mode="stream"`, `keras_smallvit.training.streaming`)
 against the in-memory path: the same batches for the same seed from a folder
-of image files and from mocked TFDS records, a pipeline stopped mid-epoch
+of image files, from mocked TFDS records and from records TFDS prepared
+(array_record streamed by index against tfrecord read by `as_dataset`), a
+pipeline stopped mid-epoch
 and resumed at that step, batches independent of the parallel decodes, the
 automatic choice by the memory budget, and a run killed mid-epoch that
 resumes to the uninterrupted in-memory run's result."""
@@ -26,6 +28,7 @@ DATA_ONLY = pytest.mark.skipif(
     reason="the data pipeline is tf.data and NumPy, identical under every KERAS_BACKEND; tested on the TensorFlow pass",
 )
 TINY_VIT = {"depth": 1, "hidden_dim": 16, "num_heads": 2, "head_dim": 8}
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
 
 def make_folder(root, per_class=(7, 5, 6), test_per_class=2):
@@ -137,17 +140,37 @@ def test_streamed_mocked_tfds_records_give_the_in_memory_batches(tmp_path):
         assert same(batches(streamed, config), batches(memory, config))
 
 
+def prepared_records(tmp_path):
+    """`{file format: data_dir}` of the same tiny cifar10-named dataset as
+    TFDS prepares it (`tests/fixtures/make_tfds_records.py`), copied."""
+    import shutil
+
+    root = tmp_path / "tfds"
+    shutil.copytree(os.path.join(FIXTURES, "tfds_records"), root)
+    return {name: str(root / name) for name in ("array_record", "tfrecord")}
+
+
 @DATA_ONLY
-def test_a_tfrecord_dataset_is_refused_with_the_conversion_command(tmp_path, monkeypatch):
-    import tensorflow_datasets as tfds
-
-    def no_random_access(self, *args, **kwargs):
-        raise NotImplementedError("Random access data source for file format tfrecord is not supported.")
-
-    config = TrainConfig(dataset="cifar10", data_mode="stream", data_dir=str(tmp_path))
-    with tfds.testing.mock_data(num_examples=4, as_data_source_fn=no_random_access):
-        with pytest.raises(ValueError, match=r"`data_mode` 'stream'.*\n  tfds build cifar10 --file_format=array_record"):
-            load_split(config, "train")
+def test_array_record_streamed_by_index_gives_what_tfds_reads_from_tfrecord(tmp_path):
+    # The real TFDS, no mock: `as_dataset` of the tfrecord copy (memory) against
+    # `as_data_source` of the array_record copy (stream), the same examples.
+    data_dirs = prepared_records(tmp_path)
+    config = TrainConfig(dataset="cifar10", image_size=24, batch_size=4, epochs=2, warmup_epochs=0,
+                         repeated_augmentation=1, data_workers=2, mix_prob=1.0, workdir=str(tmp_path / "run"))
+    memory = load_run_splits(dataclasses.replace(config, data_mode="memory", data_dir=data_dirs["tfrecord"]))
+    streamed = load_run_splits(dataclasses.replace(config, data_mode="stream", data_dir=data_dirs["array_record"]))
+    # `as_dataset` cannot read array_record: in memory, those records are read by index too.
+    by_index = load_run_splits(dataclasses.replace(config, data_mode="memory", data_dir=data_dirs["array_record"]))
+    for split, count in (("train", 14), ("test", 6)):
+        assert isinstance(streamed[split], streaming.StreamingData) and len(streamed[split]) == count
+        assert isinstance(by_index[split], pipeline.InMemoryData)
+        np.testing.assert_array_equal(streamed[split].labels, memory[split].labels)
+        np.testing.assert_array_equal(streamed[split].head_images(100), memory[split].images)
+        np.testing.assert_array_equal(by_index[split].images, memory[split].images)
+    assert memory["train"].images.std() > 15  # random pixels: a real comparison
+    assert same(batches(streamed["train"], config), batches(memory["train"], config))
+    with pytest.raises(ValueError, match=r"`data_mode` 'stream'.*\n  tfds build cifar10 --file_format=array_record"):
+        load_split(dataclasses.replace(config, data_mode="stream", data_dir=data_dirs["tfrecord"]), "train")
 
 
 @DATA_ONLY
