@@ -117,7 +117,7 @@ class TFDSRecords:
     and decodes it with TFDS's `deserialize_example` (the ops of
     `builder.as_dataset`), then resizes it as `keras_smallvit.data.load_dataset`."""
 
-    def __init__(self, name, split, data_dir, image_size, resize):
+    def __init__(self, name, split, data_dir, image_size, resize, data_mode="stream"):
         import tensorflow_datasets as tfds
 
         self.name, self.image_size, self.resize = name, image_size, resize
@@ -125,8 +125,9 @@ class TFDSRecords:
         try:
             source = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
         except NotImplementedError:
+            why = "" if data_mode == "stream" else " (the split does not fit the memory budget)"
             raise ValueError(
-                f"Invalid `data_mode` 'stream' for `{name}`: it is prepared in the "
+                f"Invalid `data_mode` {data_mode!r}{why} for `{name}`: it is prepared in the "
                 f"{builder.info.file_format.value if builder.info.file_format else 'tfrecord'} format, whose records "
                 "cannot be read by index. Prepare it in the array_record format:\n"
                 f"  tfds build {name} --file_format=array_record"
@@ -278,7 +279,7 @@ def tfds_random_access_only(name, data_dir):
 def stream_tfds(config, split, limit, image_size):
     """The `StreamingData` of a TFDS split (its first `limit` records): its
     labels read once, no image decoded."""
-    records = TFDSRecords(config.dataset, split, config.data_dir, image_size, config.resize)
+    records = TFDSRecords(config.dataset, split, config.data_dir, image_size, config.resize, config.data_mode)
     count = len(records) if limit is None else min(limit, len(records))
     print(f"reading the labels of {count:,} {config.dataset} {split} records", flush=True)
     labels = records.labels(count)

@@ -169,7 +169,7 @@ def test_array_record_streamed_by_index_gives_what_tfds_reads_from_tfrecord(tmp_
         np.testing.assert_array_equal(by_index[split].images, memory[split].images)
     assert memory["train"].images.std() > 15  # random pixels: a real comparison
     assert same(batches(streamed["train"], config), batches(memory["train"], config))
-    with pytest.raises(ValueError, match=r"`data_mode` 'stream'.*\n  tfds build cifar10 --file_format=array_record"):
+    with pytest.raises(ValueError, match=r"`data_mode` 'stream' for.*\n  tfds build cifar10 --file_format=array_record"):
         load_split(dataclasses.replace(config, data_mode="stream", data_dir=data_dirs["tfrecord"]), "train")
 
 
