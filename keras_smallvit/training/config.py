@@ -29,6 +29,7 @@ AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 AUTOAUGMENT_POLICIES = ("cifar10", "svhn", "imagenet")
 JIT_CHOICES = ("auto", True, False)
 BATCH_AUGMENTATIONS = ("host", "device")
+DATA_MODES = ("auto", "memory", "stream")
 
 
 @dataclasses.dataclass
@@ -76,6 +77,15 @@ class TrainConfig:
         data_workers: parallel augmentation calls of the tf.data map; the
             batches are the same for any number (every draw is keyed by the
             seed and the example's position).
+        data_mode ("auto"): "memory" loads each split as uint8 arrays;
+            "stream" keeps only the file list (folders, Tiny-ImageNet) or
+            the record index (TFDS in the array_record format) and decodes
+            each image in the tf.data map that augments it, for data that
+            does not fit in memory; "auto" streams a split whose uint8 size
+            exceeds what `memory_budget_gb` has left. The same batches
+            either way (`keras_smallvit.training.streaming`).
+        memory_budget_gb: the memory "auto" may fill with images, in GB;
+            None = half of the memory available when the data load.
         normalize (True): feed `(x / 255 - mean) / std`, as the official code.
         normalization_mean / normalization_std: per-channel statistics in
             [0, 1] units; None = the dataset's (the recipe's numbers for
@@ -196,6 +206,8 @@ class TrainConfig:
     validation_split_seed: int = 0
     skip_unreadable_images: bool = False
     data_workers: int = 4
+    data_mode: str = "auto"
+    memory_budget_gb: Optional[float] = None
     normalize: bool = True
     normalization_mean: Optional[Tuple[float, float, float]] = None
     normalization_std: Optional[Tuple[float, float, float]] = None
@@ -305,6 +317,9 @@ class TrainConfig:
                     "permutation spans the whole batch. Allowed values with `distribute` on "
                     "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
                 )
+        check_choice("data_mode", self.data_mode, DATA_MODES)
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ValueError(f"Invalid `memory_budget_gb` {self.memory_budget_gb}: must be > 0 or None.")
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if self.autoaugment_policy is not None:
             check_choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)
