@@ -444,9 +444,11 @@ class TrainConfig:
                     f"model: name it. Allowed values: {', '.join(IMAGENET_MODELS)}."
                 )
             if self.aal_teacher_model in PRESET_ROWS and self.aal_teacher_model not in IMAGENET_MODELS:
+                resnet = PRESET_ROWS[self.aal_teacher_model][0] == "ResNet"
                 raise ValueError(
                     f"Invalid `aal_teacher` 'imagenet' for `aal_teacher_model` {self.aal_teacher_model!r}: no "
-                    f"ImageNet weights reach it the Keras way ({NO_IMAGENET_WEIGHTS}). Allowed values: 'imagenet' "
+                    f"ImageNet weights reach it the Keras way ({NO_IMAGENET_WEIGHTS if resnet else 'none published'}). "
+                    "Allowed values: 'imagenet' "
                     f"with {', '.join(IMAGENET_MODELS)}; for {self.aal_teacher_model!r} a local .weights.h5 or "
                     ".keras file of it, or a run folder."
                 )

@@ -182,3 +182,25 @@ def test_imagenet_teacher_from_the_keras_cache_with_no_network(imagenet_like_b3,
         monkeypatch.setitem(imagenet.EFFICIENTNET_NOTOP_FILES, "b3", ("efficientnetb3_notop.h5", "0" * 32))
         with pytest.raises(imagenet.WeightsUnavailableError, match="not the expected one"):
             main([*args, "--teacher-weights", "imagenet", "--workdir", str(tmp_path / "run2")])
+
+
+def test_teacher_weights_path_and_run_folder_through_the_recipe(tmp_path):
+    """`--teacher-weights PATH` (a ResNet-34 .weights.h5) and a run folder
+    (its last.keras) reach the teacher through the recipe; no download."""
+    from keras_smallvit.aal.recipe import build_teacher
+    from keras_smallvit.aal.recipe import prepare_teacher
+
+    thin = dict(stem_width=8, stage_widths=(8, 16, 32, 64))  # ResNet-34's layout at 1/8 width
+    source = keras_smallvit.create_model("resnet34", num_classes=10, image_size=SIZE, **thin)
+    path = os.path.join(tmp_path, "resnet34.weights.h5")
+    source.save_weights(path)
+    run = tmp_path / "teacher_run"
+    os.makedirs(run)
+    source.save(run / "last.keras")
+    for teacher in (path, str(run)):
+        config = tiny_aal_config(tmp_path, aal_teacher=teacher, aal_teacher_model="resnet34", aal_teacher_overrides=thin)
+        config.validate()
+        assert prepare_teacher(config, train_fn=None) == teacher  # given: no teacher run
+        loaded = build_teacher(config, teacher, 10, SIZE)
+        for a, b in zip(loaded.weights, source.weights):
+            np.testing.assert_array_equal(as_numpy(a), as_numpy(b))

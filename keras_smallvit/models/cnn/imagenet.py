@@ -33,11 +33,11 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def keras_cache_dir():
-    """The folder `keras.utils.get_file(..., cache_subdir="models")` uses:
+    """The folder Keras caches `keras.applications`' weights in:
     `$KERAS_HOME/models` (default `~/.keras/models`), or `/tmp/.keras/models`
     when that home is not writable (Keras' own fallback)."""
     home = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
-    if not os.access(home, os.W_OK):
+    if os.path.exists(home) and not os.access(home, os.W_OK):
         home = os.path.join("/tmp", ".keras")
     return os.path.join(home, CACHE_SUBDIR)
 
@@ -85,6 +85,7 @@ def cached_weights_file(model_name, file_name, file_hash, origin=KERAS_APPLICATI
             f"(MD5 {file_hash}; incomplete or another file). Remove it to download it again, or replace it. {advice}"
         )
     try:
+        os.makedirs(cache_dir, exist_ok=True)  # get_file falls back to /tmp/.keras for a missing home
         return keras.utils.get_file(
             file_name, url, cache_subdir=CACHE_SUBDIR, file_hash=file_hash, cache_dir=os.path.dirname(cache_dir)
         )
