@@ -204,7 +204,9 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         student = model
         if config.uses_teacher():  # fit the distiller; save and export the student
             teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
-            model = aal_recipe.build_distiller(config, student, teacher)
+            # An ImageNet teacher gets the pixels before the pipeline's normalisation.
+            normalization = pipeline.normalization(config) if aal_recipe.imagenet_teacher(config) else None
+            model = aal_recipe.build_distiller(config, student, teacher, normalization)
         if config.batch_augmentation == "device":  # fit the wrapper; save and export the classifier
             mean, std = pipeline.normalization(config)
             model = DeviceBatchAugmentation(student, mean, std, pipeline.erasing_fill(config))
