@@ -59,6 +59,17 @@ class TrainConfig:
             antialiasing (`keras_smallvit.images.RESIZE_POLICIES`). The
             run records it with the model: evaluation, prediction and the
             export resize the same way. Cannot change on resume.
+        subset_ratio: None (every training image), or the share in (0, 1]
+            of the training split to train on, class-balanced (`round(ratio
+            x n_c)` images of each class, at least one), drawn by
+            `keras_smallvit.data.class_balanced_subset` seeded by
+            `(subset_seed, class)`: the same subset on every backend, for
+            any `seed`, and on resume (the run records both; a resume with
+            another value is refused). The AAL paper's ImageNet subsets
+            (`subset_ratio=0.05` for its 5 % row). Taken before
+            `validation_split` and `max_train_examples`; the test split is
+            whole.
+        subset_seed (0): seeds that subset; independent of `seed`.
         max_train_examples / max_test_examples: truncate the splits (smoke
             runs; image files are taken evenly over the sorted list, so
             every class of a folder stays in).
@@ -170,9 +181,11 @@ class TrainConfig:
             CE(logits, labels) + alpha tau^2 KL(softmax(teacher / tau) ||
             softmax(logits / tau))` (summed over classes, averaged over the
             batch). CE is the recipe's loss (label smoothing, Mixup/CutMix
-            labels). No distillation token or second head (DeiT's distilled
-            models have one). With `aal`: `(1 - alpha) CE + alpha D + lambda
-            L_att` (the AAL paper's "CE + AAL + hard").
+            labels). A student with DeiT's distillation token and head
+            (`deit_*_distilled`): CE trains the class head, the teacher term
+            the distillation head, and the saved model outputs their mean
+            (DeiT). With `aal`: `(1 - alpha) CE + alpha D + lambda L_att`
+            (the AAL paper's "CE + AAL + hard").
         distillation_alpha (0.5, DeiT's code; hard with 0.5 is the paper's
             1/2 + 1/2): weight of the teacher term, in [0, 1].
         distillation_tau (1.0, DeiT's code; its paper's soft runs use 3 with
@@ -190,6 +203,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
     resize: str = "squash"
+    subset_ratio: Optional[float] = None
+    subset_seed: int = 0
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     validation_split: Optional[float] = None
@@ -328,6 +343,10 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.validation_split is not None:
             check_range("validation_split", self.validation_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if self.subset_ratio is not None:
+            check_range("subset_ratio", self.subset_ratio, 0.0, 1.0, low_inclusive=False)
+        if isinstance(self.subset_seed, bool) or self.subset_seed < 0:
+            raise ValueError(f"Invalid `subset_seed` {self.subset_seed!r}: an integer >= 0.")
         if isinstance(self.validation_split_seed, bool) or self.validation_split_seed < 0:
             raise ValueError(f"Invalid `validation_split_seed` {self.validation_split_seed!r}: an integer >= 0.")
         if not isinstance(self.skip_unreadable_images, bool):

@@ -195,7 +195,10 @@ def _load_stored_split(config, split, limit):
     if files is None:  # TFDS, digits: no files to name
         return _load_tf_split(config, split, limit, resize)
     found, info = files
-    picks = _evenly(np.arange(len(found.paths)), limit)
+    picks = np.arange(len(found.paths))
+    if split == "train" and config.subset_ratio is not None:
+        picks = training_subset(config, found.labels, info.num_classes)
+    picks = picks[_evenly(np.arange(len(picks)), limit)]
     paths = [found.paths[i] for i in picks]
     labels = [found.labels[i] for i in picks]
     image_size = config.image_size or datasets.default_image_size(config.dataset)
@@ -235,11 +238,42 @@ def _load_stored_split(config, split, limit):
     return InMemoryData(images, labels, info.num_classes, info.class_names)
 
 
+def training_subset(config, labels, num_classes=None):
+    """The positions (sorted) of the training split's examples a run with
+    `config.subset_ratio` trains on: `keras_smallvit.data.class_balanced_subset`
+    of the split's labels in stored order, seeded by `config.subset_seed`
+    (NumPy: the same on every backend and on resume; a streaming input
+    calls it on the same labels). Prints what it kept."""
+    indices = datasets.class_balanced_subset(labels, config.subset_ratio, config.subset_seed, num_classes)
+    print(
+        f"subset_ratio {config.subset_ratio}: {len(indices):,} of {len(labels):,} training images kept "
+        f"(class-balanced, subset_seed {config.subset_seed})",
+        flush=True,
+    )
+    return indices
+
+
+def split_labels(config, split):
+    """The labels of a TFDS (or digits) split in stored order, without
+    decoding TFDS images."""
+    if config.dataset in datasets.TFDS_NAMES:
+        return datasets.load_labels(config.dataset, split, config.data_dir)
+    dataset, _ = datasets.load_dataset(config.dataset, split, 8, config.data_dir)
+    return np.concatenate([labels for _, labels in dataset.batch(65536).as_numpy_iterator()])
+
+
 def _load_tf_split(config, split, limit, resize):
     from tqdm.auto import tqdm
 
-    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir, resize=resize)
+    indices = None
+    if split == "train" and config.subset_ratio is not None:
+        indices = training_subset(config, split_labels(config, split))
+    dataset, info = datasets.load_dataset(
+        config.dataset, split, config.image_size, config.data_dir, resize=resize, indices=indices
+    )
     total = info.num_train if split == "train" else info.num_test
+    if indices is not None:
+        total = len(indices)
     if limit is not None:
         dataset, total = dataset.take(limit), limit if total is None else min(limit, total)
     images, labels = [], []
