@@ -104,11 +104,20 @@ class TrainConfig:
             1e-3 for the others), weight_decay (0.05, AdamW),
             label_smoothing (0.1).
         crop_padding (4): random crop after zero padding; 0 disables.
+        random_resized_crop: None, or the (min, max) share of the image's
+            area of Inception's random resized crop (DeiT's `(0.08, 1.0)`;
+            aspect ratio 3/4 to 4/3, resized back bicubically, see
+            `pipeline.random_resized_crop`), in place of the padded crop
+            (then `crop_padding` 0). It crops the stored `image_size` image.
         horizontal_flip (True).
         augmentation: "autoaugment" (the papers': one sub-policy of
             `autoaugment_policy` per image), "randaugment" (`randaugment_ops`
             ops, each at `randaugment_factor` of its magnitude range, on the
             same 14 ops) or "none".
+        randaugment_magnitude_std (0.0): with > 0, each RandAugment op's
+            magnitude is drawn around `randaugment_factor` with this std,
+            clipped to [0, 1] (timm's `mstd`: DeiT's `rand-m9-mstd0.5` is
+            factor 0.9, std 0.05).
         autoaugment_policy: "cifar10", "svhn" or "imagenet"; None = the
             dataset's as in the papers (SVHN: svhn, Tiny-ImageNet: imagenet,
             others: cifar10).
@@ -231,6 +240,8 @@ class TrainConfig:
     autoaugment_policy: Optional[str] = None
     randaugment_ops: int = 2
     randaugment_factor: float = 0.5
+    randaugment_magnitude_std: float = 0.0
+    random_resized_crop: Optional[Tuple[float, float]] = None
     mix_prob: float = 0.5
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
@@ -378,6 +389,20 @@ class TrainConfig:
             )
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if self.randaugment_magnitude_std < 0:
+            raise ValueError(f"Invalid `randaugment_magnitude_std` {self.randaugment_magnitude_std}: must be >= 0.")
+        if self.random_resized_crop is not None:
+            scale = self.random_resized_crop
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+                raise ValueError(
+                    f"Invalid `random_resized_crop` {scale!r}: expected None or (min, max) shares of the image "
+                    "area with 0 < min <= max <= 1 (DeiT: (0.08, 1.0))."
+                )
+            if self.crop_padding:
+                raise ValueError(
+                    f"Invalid `crop_padding` {self.crop_padding} with `random_resized_crop` {scale!r}: the "
+                    "random resized crop replaces the padded crop. Allowed values with it: 0."
+                )
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)

@@ -51,11 +51,19 @@ DATASET_STATISTICS = {
     "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+    # ImageNet's, as DeiT, PiT and Swin normalise (timm's IMAGENET_DEFAULT_MEAN / _STD).
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # The AutoAugment policy of each dataset in the papers; any other dataset
 # (digits, folders of small images) gets the CIFAR-10 one.
-DEFAULT_AUTOAUGMENT_POLICY = {"svhn_cropped": "svhn", "tiny_imagenet": "imagenet"}
+DEFAULT_AUTOAUGMENT_POLICY = {
+    "svhn_cropped": "svhn",
+    "tiny_imagenet": "imagenet",
+    "imagenet2012": "imagenet",
+    "caltech_birds2011": "imagenet",
+    "oxford_flowers102": "imagenet",
+}
 
 # Random erasing, as the official recipe draws it.
 ERASING_AREA = (0.02, 0.4)
@@ -454,12 +462,42 @@ def _example_seeds(seed):
     return tf.unstack(tf.random.experimental.stateless_split(seed, 4))
 
 
+# The aspect ratios of the random resized crop (Inception's, DeiT's).
+RESIZED_CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+@no_autograph
+def random_resized_crop(image, scale, seed, aspect=RESIZED_CROP_ASPECT):
+    """Inception's random resized crop of one uint8 image `(H, W, 3)`: a box
+    of `scale` (min, max) of the image's area and aspect ratio in `aspect`
+    (`tf.image.stateless_sample_distorted_bounding_box`: the ratio uniform,
+    10 tries, else the whole image), resized back to `(H, W)` bicubically.
+    Returns uint8."""
+    height, width = image.shape[0], image.shape[1]
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=aspect,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, extent)
+    resized = tf.image.resize(tf.cast(crop, tf.float32), (height, width), method="bicubic")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 @no_autograph
 def augment_pixels(image, config, seed):
     """The per-image uint8 steps of the recipe on one image `(S, S, 3)`:
-    crop, flip, AutoAugment / RandAugment. Returns uint8."""
+    crop (zero-pad and crop, or the random resized crop), flip,
+    AutoAugment / RandAugment. Returns uint8."""
     size = image.shape[0]
     crop_seed, flip_seed, policy_seed, _ = _example_seeds(seed)
+    if config.random_resized_crop is not None:
+        image = random_resized_crop(image, tuple(config.random_resized_crop), crop_seed)
     if config.crop_padding:
         pad = config.crop_padding
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -470,7 +508,9 @@ def augment_pixels(image, config, seed):
         policy = config.autoaugment_policy or default_autoaugment_policy(config.dataset)
         image = autoaugment.auto_augment(image, policy, policy_seed)
     elif config.augmentation == "randaugment":
-        image = autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, policy_seed)
+        image = autoaugment.rand_augment(
+            image, config.randaugment_ops, config.randaugment_factor, policy_seed, config.randaugment_magnitude_std
+        )
     return image
 
 
