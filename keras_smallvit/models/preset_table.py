@@ -36,8 +36,8 @@ BACKBONE_ARGUMENTS = {
     ),
     "PiTBackbone": (
         "attention_dropout", "depths", "downsampling", "drop_path_rate", "dropout", "dtype", "embedding_dropout",
-        "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels", "num_heads", "patch_size",
-        "patch_stride", "pooling_pointwise", "seed", "techniques", "use_qkv_bias",
+        "embedding_initializer_stddev", "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels",
+        "num_heads", "patch_size", "patch_stride", "pooling_pointwise", "seed", "techniques", "use_qkv_bias",
     ),
     "SwinBackbone": (
         "absolute_position_embedding", "attention_dropout", "depths", "downsampling", "drop_path_rate", "dropout",
@@ -52,7 +52,7 @@ BACKBONE_ARGUMENTS = {
     ),
     "ViTBackbone": (
         "attention_dropout", "depth", "distillation_token", "drop_path_rate", "dropout", "dtype",
-        "embedding_dropout", "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels",
+        "embedding_dropout", "embedding_initializer_stddev", "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels",
         "num_heads", "patch_size", "seed", "techniques", "use_qkv_bias",
     ),
 }

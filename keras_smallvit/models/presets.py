@@ -213,10 +213,13 @@ T2T = functools.partial(
 # pooling without the pointwise Dense. Swin (Liu et al. 2021): patch 4,
 # window 7, 4 stages, no absolute position embedding. `paper_lr`: 1e-3, the
 # three papers' rate at their batch 1024 (DeiT: 5e-4 x batch / 512).
-DEIT = dict(patch_size=16, depth=12, head_dim=64, mlp_ratio=4.0, use_qkv_bias=True, layer_norm_epsilon=1e-6)
+DEIT = dict(
+    patch_size=16, depth=12, head_dim=64, mlp_ratio=4.0, use_qkv_bias=True, layer_norm_epsilon=1e-6,
+    embedding_initializer_stddev=0.02,
+)
 PIT_IMAGENET = dict(
     patch_size=16, patch_stride=8, depths=(2, 6, 4), mlp_ratio=4.0, pooling_pointwise=False, use_qkv_bias=True,
-    layer_norm_epsilon=1e-6,
+    layer_norm_epsilon=1e-6, embedding_initializer_stddev=0.02,
 )
 SWIN_IMAGENET = dict(patch_size=4, window_size=7, mlp_ratio=4.0, absolute_position_embedding=False)
 SWIN_HEAD = {"pooling": "average", "norm_before_pooling": True}

@@ -89,6 +89,9 @@ class PiTBackbone(Backbone):
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         layer_norm_epsilon: LayerNorm epsilon.
+        embedding_initializer_stddev: the std of the normal the class token
+            and the position embedding start from (1.0: `torch.randn`, the
+            small-dataset code; 0.02: the ImageNet code's `trunc_normal_`).
         use_qkv_bias: bias in the qkv projections (False in the
             small-dataset code; True in the ImageNet PiT).
         seed: seed of the drop-path randomness.
@@ -114,6 +117,7 @@ class PiTBackbone(Backbone):
         embedding_dropout=0.0,
         attention_dropout=0.0,
         layer_norm_epsilon=1e-5,
+        embedding_initializer_stddev=1.0,
         use_qkv_bias=False,
         seed=None,
         dtype=None,
@@ -161,7 +165,7 @@ class PiTBackbone(Backbone):
             tokenizer = techniques.make_tokenizer(
                 patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype
             )
-        embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
+        embedding = ClassTokenAndPositionEmbedding(embedding_initializer_stddev, dtype=dtype, name="embedding")
         embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         stages, poolings = [], []
         block_index = 0
@@ -242,6 +246,7 @@ class PiTBackbone(Backbone):
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            embedding_initializer_stddev=embedding_initializer_stddev,
             use_qkv_bias=bool(use_qkv_bias),
             seed=seed,
         )

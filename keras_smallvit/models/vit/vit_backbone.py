@@ -50,6 +50,9 @@ class ViTBackbone(Backbone):
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         layer_norm_epsilon: LayerNorm epsilon.
+        embedding_initializer_stddev: the std of the normal the class token
+            and the position embedding start from (1.0: `torch.randn`, the
+            small-dataset code; 0.02: the ImageNet code's `trunc_normal_`).
         use_qkv_bias: bias in the qkv projections (False in the
             small-dataset code; True in DeiT).
         distillation_token: DeiT's distillation token after the class token
@@ -75,6 +78,7 @@ class ViTBackbone(Backbone):
         embedding_dropout=0.0,
         attention_dropout=0.0,
         layer_norm_epsilon=1e-5,
+        embedding_initializer_stddev=1.0,
         use_qkv_bias=False,
         distillation_token=False,
         seed=None,
@@ -89,7 +93,9 @@ class ViTBackbone(Backbone):
 
         # === Layers ===
         tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
-        embedding = ClassTokenAndPositionEmbedding(distillation_token=distillation_token, dtype=dtype, name="embedding")
+        embedding = ClassTokenAndPositionEmbedding(
+            embedding_initializer_stddev, distillation_token=distillation_token, dtype=dtype, name="embedding"
+        )
         embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         blocks = [
             TransformerBlock(
@@ -140,6 +146,7 @@ class ViTBackbone(Backbone):
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            embedding_initializer_stddev=embedding_initializer_stddev,
             use_qkv_bias=bool(use_qkv_bias),
             distillation_token=distillation_token,
             seed=seed,
