@@ -84,7 +84,7 @@ def test_parameter_counts_equal_the_published_ones(name):
 @pytest.mark.parametrize("name", list(PIT_MILLIONS))
 def test_pit_parameter_counts_equal_the_papers(name):
     model = build(name)
-    assert abs(model.count_params() / 1e6 - PIT_MILLIONS[name]) <= 0.05
+    assert abs(model.count_params() / 1e6 - PIT_MILLIONS[name]) < 0.06  # PiT-Ti: 4.85M printed as 4.9M
     # The official code's modules, plus the class token's position in ours.
     official = official_pit_parameters(*PIT_OFFICIAL[name])
     assert model.count_params() == official + model.backbone.hidden_dim
