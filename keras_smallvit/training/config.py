@@ -64,6 +64,17 @@ class TrainConfig:
             antialiasing (`keras_smallvit.images.RESIZE_POLICIES`). The
             run records it with the model: evaluation, prediction and the
             export resize the same way. Cannot change on resume.
+        subset_ratio: None (every training image), or the share in (0, 1]
+            of the training split to train on, class-balanced (`round(ratio
+            x n_c)` images of each class, at least one), drawn by
+            `keras_smallvit.data.class_balanced_subset` seeded by
+            `(subset_seed, class)`: the same subset on every backend, for
+            any `seed`, and on resume (the run records both; a resume with
+            another value is refused). The AAL paper's ImageNet subsets
+            (`subset_ratio=0.05` for its 5 % row). Taken before
+            `validation_split` and `max_train_examples`; the test split is
+            whole.
+        subset_seed (0): seeds that subset; independent of `seed`.
         max_train_examples / max_test_examples: truncate the splits (smoke
             runs; image files are taken evenly over the sorted list, so
             every class of a folder stays in).
@@ -107,11 +118,20 @@ class TrainConfig:
             1e-3 for the others), weight_decay (0.05, AdamW),
             label_smoothing (0.1).
         crop_padding (4): random crop after zero padding; 0 disables.
+        random_resized_crop: None, or the (min, max) share of the image's
+            area of Inception's random resized crop (DeiT's `(0.08, 1.0)`;
+            aspect ratio 3/4 to 4/3, resized back bicubically, see
+            `pipeline.random_resized_crop`), in place of the padded crop
+            (then `crop_padding` 0). It crops the stored `image_size` image.
         horizontal_flip (True).
         augmentation: "autoaugment" (the papers': one sub-policy of
             `autoaugment_policy` per image), "randaugment" (`randaugment_ops`
             ops, each at `randaugment_factor` of its magnitude range, on the
             same 14 ops) or "none".
+        randaugment_magnitude_std (0.0): with > 0, each RandAugment op's
+            magnitude is drawn around `randaugment_factor` with this std,
+            clipped to [0, 1] (timm's `mstd`: DeiT's `rand-m9-mstd0.5` is
+            factor 0.9, std 0.05).
         autoaugment_policy: "cifar10", "svhn" or "imagenet"; None = the
             dataset's as in the papers (SVHN: svhn, Tiny-ImageNet: imagenet,
             others: cifar10).
@@ -189,9 +209,11 @@ class TrainConfig:
             CE(logits, labels) + alpha tau^2 KL(softmax(teacher / tau) ||
             softmax(logits / tau))` (summed over classes, averaged over the
             batch). CE is the recipe's loss (label smoothing, Mixup/CutMix
-            labels). No distillation token or second head (DeiT's distilled
-            models have one). With `aal`: `(1 - alpha) CE + alpha D + lambda
-            L_att` (the AAL paper's "CE + AAL + hard").
+            labels). A student with DeiT's distillation token and head
+            (`deit_*_distilled`): CE trains the class head, the teacher term
+            the distillation head, and the saved model outputs their mean
+            (DeiT). With `aal`: `(1 - alpha) CE + alpha D + lambda L_att`
+            (the AAL paper's "CE + AAL + hard").
         distillation_alpha (0.5, DeiT's code; hard with 0.5 is the paper's
             1/2 + 1/2): weight of the teacher term, in [0, 1].
         distillation_tau (1.0, DeiT's code; its paper's soft runs use 3 with
@@ -209,6 +231,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
     resize: str = "squash"
+    subset_ratio: Optional[float] = None
+    subset_seed: int = 0
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     validation_split: Optional[float] = None
@@ -237,6 +261,8 @@ class TrainConfig:
     autoaugment_policy: Optional[str] = None
     randaugment_ops: int = 2
     randaugment_factor: float = 0.5
+    randaugment_magnitude_std: float = 0.0
+    random_resized_crop: Optional[Tuple[float, float]] = None
     mix_prob: float = 0.5
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
@@ -352,6 +378,10 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.validation_split is not None:
             check_range("validation_split", self.validation_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if self.subset_ratio is not None:
+            check_range("subset_ratio", self.subset_ratio, 0.0, 1.0, low_inclusive=False)
+        if isinstance(self.subset_seed, bool) or self.subset_seed < 0:
+            raise ValueError(f"Invalid `subset_seed` {self.subset_seed!r}: an integer >= 0.")
         if isinstance(self.validation_split_seed, bool) or self.validation_split_seed < 0:
             raise ValueError(f"Invalid `validation_split_seed` {self.validation_split_seed!r}: an integer >= 0.")
         if not isinstance(self.skip_unreadable_images, bool):
@@ -383,6 +413,20 @@ class TrainConfig:
             )
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if self.randaugment_magnitude_std < 0:
+            raise ValueError(f"Invalid `randaugment_magnitude_std` {self.randaugment_magnitude_std}: must be >= 0.")
+        if self.random_resized_crop is not None:
+            scale = self.random_resized_crop
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+                raise ValueError(
+                    f"Invalid `random_resized_crop` {scale!r}: expected None or (min, max) shares of the image "
+                    "area with 0 < min <= max <= 1 (DeiT: (0.08, 1.0))."
+                )
+            if self.crop_padding:
+                raise ValueError(
+                    f"Invalid `crop_padding` {self.crop_padding} with `random_resized_crop` {scale!r}: the "
+                    "random resized crop replaces the padded crop. Allowed values with it: 0."
+                )
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)
