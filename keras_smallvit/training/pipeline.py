@@ -227,16 +227,24 @@ def _load_stored_split(config, split, limit, room):
     if files is None:  # TFDS, digits: no files to name
         if config.dataset in datasets.TFDS_NAMES:
             image_size = config.image_size or datasets.default_image_size(config.dataset)
+            subset = split == "train" and config.subset_ratio is not None
             count = streaming.tfds_split_size(config.dataset, split, config.data_dir)
+            if count is not None and subset:
+                count = round(count * config.subset_ratio)
             if count is not None and limit is not None:
                 count = min(count, limit)
-            if streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream":
-                data = streaming.stream_tfds(config, split, limit, image_size)
+            streamed = streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream"
+            if streamed or streaming.tfds_random_access_only(config.dataset, config.data_dir):
+                if subset:  # the subset of all the split's labels, then `limit`, as `_load_tf_split`
+                    data = streaming.stream_tfds(config, split, None, image_size)
+                    data = data.subset(training_subset(config, data.labels)[:limit])
+                else:
+                    data = streaming.stream_tfds(config, split, limit, image_size)
+                if not streamed:
+                    return _records_into_memory(data, config, split)
                 print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split}, "
                       "streamed)", flush=True)
                 return data
-            if streaming.tfds_random_access_only(config.dataset, config.data_dir):
-                return _records_into_memory(streaming.stream_tfds(config, split, limit, image_size), config, split)
         return _load_tf_split(config, split, limit, resize)
     found, info = files
     picks = np.arange(len(found.paths))
