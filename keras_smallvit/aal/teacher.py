@@ -7,8 +7,7 @@ import re
 import keras
 
 from keras_smallvit.models.cnn.cnn_common import check_weights_path
-
-TEACHER_LAYER_CHOICES = ("block_normalization", "normalization", "after_normalization")
+from keras_smallvit.utils.aal_settings import TEACHER_LAYER_CHOICES
 NORMALIZATION_LAYERS = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
