@@ -41,6 +41,8 @@ FLAT_TECHNIQUE_OPTIONS = (
 )
 # SATA's old learning-rate multiplier of `s`, and the unit of the stored scale.
 SCALE_LR_MULTIPLIER = "scale_lr_multiplier"
+# The attribute of SATA's scale variable (`TrivialAttentionSuppression.sata_scale`).
+SCALE_VARIABLE = "sata_scale"
 # What `loads_old_configs` upgrades: configs that take `techniques`, an
 # attention's (`suppression` argument), SATA's own, the spec's.
 CONFIG_KINDS = ("techniques", "attention", "suppression", "spec")
@@ -150,11 +152,12 @@ def _pass_scale_units_down(layer):
     units = layer.__dict__.pop(_UNITS, None)
     if units is None:
         return
-    from keras_smallvit.layers.suppression import TrivialAttentionSuppression
     from keras_smallvit.utils.layers import all_sublayers
 
     for sublayer in all_sublayers(layer):
-        if isinstance(sublayer, TrivialAttentionSuppression):
+        # SATA's layers, by their scale variable (importing the class here
+        # would be an import cycle: it imports this module).
+        if hasattr(sublayer, SCALE_VARIABLE):
             object.__setattr__(sublayer, _UNITS, units)
 
 
