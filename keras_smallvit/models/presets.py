@@ -99,7 +99,7 @@ def build_preset(preset, num_classes, image_size, techniques, name=None, **overr
         return load_weights_file(model, weights)
     head = {**preset.head, **{k: overrides.pop(k) for k in HEAD_ARGUMENTS if k in overrides}}
     spec_fields = {k: overrides.pop(k) for k in TechniqueSpec.field_names() if k in overrides}
-    spec = TechniqueSpec.resolve(techniques, spec_fields)
+    spec = TechniqueSpec.resolve(techniques, **spec_fields)
     arguments = {**preset.config, **overrides}
     defaulted = {}
     for argument, value in (preset.image_defaults(image_size) if preset.image_defaults else {}).items():

@@ -23,6 +23,8 @@ from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.models.preset_table import PRESET_FACTS
 from keras_smallvit.models.preset_table import PRESET_ROWS
 from keras_smallvit.models.preset_table import check_model_settings
+from keras_smallvit.utils import legacy
+from keras_smallvit.utils.aal_settings import check_aal_settings
 from keras_smallvit.utils.distillation import check_distillation_settings
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -295,24 +297,28 @@ class TrainConfig:
     distillation_alpha: float = 0.5
     distillation_tau: float = 1.0
 
-    def validate(self, models=True):
-        """Raises `ValueError` naming the first invalid field.
+    def validate(self):
+        """Raises `ValueError` naming the first invalid field: `check_fields()`,
+        then `check_backend()`.
+
+        Returns:
+            `self`.
+        """
+        return self.check_fields().check_backend()
+
+    def check_fields(self):
+        """The checks of every field that need no Keras: raises `ValueError`
+        naming the first invalid field. The command line runs it before it
+        imports Keras (then the whole `validate()`).
 
         `model`, `model_overrides`, `techniques` and `aal_teacher_model`
-        are checked either way, without Keras: against the presets' data
-        table (`keras_smallvit.models.preset_table`), or the live registry
-        once imported (models registered at run time), with the same
-        messages; `techniques` against the one vocabulary
+        are checked against the presets' data table
+        (`keras_smallvit.models.preset_table`), or the live registry once
+        imported (models registered at run time), with the same messages;
+        `techniques` against the one vocabulary
         (`keras_smallvit.utils.technique_names.known_techniques`: the
-        built-in names and the block techniques registered at run time).
-
-        Args:
-            models: whether to run the checks that import Keras (the name is
-                older than this split): `aal_links`, `aal_decay` and
-                `aal_teacher_layers` (`keras_smallvit.aal`), and
-                `batch_augmentation` with `distribute` (it depends on the
-                backend). The command line runs `validate(models=False)`
-                first, before it imports Keras, then the whole `validate()`.
+        built-in names and the block techniques registered at run time); the
+        AAL settings against `keras_smallvit.utils.aal_settings`.
 
         Returns:
             `self`.
@@ -342,16 +348,6 @@ class TrainConfig:
                 f"Invalid `batch_augmentation` 'device' with `distillation` {self.distillation!r}: the "
                 "distiller trains with `batch_augmentation='host'`. Allowed values with `distillation`: 'host'."
             )
-        if models and self.batch_augmentation == "device" and self.distribute:
-            import keras
-
-            if keras.backend.backend() == "tensorflow":
-                raise ValueError(
-                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
-                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
-                    "permutation spans the whole batch. Allowed values with `distribute` on "
-                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
-                )
         check_choice("data_mode", self.data_mode, DATA_MODES)
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(f"Invalid `memory_budget_gb` {self.memory_budget_gb}: must be > 0 or None.")
@@ -433,9 +429,28 @@ class TrainConfig:
         if self.distillation is not None:
             check_distillation_settings(self.distillation, self.distillation_alpha, self.distillation_tau)
         if self.uses_teacher():
-            self._validate_teacher(models)
+            self._validate_teacher()
         if self.aal:
-            self._validate_aal(models)
+            check_aal_settings(self.aal_links, self.aal_decay, self.aal_lambda, self.aal_teacher_layers)
+        return self
+
+    def check_backend(self):
+        """The checks that depend on the Keras backend (imports Keras):
+        `batch_augmentation` with `distribute`. Run after `check_fields()`.
+
+        Returns:
+            `self`.
+        """
+        if self.batch_augmentation == "device" and self.distribute:
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                raise ValueError(
+                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
+                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
+                    "permutation spans the whole batch. Allowed values with `distribute` on "
+                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
+                )
         return self
 
     def uses_teacher(self):
@@ -460,26 +475,7 @@ class TrainConfig:
                 "(or warmup_epochs 0)."
             )
 
-    def _validate_aal(self, models=True):
-        if models:
-            from keras_smallvit import aal
-
-            check_choice("aal_links", self.aal_links, aal.LINK_MODES)
-            try:
-                aal.parse_link_decay(self.aal_decay)
-            except ValueError as error:
-                raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
-        if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
-            raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
-        layers = self.aal_teacher_layers
-        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
-            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
-                raise ValueError(
-                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
-                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
-                )
-
-    def _validate_teacher(self, models=True):
+    def _validate_teacher(self):
         """The teacher of `aal` and `distillation`."""
         if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
@@ -538,7 +534,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text):
-        values = json.loads(text)
+        # The files of older versions, as today's (keras_smallvit.utils.legacy).
+        values = legacy.upgrade_train_config(json.loads(text))
         for key in values:
             check_field_name(key)
         for name in ("techniques", "normalization_mean", "normalization_std"):

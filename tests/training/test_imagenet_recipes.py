@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_deit_recipe_is_the_papers():
     config = get_config("imagenet_deit_s")
-    config.validate(models=False)
+    config.check_fields()
     # DeiT Table 9 / main.py: 300 epochs of samples, batch 1024, lr 5e-4 x 1024 / 512.
     assert config.epochs * config.repeated_augmentation == 300 and config.repeated_augmentation == 3
     assert config.batch_size == 1024 and config.lr == pytest.approx(1e-3)
@@ -44,7 +44,7 @@ def test_deit_recipe_is_the_papers():
 
 def test_spt_lsa_imagenet_recipe_is_the_papers():
     config = get_config("imagenet_sl_deit_ti")
-    config.validate(models=False)
+    config.check_fields()
     # SPT/LSA paper Sec. 4.1.3: batch 256, warm-up 5, lr 0.00025, 100 epochs; ViT-Tiny of DeiT.
     assert (config.batch_size, config.warmup_epochs, config.lr, config.epochs) == (256, 5, 2.5e-4, 100)
     assert config.model == "deit_ti" and config.techniques == ("spt", "lsa")
@@ -53,7 +53,7 @@ def test_spt_lsa_imagenet_recipe_is_the_papers():
 
 def test_aal_five_percent_config():
     config = get_config("imagenet5_aal_deit_s")
-    config.validate(models=False)
+    config.check_fields()
     assert config.subset_ratio == 0.05 and config.model == "deit_s_distilled"
     assert config.aal and config.distillation == "hard" and config.aal_lambda == 2000.0
     # 0.99 per DeiT epoch for 200 of 300, then 0.98: per epoch of 3 DeiT epochs.
@@ -74,7 +74,7 @@ def test_aal_five_percent_config():
 )
 def test_bad_augmentation_settings_name_the_field(changes, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
-        TrainConfig(**changes).validate(models=False)
+        TrainConfig(**changes).check_fields()
 
 
 def magnitude_fractions(decisions):

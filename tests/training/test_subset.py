@@ -52,7 +52,7 @@ def test_subset_ratio_is_checked_and_recorded(tmp_path):
     for changes, field in [({"subset_ratio": 0.0}, "subset_ratio"), ({"subset_ratio": 2.0}, "subset_ratio"),
                            ({"subset_seed": -1}, "subset_seed")]:
         with pytest.raises(ValueError, match=f"`{field}`"):
-            TrainConfig(**changes).validate(models=False)
+            TrainConfig(**changes).check_fields()
     config = TrainConfig(subset_ratio=0.05, subset_seed=7, workdir=str(tmp_path))
     again = TrainConfig.from_json(config.to_json())
     assert (again.subset_ratio, again.subset_seed) == (0.05, 7)
