@@ -75,6 +75,11 @@ def imagenet_like_b3_top(tmp_path_factory):
     kernel = rng.normal(scale=0.05, size=predictions.kernel.shape).astype("float32")
     bias = rng.normal(scale=0.5, size=predictions.bias.shape).astype("float32")
     predictions.set_weights([kernel, bias])
+    # Freshly initialised, the features are near 0 by the top: a random shift
+    # (and scale) there makes them reach the logits (checked in the test).
+    top_bn = reference.get_layer("top_bn")
+    gamma, beta, mean, variance = top_bn.get_weights()
+    top_bn.set_weights([gamma * 10, rng.normal(size=beta.shape).astype("float32"), mean, variance])
     path = os.path.join(tmp_path_factory.mktemp("weights_top"), imagenet.EFFICIENTNET_TOP_FILES["b3"][0])
     keras.saving.save_model(reference, path)
     with open(path, "rb") as f:
@@ -268,7 +273,7 @@ def test_imagenet_teacher_keeps_keras_classifier_on_imagenet(imagenet_like_b3_to
     np.testing.assert_array_equal(as_numpy(teacher.get_layer("logits").bias), bias)
 
     pixels = np.random.default_rng(3).uniform(size=(2, size, size, 3)).astype("float32")
-    outputs = infer(keras.Model(teacher.inputs, [teacher.get_layer("avg_pool").output, teacher.output]), pixels)
+    outputs = infer(keras.Model(teacher.input, [teacher.get_layer("avg_pool").output, teacher.output]), pixels)
     pooled, logits = (as_numpy(x) for x in outputs)
     np.testing.assert_allclose(logits, pooled @ kernel + bias, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
     assert np.abs(logits - bias).max() > 1e-2 * np.abs(bias).max()  # the features reach the logits
@@ -279,7 +284,7 @@ def test_imagenet_teacher_keeps_keras_classifier_on_imagenet(imagenet_like_b3_to
     monkeypatch.setattr(keras_file_utils.config, "keras_home", lambda: str(offline))
     reference = keras.applications.EfficientNetB3(weights="imagenet", input_shape=(size, size, 3))
     features_and_probabilities = keras.Model(
-        reference.inputs, [reference.get_layer("predictions").input, reference.output]
+        reference.input, [reference.get_layer("predictions").input, reference.output]
     )
     keras_pooled, probabilities = (as_numpy(x) for x in infer(features_and_probabilities, pixels * 255))
     scale = np.abs(logits).max()
