@@ -109,7 +109,8 @@ def parse_args(argv):
     parser.add_argument("--teacher", "--teacher-weights", dest="aal_teacher", default=None, metavar="PATH",
                         help="the teacher of --aal / --distillation: a .keras file, a run folder (its last.keras), "
                              "a .weights.h5 file of --teacher-model, or 'imagenet' (--teacher-model "
-                             "efficientnet_b3 with keras.applications' ImageNet weights, from Keras' cache; --aal)")
+                             "efficientnet_b3 with keras.applications' ImageNet weights, from Keras' cache; --aal, and "
+                             "--distillation on --dataset imagenet2012, where it keeps Keras' ImageNet classifier)")
     parser.add_argument("--teacher-model", dest="aal_teacher_model", default=None, metavar="NAME",
                         help="the teacher's architecture; alone, a teacher run is trained first")
     parser.add_argument("--teacher-epochs", dest="aal_teacher_epochs", type=int, default=None,

@@ -12,6 +12,7 @@ from keras_smallvit.aal.logits import LogitDistiller
 from keras_smallvit.aal.teacher import TEACHER_LAYER_CHOICES
 from keras_smallvit.aal.teacher import load_teacher
 from keras_smallvit.aal.teacher import teacher_file
+from keras_smallvit.models.preset_table import IMAGENET_CLASS_DATASETS
 
 TEACHER_RUN_FOLDER = "teacher"
 
@@ -65,11 +66,21 @@ def prepare_teacher(config, train_fn, verbose="auto"):
     return path
 
 
+def imagenet_classifier_teacher(config):
+    """Whether the ImageNet teacher of `config` keeps Keras' ImageNet
+    classifier: the student's data set has ImageNet's classes in Keras'
+    order (`IMAGENET_CLASS_DATASETS`), so the teacher's logits are the
+    student's classes (what `distillation` needs)."""
+    return imagenet_teacher(config) and config.dataset in IMAGENET_CLASS_DATASETS
+
+
 def build_teacher(config, path, num_classes, image_size):
     """Loads the teacher of `config` from `path` (`.keras`, a run folder's
     `last.keras`, or a `.weights.h5` file / "imagenet" into a fresh
     `aal_teacher_model` with `aal_teacher_overrides`, at the student's
-    `image_size` unless `teacher.image_size` is given)."""
+    `image_size` unless `teacher.image_size` is given). "imagenet" on
+    ImageNet (`imagenet_classifier_teacher`) loads Keras' file with its
+    classifier: the teacher outputs ImageNet's logits."""
     from keras_smallvit.models import create_model
 
     path = teacher_file(path)
@@ -82,6 +93,8 @@ def build_teacher(config, path, num_classes, image_size):
         image_size=overrides.pop("image_size", image_size),
         **overrides,
     )
+    if path == "imagenet" and imagenet_classifier_teacher(config):
+        return model.load_imagenet_weights(include_top=True)
     return load_teacher(path, model)
 
 

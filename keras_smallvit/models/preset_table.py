@@ -152,6 +152,10 @@ PRESET_FACTS = {name: _facts(*row) for name, row in PRESET_ROWS.items()}
 # The presets with ImageNet weights the Keras way (`weights="imagenet"`:
 # keras.applications' files, in Keras' cache), and why the others have none.
 IMAGENET_MODELS = tuple(sorted(name for name, row in PRESET_ROWS.items() if row[0] == "EfficientNet"))
+# The data sets whose labels are ImageNet's 1000 classes in keras.applications'
+# order (both: the sorted synset ids, n01440764 ... n15075141): there an
+# ImageNet teacher keeps Keras' classifier, and its logits can be distilled.
+IMAGENET_CLASS_DATASETS = ("imagenet2012",)
 NO_IMAGENET_WEIGHTS = (
     "keras.applications has no ResNet-34 (nor the CIFAR ResNet-56/110), keras-hub's ResNet presets "
     "(resnet_18/50/101/152_imagenet, ResNet-vd variants) hold no ResNet-34 of this layout, and keras-hub is not a "

@@ -18,6 +18,7 @@ from typing import Optional
 from typing import Tuple
 
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.preset_table import IMAGENET_CLASS_DATASETS
 from keras_smallvit.models.preset_table import IMAGENET_MODELS
 from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.models.preset_table import PRESET_FACTS
@@ -182,8 +183,11 @@ class TrainConfig:
             file of `aal_teacher_model`, or "imagenet": `aal_teacher_model`
             (an EfficientNet) with `keras.applications`' ImageNet weights
             from Keras' cache (`$KERAS_HOME/models`, downloaded there once if
-            absent), fed the images before the pipeline's normalisation
-            (`aal` only: its head is new). None with `aal_teacher_model`
+            absent), fed the images before the pipeline's normalisation.
+            Its head is new (`aal` only) except on ImageNet (`dataset`
+            "imagenet2012"): there it is Keras' ImageNet classifier (the
+            `include_top` file), whose logits `distillation` can use. None
+            with `aal_teacher_model`
             set: a teacher run of that model on the same data is trained
             first into `<workdir>/teacher` (its `last.keras` is used). The
             `aal_teacher*` fields are the one teacher of `aal` and of
@@ -507,12 +511,15 @@ class TrainConfig:
                     f"with {', '.join(IMAGENET_MODELS)}; for {self.aal_teacher_model!r} a local .weights.h5 or "
                     ".keras file of it, or a run folder."
                 )
-            if self.distillation is not None:
+            if self.distillation is not None and self.dataset not in IMAGENET_CLASS_DATASETS:
                 raise ValueError(
-                    f"Invalid `distillation` {self.distillation!r} with `aal_teacher` 'imagenet': logit "
-                    "distillation needs a teacher of the student's classes, and an ImageNet teacher's head is new "
-                    "(its features are pretrained, not its logits). Allowed values: None with 'imagenet' (use "
-                    "`aal`), or a teacher file / run folder trained on this data."
+                    f"Invalid `distillation` {self.distillation!r} with `aal_teacher` 'imagenet' on `dataset` "
+                    f"{self.dataset!r}: logit distillation needs a teacher of the student's classes, and an "
+                    "ImageNet teacher's classes are ImageNet's 1000, not this data set's (its classifier is kept "
+                    f"only on {', '.join(IMAGENET_CLASS_DATASETS)}; elsewhere its head is new: its features are "
+                    "pretrained, not its logits). Allowed values: None with 'imagenet' (use `aal`), or a teacher "
+                    f"file / run folder trained on this data; `dataset` {', '.join(IMAGENET_CLASS_DATASETS)} for "
+                    "distillation from the ImageNet teacher."
                 )
         elif not teacher.endswith((".keras", ".weights.h5")) and not os.path.isdir(teacher):
             raise ValueError(

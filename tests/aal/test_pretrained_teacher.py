@@ -14,6 +14,7 @@ import pytest
 
 import keras_smallvit
 from keras_smallvit import aal
+from keras_smallvit.aal import recipe
 from keras_smallvit.models.cnn import imagenet
 from keras_smallvit.training import TrainConfig
 from tests.aal.test_aal_training import tiny_aal_config
@@ -60,6 +61,38 @@ def imagenet_like_b3(tmp_path_factory):
     return path, md5, weights
 
 
+@pytest.fixture(scope="module")
+def imagenet_like_b3_top(tmp_path_factory):
+    """A stand-in for Keras' `efficientnetb3.h5` (`include_top=True`: Dense
+    "predictions", 1000 classes, softmax), as `imagenet_like_b3` with a
+    random classifier. Returns its path, MD5 and the classifier's kernel and
+    bias."""
+    reference = keras.applications.EfficientNetB3(include_top=True, weights=None, input_shape=(SIZE, SIZE, 3))
+    (normalization,) = [layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization)]
+    normalization.set_weights([IMAGENET_MEAN.astype("float32"), IMAGENET_STD.astype("float32"), np.array(0)])
+    rng = np.random.default_rng(2)
+    predictions = reference.get_layer("predictions")
+    kernel = rng.normal(scale=0.05, size=predictions.kernel.shape).astype("float32")
+    bias = rng.normal(scale=0.5, size=predictions.bias.shape).astype("float32")
+    predictions.set_weights([kernel, bias])
+    # Freshly initialised, the features are near 0 by the top: a random shift
+    # (and scale) there makes them reach the logits (checked in the test).
+    top_bn = reference.get_layer("top_bn")
+    gamma, beta, mean, variance = top_bn.get_weights()
+    top_bn.set_weights([gamma * 10, rng.normal(size=beta.shape).astype("float32"), mean, variance])
+    path = os.path.join(tmp_path_factory.mktemp("weights_top"), imagenet.EFFICIENTNET_TOP_FILES["b3"][0])
+    keras.saving.save_model(reference, path)
+    with open(path, "rb") as f:
+        md5 = hashlib.md5(f.read()).hexdigest()
+    keras.backend.clear_session(free_memory=False)
+    return path, md5, kernel, bias
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def place_in_cache(keras_home, path, md5, monkeypatch):
     """The stand-in file where Keras looks, with its MD5 as the expected one."""
     os.makedirs(keras_home / "models", exist_ok=True)
@@ -94,8 +127,18 @@ def test_imagenet_is_refused_where_keras_has_no_weights_and_for_logit_distillati
         dataclasses.replace(config, aal_teacher_model="resnet34").validate()
     with pytest.raises(ValueError, match="`aal_teacher_model`: None.*efficientnet_b0, efficientnet_b3"):
         dataclasses.replace(config, aal_teacher_model=None).validate()
-    with pytest.raises(ValueError, match="`distillation` 'hard' with `aal_teacher` 'imagenet'"):
-        dataclasses.replace(config, aal_teacher_model="efficientnet_b3", distillation="hard").validate()
+    b3 = dataclasses.replace(config, aal_teacher_model="efficientnet_b3")
+    for mode in ("hard", "soft"):  # another data set: the ImageNet classes are not its classes
+        with pytest.raises(ValueError, match=f"`distillation` '{mode}' with `aal_teacher` 'imagenet' on `dataset` "
+                           "'digits'.*ImageNet's 1000, not this data set's.*imagenet2012"):
+            dataclasses.replace(b3, distillation=mode).validate()
+        # ImageNet itself: the teacher keeps Keras' classifier, its logits are the student's classes.
+        imagenet_run = dataclasses.replace(b3, distillation=mode, dataset="imagenet2012")
+        imagenet_run.validate()
+        assert recipe.imagenet_classifier_teacher(imagenet_run)
+        dataclasses.replace(imagenet_run, aal=False).validate()  # distillation alone
+    assert not recipe.imagenet_classifier_teacher(b3)
+    assert not recipe.imagenet_classifier_teacher(dataclasses.replace(b3, dataset="imagenet2012", aal_teacher=str(tmp_path)))
     dataclasses.replace(config, aal_teacher_model="efficientnet_b3").validate()
     # A run folder is a teacher (its last.keras); other paths are not.
     dataclasses.replace(config, aal_teacher=str(tmp_path)).validate()
@@ -204,3 +247,53 @@ def test_teacher_weights_path_and_run_folder_through_the_recipe(tmp_path):
         loaded = build_teacher(config, teacher, 10, SIZE)
         for a, b in zip(loaded.weights, source.weights):
             np.testing.assert_array_equal(as_numpy(a), as_numpy(b))
+
+
+@pytest.mark.large
+def test_imagenet_teacher_keeps_keras_classifier_on_imagenet(imagenet_like_b3_top, offline, monkeypatch, tmp_path):
+    """On `imagenet2012` the ImageNet teacher is Keras' whole EfficientNet-B3
+    (`efficientnetb3.h5`, from Keras' cache, no network): its head is the
+    file's classifier and outputs logits, the values before Keras' softmax,
+    against a NumPy Dense and against keras.applications' own ImageNet model
+    on the same file."""
+    from keras.src.applications import efficientnet as keras_efficientnet  # its file hashes, patched below
+    from keras.src.utils import file_utils as keras_file_utils
+
+    path, md5, kernel, bias = imagenet_like_b3_top
+    os.makedirs(offline / "models")
+    os.symlink(path, offline / "models" / os.path.basename(path))
+    monkeypatch.setitem(imagenet.EFFICIENTNET_TOP_FILES, "b3", (os.path.basename(path), md5))
+    config = dataclasses.replace(
+        tiny_aal_config(tmp_path), dataset="imagenet2012", aal_teacher="imagenet", aal_teacher_model="efficientnet_b3",
+        aal_teacher_overrides={}, distillation="hard",
+    ).validate()
+    size = 300  # B3's size: Keras' ImageNet model with its top takes no other
+    teacher = recipe.build_teacher(config, "imagenet", 1000, size)
+    np.testing.assert_array_equal(as_numpy(teacher.get_layer("logits").kernel), kernel)
+    np.testing.assert_array_equal(as_numpy(teacher.get_layer("logits").bias), bias)
+
+    pixels = np.random.default_rng(3).uniform(size=(2, size, size, 3)).astype("float32")
+    outputs = infer(keras.Model(teacher.input, [teacher.get_layer("avg_pool").output, teacher.output]), pixels)
+    pooled, logits = (as_numpy(x) for x in outputs)
+    np.testing.assert_allclose(logits, pooled @ kernel + bias, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+    assert np.abs(logits - bias).max() > 1e-2 * np.abs(bias).max()  # the features reach the logits
+
+    # keras.applications' ImageNet B3 (softmax top) on the same file, [0, 255] pixels.
+    monkeypatch.setitem(keras_efficientnet.WEIGHTS_HASHES, "b3", (md5, keras_efficientnet.WEIGHTS_HASHES["b3"][1]))
+    # Keras read KERAS_HOME when imported: point its default cache at the test's.
+    monkeypatch.setattr(keras_file_utils.config, "keras_home", lambda: str(offline))
+    reference = keras.applications.EfficientNetB3(weights="imagenet", input_shape=(size, size, 3))
+    features_and_probabilities = keras.Model(
+        reference.input, [reference.get_layer("predictions").input, reference.output]
+    )
+    keras_pooled, probabilities = (as_numpy(x) for x in infer(features_and_probabilities, pixels * 255))
+    scale = np.abs(logits).max()
+    np.testing.assert_allclose(logits, keras_pooled @ kernel + bias, atol=1e-3 * scale)  # Keras' pre-softmax values
+    np.testing.assert_allclose(softmax(logits), probabilities, atol=1e-4)
+    assert not np.allclose(logits.sum(axis=-1), 1.0)  # logits, not probabilities
+
+    # Another head size cannot take Keras' classifier; other data sets load the features only.
+    ten = keras_smallvit.create_model("efficientnet_b3", num_classes=10, image_size=SIZE)
+    with pytest.raises(ValueError, match="`include_top`: True for a model whose head has 10 classes.*num_classes=1000"):
+        ten.load_imagenet_weights(include_top=True)
+    assert not recipe.imagenet_classifier_teacher(dataclasses.replace(config, dataset="digits", distillation=None))

@@ -56,6 +56,9 @@ def test_aal_five_percent_config():
     config.check_fields()
     assert config.subset_ratio == 0.05 and config.model == "deit_s_distilled"
     assert config.aal and config.distillation == "hard" and config.aal_lambda == 2000.0
+    # The paper's teacher: Keras' ImageNet EfficientNet-B3, its classifier kept on ImageNet.
+    assert (config.aal_teacher, config.aal_teacher_model, config.dataset) == ("imagenet", "efficientnet_b3", "imagenet2012")
+    config.validate()  # with the registry: the teacher model exists
     # 0.99 per DeiT epoch for 200 of 300, then 0.98: per epoch of 3 DeiT epochs.
     first, second = config.aal_decay.split(",")
     rate, share = first.split("@")

@@ -1,8 +1,10 @@
 """AAL paper Table 2, the 5 % row: DeiT-S (distilled) trained on a
 class-balanced 5 % of ImageNet with attention links to an ImageNet
 EfficientNet-B3 teacher and hard distillation, DeiT's recipe otherwise
-(see `_imagenet.py`). The teacher: a `.keras` file of an ImageNet-trained
-EfficientNet-B3 (`--set aal_teacher=PATH`)."""
+(see `_imagenet.py`). The teacher: `keras.applications`' ImageNet
+EfficientNet-B3 with its classifier (`efficientnetb3.h5` from Keras' cache,
+downloaded there once: on ImageNet its 1000 logits are the student's
+classes, which hard distillation needs)."""
 
 from training.configs._imagenet import AAL_DECAY
 from training.configs._imagenet import deit_recipe
@@ -15,7 +17,8 @@ def get_config():
         subset_ratio=0.05,
         subset_seed=0,
         aal=True,
-        aal_teacher="teachers/efficientnet_b3_imagenet.keras",  # replace with yours: --set aal_teacher=...
+        aal_teacher="imagenet",
+        aal_teacher_model="efficientnet_b3",
         aal_lambda=2000.0,
         aal_decay=AAL_DECAY,
         distillation="hard",

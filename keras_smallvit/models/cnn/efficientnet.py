@@ -54,7 +54,9 @@ class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
     Pretrained weights: `weights="imagenet"` (`create_model`) reads
     `keras.applications`' ImageNet file of the variant (`include_top=False`:
     the head stays new) from Keras' cache, downloading it there once if it is
-    absent (`load_imagenet_weights`); the network then computes what
+    absent (`load_imagenet_weights`; `load_imagenet_weights(include_top=True)`
+    with 1000 classes: Keras' classifier too, the head outputs ImageNet's
+    logits); the network then computes what
     `keras.applications.EfficientNetB*(weights="imagenet")` does, ImageNet
     mean/std normalisation included, on `[0, 1]` images (`input_scale` 255).
     A local Keras 3 file of this model: `weights=path` or
@@ -142,11 +144,18 @@ class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
         self.input_scale = input_scale
         self.init_usage(preprocessing, class_names)
 
-    def load_imagenet_weights(self):
-        """Loads `keras.applications`' ImageNet weights of this variant (the
-        `include_top=False` file; the Dense head keeps its weights) from
+    def load_imagenet_weights(self, include_top=False):
+        """Loads `keras.applications`' ImageNet weights of this variant from
         Keras' cache (`$KERAS_HOME/models`, default `~/.keras/models`),
         downloading the file there first if it is absent.
+
+        Args:
+            include_top: False: the `include_top=False` file, the Dense head
+                keeps its weights. True: the file with Keras' ImageNet
+                classifier (`efficientnetb*.h5`), which becomes this model's
+                head: it then outputs the logits of ImageNet's 1000 classes
+                (keras.applications' order, TFDS `imagenet2012`'s too; the
+                values before Keras' softmax). Needs `num_classes=1000`.
 
         Returns:
             This model.
@@ -154,8 +163,9 @@ class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
         Raises:
             WeightsUnavailableError: not cached and no download possible (the
                 message names the URL, the cache path and the alternatives).
+            ValueError: `include_top` without 1000 classes.
         """
-        return load_efficientnet_imagenet_weights(self, self.variant)
+        return load_efficientnet_imagenet_weights(self, self.variant, include_top=include_top)
 
     def get_config(self):
         return {

@@ -23,6 +23,20 @@ EFFICIENTNET_NOTOP_FILES = {
     "b6": ("efficientnetb6_notop.h5", "9ecce42647a20130c1f39a5d4cb75743"),
     "b7": ("efficientnetb7_notop.h5", "cbcfe4450ddf6f3ad90b1b398090fe4a"),
 }
+# The same with the classifier (`include_top=True`: Dense "predictions",
+# ImageNet's 1000 classes in keras.applications' order, the sorted synset
+# ids n01440764 ... n15075141, which is TFDS `imagenet2012`'s label order).
+EFFICIENTNET_TOP_FILES = {
+    "b0": ("efficientnetb0.h5", "902e53a9f72be733fc0bcb005b3ebbac"),
+    "b1": ("efficientnetb1.h5", "1d254153d4ab51201f1646940f018540"),
+    "b2": ("efficientnetb2.h5", "b15cce36ff4dcbd00b6dd88e7857a6ad"),
+    "b3": ("efficientnetb3.h5", "ffd1fdc53d0ce67064dc6a9c7960ede0"),
+    "b4": ("efficientnetb4.h5", "18c95ad55216b8f92d7e70b3a046e2fc"),
+    "b5": ("efficientnetb5.h5", "ace28f2a6363774853a83a0b21b9421a"),
+    "b6": ("efficientnetb6.h5", "165f6e37dce68623721b423839de8be5"),
+    "b7": ("efficientnetb7.h5", "8c03f828fec3ef71311cd463b6759d99"),
+}
+IMAGENET_NUM_CLASSES = 1000
 # ImageNet's RGB standard deviation, as Keras' EfficientNet uses it.
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 CACHE_SUBDIR = "models"
@@ -96,9 +110,10 @@ def cached_weights_file(model_name, file_name, file_hash, origin=KERAS_APPLICATI
         ) from error
 
 
-def load_efficientnet_imagenet_weights(model, variant, top_layer="top_activation"):
-    """Loads `keras.applications`' ImageNet weights (the `include_top=False`
-    file) into the Keras Applications part of a functional EfficientNet.
+def load_efficientnet_imagenet_weights(model, variant, top_layer="top_activation", include_top=False):
+    """Loads `keras.applications`' ImageNet weights into the Keras
+    Applications part of a functional EfficientNet, or into all of it with
+    the classifier.
 
     The file is Keras' legacy `.h5`, read into the graph from the model's
     input to `top_layer` in layer order (names play no part: Keras auto-names
@@ -114,13 +129,34 @@ def load_efficientnet_imagenet_weights(model, variant, top_layer="top_activation
         model: a functional model holding the EfficientNet graph.
         variant: `"b0"` ... `"b7"`.
         top_layer: the last layer of the Keras Applications graph.
+        include_top: False: the `include_top=False` file (features only;
+            the model's head keeps its weights). True: the file with Keras'
+            classifier (Dense "predictions", 1000 ImageNet classes), read
+            into the whole model, whose one Dense after `top_layer` (the
+            logits, 1000 units, no activation) gets it: the model outputs
+            the logits Keras' softmax is applied to.
 
     Returns:
         `model`.
+
+    Raises:
+        ValueError: `include_top` with a head that is not one Dense of 1000
+            units.
     """
-    file_name, file_hash = EFFICIENTNET_NOTOP_FILES[variant]
+    files = EFFICIENTNET_TOP_FILES if include_top else EFFICIENTNET_NOTOP_FILES
+    file_name, file_hash = files[variant]
+    if include_top:
+        names = [layer.name for layer in model.layers]
+        head = [layer for layer in model.layers[names.index(top_layer) + 1:] if layer.weights]
+        units = head[0].units if len(head) == 1 and isinstance(head[0], keras.layers.Dense) else None
+        if units != IMAGENET_NUM_CLASSES:
+            raise ValueError(
+                f"Invalid `include_top`: True for a model whose head has {units} classes: Keras' ImageNet "
+                f"classifier is one Dense of {IMAGENET_NUM_CLASSES}. Allowed values: True with "
+                f"`num_classes={IMAGENET_NUM_CLASSES}`, or False (the features only)."
+            )
     path = cached_weights_file(f"efficientnet_{variant}", file_name, file_hash)
-    application = keras.Model(model.inputs, model.get_layer(top_layer).output)
+    application = keras.Model(model.inputs, model.outputs if include_top else model.get_layer(top_layer).output)
     application.load_weights(path)
     (normalization,) = [layer for layer in application.layers if isinstance(layer, keras.layers.Normalization)]
     (variance,) = [v for v in normalization.non_trainable_variables if v.path.endswith("variance")]
