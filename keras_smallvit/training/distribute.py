@@ -1,23 +1,219 @@
-"""Data-parallel training over all local devices (backend-specific by nature).
+"""Data-parallel training (backend-specific by nature).
 
-JAX: `keras.distribution.DataParallel`; TensorFlow: `tf.distribute.MirroredStrategy`
-(model and optimizer are created in its scope). The torch backend has no
-in-process equivalent in Keras: launch one process per device instead.
+One process (`distribute=True`): over all local devices. JAX:
+`keras.distribution.DataParallel`; TensorFlow: `tf.distribute.MirroredStrategy`
+(model and optimizer are created in its scope).
+
+Several processes (hosts), after `initialize_processes(job_addresses,
+process_id)` at the start of every process: over all devices of all of
+them. JAX: `keras.distribution.initialize` then `DataParallel` over the
+global devices; TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`.
+Each process feeds its rows of every global batch (`process_shard`:
+process `i` of `P` takes rows `[i*B/P, (i+1)*B/P)`), so the `P` processes
+train on exactly the batches of one process; the gradients are all-reduced.
+Keras' torch backend has no multi-process path in `model.fit`: there
+`initialize_processes` refuses, naming the supported backends.
+
+Only process 0 writes (`is_writer`); the others read the run folder (a
+resume loads process 0's checkpoint: a filesystem all processes share).
 """
 
 import contextlib
+import os
 
 import keras
+
+MULTI_PROCESS_BACKENDS = ("jax", "tensorflow")
+
+# A peer that dies makes the others fail within about this long (JAX: the
+# coordination service's heartbeat; TensorFlow: MultiWorkerMirroredStrategy's
+# peer health check, every 30 s with 3 tries of 10 s).
+HEARTBEAT_TIMEOUT_SECONDS = 60
+# How long process start-up waits for all processes to join.
+INITIALIZATION_TIMEOUT_SECONDS = 300
+
+
+class _Cluster:
+    """The processes of a multi-process run (set by `initialize_processes`)."""
+
+    def __init__(self, job_addresses, process_id, strategy=None):
+        self.job_addresses, self.process_id, self.strategy = job_addresses, process_id, strategy
+
+    @property
+    def num_processes(self):
+        return len(self.job_addresses)
+
+
+_cluster = None
 
 
 def local_devices():
     return keras.distribution.list_devices()
 
 
+def parse_job_addresses(job_addresses, process_id):
+    """Checks the cluster arguments, without any framework; returns the
+    addresses as a list.
+
+    Args:
+        job_addresses: "host:port,host:port,...", one per process, process
+            0's first (the coordinator): at least 2.
+        process_id: this process's index in that list.
+    """
+    if not isinstance(job_addresses, str) or not job_addresses.strip():
+        raise ValueError(
+            f"Invalid `job_addresses` {job_addresses!r}: give one host:port per process, comma-separated, "
+            "process 0's first (e.g. '10.0.0.1:12345,10.0.0.2:12345')."
+        )
+    addresses = [a.strip() for a in job_addresses.split(",")]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"Invalid `job_addresses` {job_addresses!r}: {address!r} is not host:port (a port 1-65535)."
+            )
+    if len(addresses) < 2:
+        raise ValueError(
+            f"Invalid `job_addresses` {job_addresses!r}: one address is one process; give one per process "
+            "(at least 2), or leave them out for one process."
+        )
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"Invalid `job_addresses` {job_addresses!r}: an address is listed twice.")
+    if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < len(addresses):
+        raise ValueError(
+            f"Invalid `process_id` {process_id!r}: an integer from 0 to {len(addresses) - 1} "
+            f"(the {len(addresses)} processes of `job_addresses`)."
+        )
+    return addresses
+
+
+def initialize_processes(job_addresses, process_id):
+    """Joins this process to a multi-process data-parallel run; call it at
+    the start of every process, before the backend runs anything (the
+    command line does, for `--job-addresses`).
+
+    Args:
+        job_addresses: "host:port,..." one per process, process 0's first
+            (`parse_job_addresses`). JAX listens on process 0's address
+            only; TensorFlow on every process's own.
+        process_id: this process's index (0 writes the run folder).
+
+    Raises:
+        ValueError: bad arguments, or the torch backend.
+    """
+    global _cluster
+
+    addresses = parse_job_addresses(job_addresses, process_id)
+    backend = keras.backend.backend()
+    if backend not in MULTI_PROCESS_BACKENDS:
+        raise ValueError(
+            f"Invalid backend {backend!r} for `job_addresses` (multi-process training): supported on the "
+            f"{' and '.join(repr(b) for b in MULTI_PROCESS_BACKENDS)} backends (KERAS_BACKEND). Keras' torch "
+            "backend has no data-parallel path in `model.fit` (no DistributedDataParallel wrapping)."
+        )
+    if _cluster is not None:
+        raise RuntimeError("initialize_processes was called already in this process.")
+    if backend == "jax":
+        import jax
+
+        # Cross-process collectives on CPU (the default in jax 0.10; GPUs use NCCL).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # `keras.distribution.initialize` with a bounded wait for a dead peer:
+        # jax's own call (Keras' passes no timeouts), then Keras' shared seed.
+        from keras.src.backend.jax import distribution_lib as jax_distribution_lib
+
+        jax.distributed.initialize(
+            coordinator_address=addresses[0],
+            num_processes=len(addresses),
+            process_id=process_id,
+            initialization_timeout=INITIALIZATION_TIMEOUT_SECONDS,
+            heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
+        )
+        jax_distribution_lib.initialize_rng()
+        _cluster = _Cluster(addresses, process_id)
+        return
+    import json
+
+    import tensorflow as tf
+
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": process_id}}
+    )
+    # Created first: it starts the workers' server before any op runs.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _cluster = _Cluster(addresses, process_id, strategy)
+
+
+def num_processes():
+    """The processes of the run (1 without `initialize_processes`)."""
+    return 1 if _cluster is None else _cluster.num_processes
+
+
+def process_index():
+    """This process's index (0 without `initialize_processes`)."""
+    return 0 if _cluster is None else _cluster.process_id
+
+
+def is_writer():
+    """Whether this process writes the run folder (process 0 only)."""
+    return process_index() == 0
+
+
+def process_shard():
+    """`(index, count)` of this process's rows of each global batch, or None
+    for one process."""
+    return None if _cluster is None else (_cluster.process_id, _cluster.num_processes)
+
+
+def tf_strategy():
+    """The TensorFlow `MultiWorkerMirroredStrategy` of a multi-process run,
+    else None."""
+    return None if _cluster is None else _cluster.strategy
+
+
+@contextlib.contextmanager
+def writer_scope():
+    """Where process 0 writes alone (checkpoints, the export). On JAX,
+    without the global distribution: Keras' saving creates variables (a
+    fresh optimizer's), which under it are placed on every process's
+    devices, a collective the other processes would not join. Reading the
+    replicated weights needs none."""
+    if _cluster is None or keras.backend.backend() != "jax":
+        yield
+        return
+    current = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
+def check_multi_process_config(config):
+    """Refuses, before anything is written, the settings a multi-process run
+    does not support: a teacher (`aal`, `distillation`), `diagnostics`, and
+    `batch_augmentation` "device" (its drawn mixing spans the global batch)."""
+    if _cluster is None:
+        return
+    refused = [
+        (config.aal, "`aal` True", "False"),
+        (config.distillation is not None, f"`distillation` {config.distillation!r}", "None"),
+        (config.diagnostics, "`diagnostics` True", "False"),
+        (config.batch_augmentation == "device", "`batch_augmentation` 'device'", "'host'"),
+    ]
+    for bad, setting, allowed in refused:
+        if bad:
+            raise ValueError(
+                f"Invalid {setting} with `job_addresses` (a multi-process run): allowed value there: {allowed}."
+            )
+    _check_batch(config.batch_size, num_processes(), "processes")
+
+
 def data_parallel_scope(enabled, batch_size):
     """A context manager to create and compile the model in; a no-op when
-    `enabled` is False. Checks that `batch_size` splits evenly."""
-    if not enabled:
+    `enabled` is False and there is one process. Checks that `batch_size`
+    splits evenly over the devices."""
+    if not enabled and _cluster is None:
         return contextlib.nullcontext()
     backend = keras.backend.backend()
     if backend == "torch":
@@ -26,24 +222,57 @@ def data_parallel_scope(enabled, batch_size):
             "On torch, run one process per device (torchrun) instead."
         )
     if backend == "jax":
-        devices = local_devices()
+        devices = local_devices()  # all processes' devices
         _check_batch(batch_size, len(devices))
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        # Each process feeds its own rows (`process_shard`): no sharding by Keras.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=_cluster is None)
+        )
         return contextlib.nullcontext()
-    import tensorflow as tf
+    strategy = tf_strategy()
+    if strategy is None:
+        import tensorflow as tf
 
-    # MirroredStrategy() alone takes the GPUs, or one CPU: list CPUs explicitly.
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    strategy = tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+        # MirroredStrategy() alone takes the GPUs, or one CPU: list CPUs explicitly.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
     _check_batch(batch_size, strategy.num_replicas_in_sync)
     return strategy.scope()
 
 
-def _check_batch(batch_size, num_devices):
-    if batch_size % num_devices:
+def distribute_train_dataset(make_dataset, batch_size):
+    """The training data as `model.fit` takes it in a multi-process run.
+
+    Args:
+        make_dataset: `(shard) -> tf.data.Dataset` of this process's rows
+            (`pipeline.train_dataset(..., shard=...)`).
+        batch_size: the global batch.
+
+    JAX: this process's rows (Keras assembles the global batch from every
+    process's). TensorFlow: a `DistributedDataset` whose replicas on this
+    worker take consecutive parts of its rows (without it, Keras would
+    split and shard a dataset itself).
+    """
+    shard = process_shard()
+    strategy = tf_strategy()
+    if strategy is None:
+        return make_dataset(shard)
+    per_replica = batch_size // strategy.num_replicas_in_sync
+
+    def dataset_fn(context):
+        return make_dataset(shard).rebatch(per_replica)
+
+    import tensorflow as tf
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def _check_batch(batch_size, count, what="devices"):
+    if batch_size % count:
         raise ValueError(
             f"Invalid `batch_size` {batch_size}: with `distribute` it must be a multiple of "
-            f"the {num_devices} devices."
+            f"the {count} {what}."
         )
 
 
@@ -51,8 +280,6 @@ def use_virtual_cpu_devices(count):
     """Splits the CPU into `count` devices so data parallelism can be tried
     without accelerators. Call before the backend first runs anything (for
     JAX, before it is imported: this sets `XLA_FLAGS`)."""
-    import os
-
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
     ).strip()

@@ -565,7 +565,7 @@ def resolve_batch_augmentation(config, batch_augmentation=None):
     return check_choice("batch_augmentation", value, BATCH_AUGMENTATIONS)
 
 
-def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
+def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, shard=None):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
     (`steps_per_epoch` each).
 
@@ -596,8 +596,19 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
         config: the `TrainConfig`.
         initial_epoch: the first epoch (a resumed run's).
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
+        shard: `(index, count)`: only rows `[index*B/count, (index+1)*B/count)`
+            of each batch (one process's part of the global batch `B` in a
+            multi-process run: the processes together see exactly the
+            batches of one); "host" only. None: whole batches.
     """
     device = resolve_batch_augmentation(config, batch_augmentation) == "device"
+    if shard is not None:
+        index, count = shard
+        if device or config.batch_size % count or not 0 <= index < count:
+            raise ValueError(
+                f"Invalid `shard` {shard!r}: (index, count) with 0 <= index < count, count dividing "
+                f"`batch_size` {config.batch_size}, and `batch_augmentation` 'host' (here {config.batch_augmentation!r})."
+            )
     images, labels = train_data.images, train_data.labels
     num_examples, image_size = len(train_data), images.shape[1]
     steps = steps_per_epoch(num_examples, config)
@@ -647,6 +658,12 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
         return x, y
 
     batches = tf.data.Dataset.zip(batch_ids, batches).map(mix, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if shard is not None:
+        # Cut after mixing: a batch's mixing partners span the whole batch.
+        # (Every process augments the whole batch: the same keys, the same pixels.)
+        rows = batch_size // shard[1]
+        start = shard[0] * rows
+        batches = batches.map(lambda x, y: (x[start:start + rows], y[start:start + rows]))
     return batches.prefetch(AUTOTUNE)
 
 
