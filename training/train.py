@@ -217,6 +217,18 @@ def check_cluster_flags(args):
         parse_job_addresses(args.job_addresses, args.process_id)
 
 
+def peer_failure_hint(args, error):
+    """The way on after a collective of a multi-process run failed (another
+    process died or its connection broke), else ""."""
+    text = str(error).lower()
+    if args.job_addresses is None or not any(word in text for word in ("gloo", "nccl", "heartbeat", "coordination")):
+        return ""
+    return (
+        "\nA process of this multi-process run failed or lost its connection (see its own output). The run "
+        "folder keeps its last finished epoch: the same commands, on every host, resume it."
+    )
+
+
 def quiet_console(verbose=False):
     """`keras_smallvit.utils.console.quiet_frameworks` (TensorFlow's banners
     and C++ log lines hidden, unless `verbose`), imported without Keras: it
@@ -273,7 +285,12 @@ def main(argv=None):
         # The library's own errors name the argument or file and the way on: no traceback.
         # (WriteError: an OSError of its writes, e.g. a full disk, naming the path and the free
         # space; any other OSError keeps its traceback.)
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {error}" + peer_failure_hint(args, error))
+    except RuntimeError as error:
+        hint = peer_failure_hint(args, error)
+        if not hint:
+            raise
+        raise SystemExit(f"error: {error}{hint}") from error
     print(json.dumps(metrics, indent=2))
     print(f"final top-1 {metrics['final_top1']:.4f}, best top-1 {metrics['best_top1']:.4f} "
           f"(epoch {metrics['best_epoch']}); run folder {os.path.abspath(config.workdir)}")

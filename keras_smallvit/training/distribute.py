@@ -4,15 +4,13 @@ One process (`distribute=True`): over all local devices. JAX:
 `keras.distribution.DataParallel`; TensorFlow: `tf.distribute.MirroredStrategy`
 (model and optimizer are created in its scope).
 
-Several processes (hosts), after `initialize_processes(job_addresses,
-process_id)` at the start of every process: over all devices of all of
-them. JAX: `keras.distribution.initialize` then `DataParallel` over the
-global devices; TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy`.
-Each process feeds its rows of every global batch (`process_shard`:
-process `i` of `P` takes rows `[i*B/P, (i+1)*B/P)`), so the `P` processes
-train on exactly the batches of one process; the gradients are all-reduced.
-Keras' torch backend has no multi-process path in `model.fit`: there
-`initialize_processes` refuses, naming the supported backends.
+Several processes (hosts), JAX only: after `initialize_processes(job_addresses,
+process_id)` at the start of every process (`keras.distribution.initialize`'s
+work, with timeouts), `DataParallel` over the devices of all of them. Each
+process feeds its rows of every global batch (`process_shard`: process `i`
+of `P` takes rows `[i*B/P, (i+1)*B/P)`), so the `P` processes train on
+exactly the batches of one; the gradients are all-reduced. The TensorFlow
+and torch backends are refused, with the reason (`UNSUPPORTED_MULTI_PROCESS`).
 
 Only process 0 writes (`is_writer`); the others read the run folder (a
 resume loads process 0's checkpoint: a filesystem all processes share).
@@ -23,11 +21,23 @@ import os
 
 import keras
 
-MULTI_PROCESS_BACKENDS = ("jax", "tensorflow")
+MULTI_PROCESS_BACKENDS = ("jax",)
+# Why the other backends have no multi-process `model.fit` (checked with
+# Keras 3.15.1, TensorFlow 2.21, torch 2.13).
+UNSUPPORTED_MULTI_PROCESS = {
+    "tensorflow": (
+        "Keras 3's TensorFlow trainer does not run `model.fit` under tf.distribute.MultiWorkerMirroredStrategy "
+        "(its first step reduces the input batch, a nested structure that strategy cannot reduce, then its "
+        "metrics fail: keras-team/keras#20585)."
+    ),
+    "torch": (
+        "Keras' torch backend has no data-parallel path in `model.fit` (it neither wraps the model in "
+        "DistributedDataParallel nor all-reduces the gradients)."
+    ),
+}
 
-# A peer that dies makes the others fail within about this long (JAX: the
-# coordination service's heartbeat; TensorFlow: MultiWorkerMirroredStrategy's
-# peer health check, every 30 s with 3 tries of 10 s).
+# A peer that dies makes the others fail within about this long (the JAX
+# coordination service's heartbeat), if its collectives have not failed sooner.
 HEARTBEAT_TIMEOUT_SECONDS = 60
 # How long process start-up waits for all processes to join.
 INITIALIZATION_TIMEOUT_SECONDS = 300
@@ -36,8 +46,8 @@ INITIALIZATION_TIMEOUT_SECONDS = 300
 class _Cluster:
     """The processes of a multi-process run (set by `initialize_processes`)."""
 
-    def __init__(self, job_addresses, process_id, strategy=None):
-        self.job_addresses, self.process_id, self.strategy = job_addresses, process_id, strategy
+    def __init__(self, job_addresses, process_id):
+        self.job_addresses, self.process_id = job_addresses, process_id
 
     @property
     def num_processes(self):
@@ -108,40 +118,29 @@ def initialize_processes(job_addresses, process_id):
     if backend not in MULTI_PROCESS_BACKENDS:
         raise ValueError(
             f"Invalid backend {backend!r} for `job_addresses` (multi-process training): supported on the "
-            f"{' and '.join(repr(b) for b in MULTI_PROCESS_BACKENDS)} backends (KERAS_BACKEND). Keras' torch "
-            "backend has no data-parallel path in `model.fit` (no DistributedDataParallel wrapping)."
+            f"{', '.join(repr(b) for b in MULTI_PROCESS_BACKENDS)} backend (KERAS_BACKEND=jax). "
+            + UNSUPPORTED_MULTI_PROCESS[backend]
+            + " On one host, `distribute` uses all its devices on the 'jax' and 'tensorflow' backends."
         )
     if _cluster is not None:
         raise RuntimeError("initialize_processes was called already in this process.")
-    if backend == "jax":
-        import jax
+    import jax
 
-        # Cross-process collectives on CPU (the default in jax 0.10; GPUs use NCCL).
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        # `keras.distribution.initialize` with a bounded wait for a dead peer:
-        # jax's own call (Keras' passes no timeouts), then Keras' shared seed.
-        from keras.src.backend.jax import distribution_lib as jax_distribution_lib
+    # Cross-process collectives on CPU (the default in jax 0.10; GPUs use NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # `keras.distribution.initialize`, with a bounded wait for a dead peer:
+    # jax's own call (Keras' passes no timeouts), then Keras' shared seed.
+    from keras.src.backend.jax import distribution_lib as jax_distribution_lib
 
-        jax.distributed.initialize(
-            coordinator_address=addresses[0],
-            num_processes=len(addresses),
-            process_id=process_id,
-            initialization_timeout=INITIALIZATION_TIMEOUT_SECONDS,
-            heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
-        )
-        jax_distribution_lib.initialize_rng()
-        _cluster = _Cluster(addresses, process_id)
-        return
-    import json
-
-    import tensorflow as tf
-
-    os.environ["TF_CONFIG"] = json.dumps(
-        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": process_id}}
+    jax.distributed.initialize(
+        coordinator_address=addresses[0],
+        num_processes=len(addresses),
+        process_id=process_id,
+        initialization_timeout=INITIALIZATION_TIMEOUT_SECONDS,
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
     )
-    # Created first: it starts the workers' server before any op runs.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    _cluster = _Cluster(addresses, process_id, strategy)
+    jax_distribution_lib.initialize_rng()
+    _cluster = _Cluster(addresses, process_id)
 
 
 def num_processes():
@@ -165,12 +164,6 @@ def process_shard():
     return None if _cluster is None else (_cluster.process_id, _cluster.num_processes)
 
 
-def tf_strategy():
-    """The TensorFlow `MultiWorkerMirroredStrategy` of a multi-process run,
-    else None."""
-    return None if _cluster is None else _cluster.strategy
-
-
 @contextlib.contextmanager
 def writer_scope():
     """Where process 0 writes alone (checkpoints, the export). On JAX,
@@ -178,7 +171,7 @@ def writer_scope():
     fresh optimizer's), which under it are placed on every process's
     devices, a collective the other processes would not join. Reading the
     replicated weights needs none."""
-    if _cluster is None or keras.backend.backend() != "jax":
+    if _cluster is None:
         yield
         return
     current = keras.distribution.distribution()
@@ -229,43 +222,13 @@ def data_parallel_scope(enabled, batch_size):
             keras.distribution.DataParallel(devices=devices, auto_shard_dataset=_cluster is None)
         )
         return contextlib.nullcontext()
-    strategy = tf_strategy()
-    if strategy is None:
-        import tensorflow as tf
-
-        # MirroredStrategy() alone takes the GPUs, or one CPU: list CPUs explicitly.
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
-    _check_batch(batch_size, strategy.num_replicas_in_sync)
-    return strategy.scope()
-
-
-def distribute_train_dataset(make_dataset, batch_size):
-    """The training data as `model.fit` takes it in a multi-process run.
-
-    Args:
-        make_dataset: `(shard) -> tf.data.Dataset` of this process's rows
-            (`pipeline.train_dataset(..., shard=...)`).
-        batch_size: the global batch.
-
-    JAX: this process's rows (Keras assembles the global batch from every
-    process's). TensorFlow: a `DistributedDataset` whose replicas on this
-    worker take consecutive parts of its rows (without it, Keras would
-    split and shard a dataset itself).
-    """
-    shard = process_shard()
-    strategy = tf_strategy()
-    if strategy is None:
-        return make_dataset(shard)
-    per_replica = batch_size // strategy.num_replicas_in_sync
-
-    def dataset_fn(context):
-        return make_dataset(shard).rebatch(per_replica)
-
     import tensorflow as tf
 
-    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
-    return strategy.distribute_datasets_from_function(dataset_fn, options)
+    # MirroredStrategy() alone takes the GPUs, or one CPU: list CPUs explicitly.
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    _check_batch(batch_size, strategy.num_replicas_in_sync)
+    return strategy.scope()
 
 
 def _check_batch(batch_size, count, what="devices"):

@@ -234,14 +234,9 @@ def _train_in_folder(config, train_data, selection, report, verbose, restore=Tru
     if initial_epoch < config.epochs:
         if writer:
             run_guard.record_created(workdir, "tensorboard", *(["diagnostics"] if config.diagnostics else []))
-        if distribute.num_processes() > 1:
-            data = distribute.distribute_train_dataset(
-                lambda shard: pipeline.train_dataset(train_data, config, initial_epoch, shard=shard), config.batch_size
-            )
-        else:
-            data = pipeline.train_dataset(train_data, config, initial_epoch)
         model.fit(
-            data,
+            # Several processes: each feeds its rows of every global batch (Keras assembles the batch).
+            pipeline.train_dataset(train_data, config, initial_epoch, shard=distribute.process_shard()),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
