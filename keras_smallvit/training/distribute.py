@@ -211,8 +211,8 @@ def data_parallel_scope(enabled, batch_size):
     backend = keras.backend.backend()
     if backend == "torch":
         raise ValueError(
-            "Invalid `distribute`: True is supported on the 'jax' and 'tensorflow' backends. "
-            "On torch, run one process per device (torchrun) instead."
+            "Invalid `distribute`: True is supported on the 'jax' and 'tensorflow' backends (KERAS_BACKEND). "
+            + UNSUPPORTED_MULTI_PROCESS["torch"]
         )
     if backend == "jax":
         devices = local_devices()  # all processes' devices
