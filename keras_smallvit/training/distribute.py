@@ -19,7 +19,8 @@ resume loads process 0's checkpoint: a filesystem all processes share).
 import contextlib
 import os
 
-import keras
+# Keras is imported where used: the command line checks `parse_job_addresses`
+# before any framework loads.
 
 MULTI_PROCESS_BACKENDS = ("jax",)
 # Why the other backends have no multi-process `model.fit` (checked with
@@ -58,6 +59,8 @@ _cluster = None
 
 
 def local_devices():
+    import keras
+
     return keras.distribution.list_devices()
 
 
@@ -112,6 +115,8 @@ def initialize_processes(job_addresses, process_id):
         ValueError: bad arguments, or the torch backend.
     """
     global _cluster
+
+    import keras
 
     addresses = parse_job_addresses(job_addresses, process_id)
     backend = keras.backend.backend()
@@ -174,6 +179,8 @@ def writer_scope():
     if _cluster is None:
         yield
         return
+    import keras
+
     current = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
     try:
@@ -208,6 +215,8 @@ def data_parallel_scope(enabled, batch_size):
     splits evenly over the devices."""
     if not enabled and _cluster is None:
         return contextlib.nullcontext()
+    import keras
+
     backend = keras.backend.backend()
     if backend == "torch":
         raise ValueError(
