@@ -172,3 +172,44 @@ def test_the_command_line_refuses_half_a_cluster_before_keras():
         main(["--smoke", "--job-addresses", "127.0.0.1:1,127.0.0.1:2"])
     with pytest.raises(SystemExit, match="Invalid `process_id` 5"):
         main(["--smoke", "--job-addresses", "127.0.0.1:1,127.0.0.1:2", "--process-id", "5"])
+
+
+def test_the_processes_shards_make_up_each_global_batch_mixing_included(tmp_path):
+    from keras_smallvit.training import load_split
+    from keras_smallvit.training import train_dataset
+    from tests.training.test_training import tiny_config
+
+    config = tiny_config(tmp_path, epochs=2, mix_prob=1.0, batch_size=8)
+    data = load_split(config, "train")
+
+    def batches(shard=None):
+        return list(train_dataset(data, config, 1, shard=shard).as_numpy_iterator())
+
+    whole = batches()
+    parts = [batches((i, 4)) for i in range(4)]
+    assert len(whole) == 6 and all(len(p) == len(whole) for p in parts)
+    for step, (x, y) in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([p[step][0] for p in parts]), x)
+        np.testing.assert_array_equal(np.concatenate([p[step][1] for p in parts]), y)
+    with pytest.raises(ValueError, match="Invalid `shard` \\(0, 3\\)"):
+        train_dataset(data, config, shard=(0, 3))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"aal": True, "aal_teacher_model": "resnet56"}, "`aal` True"),
+    ({"distillation": "hard", "aal_teacher_model": "resnet56"}, "`distillation` 'hard'"),
+    ({"diagnostics": True}, "`diagnostics` True"),
+    ({"batch_augmentation": "device"}, "`batch_augmentation` 'device'"),
+    ({"batch_size": 9}, "multiple of the 2 processes"),
+])
+def test_a_multi_process_run_refuses_what_it_does_not_support(tmp_path, monkeypatch, changes, message):
+    import dataclasses
+
+    from tests.training.test_training import tiny_config
+
+    config = dataclasses.replace(tiny_config(tmp_path / "run"), **changes)
+    distribute.check_multi_process_config(config)  # one process: all fine
+    monkeypatch.setattr(distribute, "_cluster", distribute._Cluster(["127.0.0.1:1", "127.0.0.1:2"], 1))
+    with pytest.raises(ValueError, match=message):
+        distribute.check_multi_process_config(config)
+    assert not (tmp_path / "run").exists()
