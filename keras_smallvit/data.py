@@ -575,12 +575,9 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
     import tensorflow as tf
 
     from keras_smallvit.images import decode_image_file
-    from keras_smallvit.images import decode_image_graph
 
     def decode(index):
-        image = decode_image_graph(tf.gather(paths_tensor, index))
-        pixels = tf.round(_to_float_image(image, image_size, resize) * 255.0)
-        return tf.cast(pixels, tf.uint8), index
+        return decode_image_uint8(tf.gather(paths_tensor, index), image_size, resize), index
 
     paths_tensor = tf.constant([os.fspath(p) for p in paths] or [""], tf.string)
     dataset = tf.data.Dataset.range(len(paths)).map(decode, num_parallel_calls=workers or tf.data.AUTOTUNE)
@@ -603,6 +600,25 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
         unreadable.append((paths[index], reason))
     images = np.concatenate(images) if images else np.zeros((0, image_size, image_size, 3), "uint8")
     return images, np.asarray(labels, "int32")[indices], unreadable
+
+
+def decode_image_uint8(path, image_size, resize="squash"):
+    """The uint8 `(image_size, image_size, 3)` image of the file at `path`
+    (a string tensor) as the training pipeline stores it, in TensorFlow ops:
+    decoded, resized in float by `resize`, rounded. `read_image_files` (in
+    memory) and the streamed splits decode with it, so both give the same
+    pixels."""
+    from keras_smallvit.images import decode_image_graph
+
+    return float_to_uint8(_to_float_image(decode_image_graph(path), image_size, resize))
+
+
+def float_to_uint8(image):
+    """A float image in [0, 1] as the pipeline stores it: `round(x * 255)`
+    as uint8 (NumPy's `np.round`: halves to even, as `tf.round`)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.round(image * 255.0), tf.uint8)
 
 
 def _no_held_out_split(root, splits):

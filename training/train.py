@@ -13,6 +13,7 @@ AAL (attention links to a frozen CNN teacher; the saved model is the student):
 
     python -m training.train --config digits_sl_vit --aal --teacher teacher.keras
     python -m training.train --config digits_sl_vit --aal --teacher t.weights.h5 --teacher-model resnet56
+    python -m training.train --config cifar100_vit --aal --teacher-model efficientnet_b3 --teacher-weights imagenet
     python -m training.train --config digits_sl_vit --aal --teacher-model resnet56 --teacher-epochs 20 \
         --aal-links alpha --aal-lambda 2000 --aal-decay 0.99@0.6667,0.98 --set 'teacher.stage_blocks=(3,3,3)'
 
@@ -110,9 +111,10 @@ def parse_args(argv):
                              "instead of resuming")
     # --- AAL ---
     parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
-    parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
-                        help="the teacher of --aal / --distillation: a .keras file, or a .weights.h5 file "
-                             "of --teacher-model")
+    parser.add_argument("--teacher", "--teacher-weights", dest="aal_teacher", default=None, metavar="PATH",
+                        help="the teacher of --aal / --distillation: a .keras file, a run folder (its last.keras), "
+                             "a .weights.h5 file of --teacher-model, or 'imagenet' (--teacher-model "
+                             "efficientnet_b3 with keras.applications' ImageNet weights, from Keras' cache; --aal)")
     parser.add_argument("--teacher-model", dest="aal_teacher_model", default=None, metavar="NAME",
                         help="the teacher's architecture; alone, a teacher run is trained first")
     parser.add_argument("--teacher-epochs", dest="aal_teacher_epochs", type=int, default=None,

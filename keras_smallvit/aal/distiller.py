@@ -66,8 +66,9 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             `attention_model()` returning `"class_token_attention"`).
         teacher: a functional Keras CNN taking the same images (channels
             last; images are resized to its input size if that differs).
-            It is frozen here (`teacher.trainable = False`); it must expect
-            the student's pixel range (this package's CNNs take `[0, 1]`).
+            It is frozen here (`teacher.trainable = False`); it gets the
+            student's input, or with `student_normalization` the pixels
+            before the student's normalisation.
         teacher_layers: which teacher maps to match (see
             `select_teacher_layers`): `"block_normalization"` (default),
             `"normalization"`, `"after_normalization"`, or layer names.
@@ -85,6 +86,12 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             the student's classes).
         distillation_alpha: weight of the distillation term (0.5).
         distillation_tau: temperature of `"soft"` (1.0).
+        student_normalization: None (the teacher gets the student's input
+            as is: a teacher trained on the same pipeline), or `(mean, std)`
+            per channel the student's images were normalised with: the
+            teacher gets the pixels before it (`images * std + mean`), for a
+            teacher with its own preprocessing (an ImageNet EfficientNet:
+            `[0, 1]` pixels, ImageNet's normalisation in its graph).
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
         distillation=None,
         distillation_alpha=DEFAULT_DISTILLATION_ALPHA,
         distillation_tau=DEFAULT_DISTILLATION_TAU,
+        student_normalization=None,
         name="attention_link_distiller",
         **kwargs,
     ):
@@ -144,6 +152,7 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             )
         teacher.trainable = False
         self._init_logit_distillation(distillation, distillation_alpha, distillation_tau, student, teacher)
+        self._init_teacher_input(student_normalization, image_shape[-1])
         selection = select_teacher_layers(teacher, teacher_layers)
         known = {layer.name: layer for layer in teacher.layers}
         feature_outputs = [known[n].output for n in selection.names]

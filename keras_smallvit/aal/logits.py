@@ -20,6 +20,7 @@ this one divided by C.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_smallvit.aal.resize import DEFAULT_CUBIC_COEFFICIENT
@@ -130,8 +131,33 @@ class LogitDistillationMixin:
         self.logit_distillation_loss_fn = LogitDistillationLoss(distillation, tau)
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
+    def _init_teacher_input(self, student_normalization, channels):
+        """Checks and keeps `student_normalization`: None, or `(mean, std)`
+        of `channels` values each (see `teacher_images`)."""
+        self.student_normalization = None
+        if student_normalization is None:
+            return
+        try:
+            mean, std = (np.asarray(v, "float64").reshape(-1) for v in student_normalization)
+        except (TypeError, ValueError):
+            mean = std = None
+        if mean is None or len(mean) != channels or len(std) != channels or not np.all(std > 0):
+            raise ValueError(
+                f"Invalid `student_normalization`: {student_normalization!r}. Allowed values: None, or "
+                f"(mean, std) of the student's input normalisation, {channels} values each, std > 0."
+            )
+        self.student_normalization = (mean.tolist(), std.tolist())
+
     def teacher_images(self, images):
-        """`images` at the teacher's input size (bicubic) when it differs."""
+        """What the teacher is given for the student's `images`: with
+        `student_normalization` `(mean, std)`, the pixels before that
+        normalisation, `images * std + mean` (float32, the teacher's own
+        preprocessing then applies: an ImageNet EfficientNet's normalisation
+        is in its graph); then resized (bicubic) to the teacher's input size
+        when it differs."""
+        if self.student_normalization is not None:
+            mean, std = (np.asarray(v, "float32") for v in self.student_normalization)
+            images = ops.add(ops.multiply(ops.cast(images, "float32"), std), mean)
         if None not in self._teacher_image_size and tuple(self._teacher_image_size) != tuple(self._image_size):
             return self._resize(ops.cast(images, "float32"), self._teacher_image_size)
         return images
@@ -157,6 +183,7 @@ class LogitDistillationMixin:
             "distillation": self.distillation,
             "distillation_alpha": self.distillation_alpha,
             "distillation_tau": self.distillation_tau,
+            "student_normalization": self.student_normalization,
         }
 
     @classmethod
@@ -198,6 +225,11 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         distillation: `"hard"` (default) or `"soft"`.
         distillation_alpha: weight of the teacher term, in [0, 1] (0.5).
         distillation_tau: temperature of `"soft"`, > 0 (1.0).
+        student_normalization: None (the teacher gets the student's input
+            as is: a teacher trained on the same pipeline), or `(mean, std)`
+            per channel the student's images were normalised with: the
+            teacher gets the pixels before it (`images * std + mean`), for a
+            teacher with its own preprocessing.
     """
 
     def __init__(
@@ -207,6 +239,7 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         distillation="hard",
         distillation_alpha=DEFAULT_DISTILLATION_ALPHA,
         distillation_tau=DEFAULT_DISTILLATION_TAU,
+        student_normalization=None,
         name="logit_distiller",
         **kwargs,
     ):
@@ -217,6 +250,7 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         if distillation is None:
             raise ValueError("Invalid `distillation`: None. Allowed values: 'soft', 'hard'.")
         self._init_logit_distillation(distillation, distillation_alpha, distillation_tau, student, teacher)
+        self._init_teacher_input(student_normalization, int(student.input_shape[-1]))
         teacher.trainable = False
         self.student = student
         self.teacher = teacher

@@ -120,7 +120,7 @@ class ModelFacts:
 def preset_arguments(class_arguments, classifier, technique_fields=TECHNIQUE_FIELDS):
     """The `create_model` overrides of a preset (`Preset.arguments()`): its
     class's constructor arguments, then `"weights"` (a classifier: a local
-    weights file) or the technique spec fields and the head arguments."""
+    weights file, or "imagenet" where Keras publishes them) or the technique spec fields and the head arguments."""
     if classifier:
         return (*class_arguments, "weights")
     return (*class_arguments, *technique_fields, *HEAD_ARGUMENTS)
@@ -135,6 +135,15 @@ def _facts(model_class, techniques, paper_lr):
 
 # {name: ModelFacts} of the presets, as `registry.model_facts()` gives them.
 PRESET_FACTS = {name: _facts(*row) for name, row in PRESET_ROWS.items()}
+
+# The presets with ImageNet weights the Keras way (`weights="imagenet"`:
+# keras.applications' files, in Keras' cache), and why the others have none.
+IMAGENET_MODELS = tuple(sorted(name for name, row in PRESET_ROWS.items() if row[0] == "EfficientNet"))
+NO_IMAGENET_WEIGHTS = (
+    "keras.applications has no ResNet-34 (nor the CIFAR ResNet-56/110), keras-hub's ResNet presets "
+    "(resnet_18/50/101/152_imagenet, ResNet-vd variants) hold no ResNet-34 of this layout, and keras-hub is not a "
+    "dependency of keras_smallvit"
+)
 
 
 def check_model_arguments(name, facts, overrides):

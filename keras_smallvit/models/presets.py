@@ -54,7 +54,7 @@ class Preset:
             that depend on the image (the patch size of an 8x8 or 16x16 grid),
             used when the caller does not give them (or gives None).
         classifier: `model_class` is a whole classifier (no head, no
-            techniques; a local `weights` file may be given).
+            techniques; `weights` may be given: a local file, or "imagenet").
     """
 
     model_class: type
@@ -94,7 +94,7 @@ def build_preset(preset, num_classes, image_size, techniques, name=None, **overr
         names = techniques.names if isinstance(techniques, TechniqueSpec) else techniques
         check_no_techniques(name or preset.model_class.__name__, names)
         weights = overrides.pop("weights", None)
-        check_weights_path(weights)  # a bad `weights` fails before the model is built
+        check_weights_path(weights, preset.model_class)  # a bad `weights` fails before the model is built
         model = preset.model_class(**{**preset.config, **overrides, "num_classes": num_classes, "image_size": image_size})
         return load_weights_file(model, weights)
     head = {**preset.head, **{k: overrides.pop(k) for k in HEAD_ARGUMENTS if k in overrides}}
@@ -261,7 +261,8 @@ PRESETS = {
     "sata_t2t": T2T(techniques=("sata",), description="T2T-ViT + suppression of accumulated trivial attention"),
     # The papers' CNN baselines (ResNet-56/110, EfficientNet-B0) and the
     # attention-link teachers (ResNet-34, EfficientNet-B3). `weights`: a local
-    # `.weights.h5` / `.keras` file (nothing is downloaded).
+    # `.weights.h5` / `.keras` file, or "imagenet" for the EfficientNets
+    # (keras.applications' file, from Keras' cache).
     "resnet56": CNN(
         ResNet,
         dict(CIFAR_RESNET, stage_blocks=(9, 9, 9)),

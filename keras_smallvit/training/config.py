@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import numbers
+import os
 import re
 import sys
 import typing
@@ -17,7 +18,10 @@ from typing import Optional
 from typing import Tuple
 
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.preset_table import IMAGENET_MODELS
+from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.models.preset_table import PRESET_FACTS
+from keras_smallvit.models.preset_table import PRESET_ROWS
 from keras_smallvit.models.preset_table import check_model_settings
 from keras_smallvit.utils.distillation import check_distillation_settings
 from keras_smallvit.utils.validation import check_choice
@@ -29,6 +33,7 @@ AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 AUTOAUGMENT_POLICIES = ("cifar10", "svhn", "imagenet")
 JIT_CHOICES = ("auto", True, False)
 BATCH_AUGMENTATIONS = ("host", "device")
+DATA_MODES = ("auto", "memory", "stream")
 
 
 @dataclasses.dataclass
@@ -76,6 +81,15 @@ class TrainConfig:
         data_workers: parallel augmentation calls of the tf.data map; the
             batches are the same for any number (every draw is keyed by the
             seed and the example's position).
+        data_mode ("auto"): "memory" loads each split as uint8 arrays;
+            "stream" keeps only the file list (folders, Tiny-ImageNet) or
+            the record index (TFDS in the array_record format) and decodes
+            each image in the tf.data map that augments it, for data that
+            does not fit in memory; "auto" streams a split whose uint8 size
+            exceeds what `memory_budget_gb` has left. The same batches
+            either way (`keras_smallvit.training.streaming`).
+        memory_budget_gb: the memory "auto" may fill with images, in GB;
+            None = half of the memory available when the data load.
         normalize (True): feed `(x / 255 - mean) / std`, as the official code.
         normalization_mean / normalization_std: per-channel statistics in
             [0, 1] units; None = the dataset's (the recipe's numbers for
@@ -141,12 +155,17 @@ class TrainConfig:
     AAL (attention-link regularization, `keras_smallvit.aal`; training only,
     the saved and exported model is the student alone):
         aal: train the model with attention links to a frozen CNN teacher.
-        aal_teacher: the teacher's `.keras` file, or a `.weights.h5` file of
-            `aal_teacher_model`. None with `aal_teacher_model` set: a teacher
-            run of that model on the same data is trained first into
-            `<workdir>/teacher` (its `last.keras` is used). The `aal_teacher*`
-            fields are the one teacher of `aal` and of `distillation` (either
-            or both).
+        aal_teacher (CLI `--teacher` / `--teacher-weights`): the teacher's
+            `.keras` file, a run folder (its `last.keras`), a `.weights.h5`
+            file of `aal_teacher_model`, or "imagenet": `aal_teacher_model`
+            (an EfficientNet) with `keras.applications`' ImageNet weights
+            from Keras' cache (`$KERAS_HOME/models`, downloaded there once if
+            absent), fed the images before the pipeline's normalisation
+            (`aal` only: its head is new). None with `aal_teacher_model`
+            set: a teacher run of that model on the same data is trained
+            first into `<workdir>/teacher` (its `last.keras` is used). The
+            `aal_teacher*` fields are the one teacher of `aal` and of
+            `distillation` (either or both).
         aal_teacher_model: registry name of the teacher (e.g. "resnet56").
         aal_teacher_overrides: its `create_model` arguments.
         aal_teacher_epochs: epochs of the teacher run (None = `epochs`).
@@ -196,6 +215,8 @@ class TrainConfig:
     validation_split_seed: int = 0
     skip_unreadable_images: bool = False
     data_workers: int = 4
+    data_mode: str = "auto"
+    memory_budget_gb: Optional[float] = None
     normalize: bool = True
     normalization_mean: Optional[Tuple[float, float, float]] = None
     normalization_std: Optional[Tuple[float, float, float]] = None
@@ -305,6 +326,9 @@ class TrainConfig:
                     "permutation spans the whole batch. Allowed values with `distribute` on "
                     "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
                 )
+        check_choice("data_mode", self.data_mode, DATA_MODES)
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ValueError(f"Invalid `memory_budget_gb` {self.memory_budget_gb}: must be > 0 or None.")
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if self.autoaugment_policy is not None:
             check_choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)
@@ -425,16 +449,41 @@ class TrainConfig:
                 f"Invalid `aal_teacher`: None. With {uses}, give a teacher file (.keras, or .weights.h5 "
                 "with `aal_teacher_model`) or `aal_teacher_model` alone to train a teacher first."
             )
-        if self.aal_teacher is not None:
-            if not str(self.aal_teacher).endswith((".keras", ".weights.h5")):
+        if self.aal_teacher is None:
+            return
+        teacher = str(self.aal_teacher)
+        if teacher.lower() == "imagenet":
+            if self.aal_teacher_model is None:
                 raise ValueError(
-                    f"Invalid `aal_teacher` {self.aal_teacher!r}. Allowed values: a .keras or .weights.h5 file."
+                    "Invalid `aal_teacher_model`: None. `aal_teacher` 'imagenet' loads ImageNet weights into a "
+                    f"model: name it. Allowed values: {', '.join(IMAGENET_MODELS)}."
                 )
-            if str(self.aal_teacher).endswith(".weights.h5") and self.aal_teacher_model is None:
+            if self.aal_teacher_model in PRESET_ROWS and self.aal_teacher_model not in IMAGENET_MODELS:
+                resnet = PRESET_ROWS[self.aal_teacher_model][0] == "ResNet"
                 raise ValueError(
-                    "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
-                    "name the teacher model (e.g. 'resnet56')."
+                    f"Invalid `aal_teacher` 'imagenet' for `aal_teacher_model` {self.aal_teacher_model!r}: no "
+                    f"ImageNet weights reach it the Keras way ({NO_IMAGENET_WEIGHTS if resnet else 'none published'}). "
+                    "Allowed values: 'imagenet' "
+                    f"with {', '.join(IMAGENET_MODELS)}; for {self.aal_teacher_model!r} a local .weights.h5 or "
+                    ".keras file of it, or a run folder."
                 )
+            if self.distillation is not None:
+                raise ValueError(
+                    f"Invalid `distillation` {self.distillation!r} with `aal_teacher` 'imagenet': logit "
+                    "distillation needs a teacher of the student's classes, and an ImageNet teacher's head is new "
+                    "(its features are pretrained, not its logits). Allowed values: None with 'imagenet' (use "
+                    "`aal`), or a teacher file / run folder trained on this data."
+                )
+        elif not teacher.endswith((".keras", ".weights.h5")) and not os.path.isdir(teacher):
+            raise ValueError(
+                f"Invalid `aal_teacher` {self.aal_teacher!r}. Allowed values: a .keras or .weights.h5 file, a run "
+                "folder (its last.keras), or 'imagenet' (with `aal_teacher_model`)."
+            )
+        elif teacher.endswith(".weights.h5") and self.aal_teacher_model is None:
+            raise ValueError(
+                "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
+                "name the teacher model (e.g. 'resnet56')."
+            )
 
     def resolved_warmup_epochs(self):
         """`warmup_epochs`, or for None the recipe's share: `epochs // 10`."""

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_smallvit import data as datasets
 from keras_smallvit.training import autoaugment
+from keras_smallvit.training import streaming
 from keras_smallvit.training.autoaugment import no_autograph
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -82,14 +83,35 @@ class InMemoryData:
     def subset(self, indices):
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
+    @property
+    def image_size(self):
+        return self.images.shape[1]
+
+    @property
+    def image_shape(self):
+        return self.images.shape[1:]
+
+    def reader(self):
+        """`read(index)`: the uint8 image of example `index` (int64 tensor),
+        in TensorFlow ops (as `streaming.StreamingData.reader`)."""
+        # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
+        images = tf.constant(self.images)
+        return lambda index: tf.gather(images, index)
+
+    def head_images(self, count):
+        """The first `count` images, uint8 (NumPy)."""
+        return self.images[:count]
+
 
 def load_split(config, split):
     """Loads `config.dataset`'s split into memory (uint8), with a progress
-    bar and a one-line summary ("Found N images in K classes ...").
+    bar and a one-line summary ("Found N images in K classes ..."), or
+    streams it (`config.data_mode`, `keras_smallvit.training.streaming`).
 
     The small datasets of the papers fit in memory (CIFAR: 150 MB,
     Tiny-ImageNet: 1.2 GB as uint8), which makes every epoch a cheap,
-    seeded permutation of indices.
+    seeded permutation of indices. Data larger than `memory_budget_gb`
+    stream, with the same batches.
 
     Args:
         config: the `TrainConfig`.
@@ -105,7 +127,7 @@ def load_split(config, split):
     if config.validation_split and split in ("train", "val"):
         return load_run_splits(config, (split,))[split]
     limit = config.max_train_examples if split == "train" else config.max_test_examples
-    return _load_stored_split(config, split, limit)
+    return _load_stored_split(config, split, limit, [streaming.memory_budget_bytes(config)])
 
 
 def load_run_splits(config, splits=None):
@@ -115,10 +137,11 @@ def load_run_splits(config, splits=None):
     selection, report = datasets.evaluation_splits(config.dataset, config.validation_split, config.data_dir)
     splits = tuple(dict.fromkeys(splits or ("train", selection, report)))
     loaded, unreadable = {}, []
+    room = [streaming.memory_budget_bytes(config)]  # what the splits loaded so far leave of the budget
 
     def load(split, limit):
         try:
-            return _load_stored_split(config, split, limit)
+            return _load_stored_split(config, split, limit, room)
         except UnreadableImagesError as error:  # go on: every split's bad files in one error
             unreadable.append(str(error).rsplit("\n", 1)[0])
             return None
@@ -186,13 +209,26 @@ def _warn(message):
     print(f"warning: {message}", flush=True)
 
 
-def _load_stored_split(config, split, limit):
-    """One split as stored (before any hold-out), at most `limit` images."""
+def _load_stored_split(config, split, limit, room):
+    """One split as stored (before any hold-out), at most `limit` images, in
+    memory or streamed (`streaming.choose_data_mode`; `room`: the budget left)."""
     from tqdm.auto import tqdm
 
     resize = config.resize
     files = datasets.split_files(config.dataset, split, config.data_dir)
     if files is None:  # TFDS, digits: no files to name
+        if config.dataset in datasets.TFDS_NAMES:
+            image_size = config.image_size or datasets.default_image_size(config.dataset)
+            count = streaming.tfds_split_size(config.dataset, split, config.data_dir)
+            if count is not None and limit is not None:
+                count = min(count, limit)
+            if streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream":
+                data = streaming.stream_tfds(config, split, limit, image_size)
+                print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split}, "
+                      "streamed)", flush=True)
+                return data
+            if streaming.tfds_random_access_only(config.dataset, config.data_dir):
+                return _records_into_memory(streaming.stream_tfds(config, split, limit, image_size), config, split)
         return _load_tf_split(config, split, limit, resize)
     found, info = files
     picks = _evenly(np.arange(len(found.paths)), limit)
@@ -204,6 +240,22 @@ def _load_stored_split(config, split, limit):
         from keras_smallvit.images import decode_image_file
 
         image_size = int(decode_image_file(paths[0]).shape[0])
+    if streaming.choose_data_mode(config, split, len(paths), image_size, room) == "stream":
+        if config.skip_unreadable_images:
+            raise ValueError(
+                "Invalid `skip_unreadable_images` True with streamed data (`data_mode`): a streamed image is "
+                "decoded only when drawn. Allowed values when streaming: False (a file that does not decode "
+                "stops the run), or --set data_mode=memory."
+            )
+        data = streaming.stream_files(found, picks, image_size, resize, info.num_classes, info.class_names)
+        summary = f"Found {len(data):,} images in {info.num_classes} classes in {found.directory} (streamed"
+        if found.skipped:
+            summary += "; skipped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(found.skipped.items()))
+        print(summary + ")", flush=True)
+        if found.missing_classes:
+            _warn(f"{found.directory} has no folder for class(es) {', '.join(map(repr, found.missing_classes))} of "
+                  "train: their accuracy is not measured on this split")
+        return data
     with tqdm(total=len(paths), desc=f"loading {split} images", unit="img", leave=False) as bar:
         images, labels, unreadable = datasets.read_image_files(
             paths, labels, image_size, resize, progress=bar.update, workers=config.data_workers
@@ -255,13 +307,40 @@ def _load_tf_split(config, split, limit, resize):
     return data
 
 
+def _records_into_memory(data, config, split):
+    """The `InMemoryData` of a streamed split (a TFDS dataset in the
+    array_record format, which `as_dataset` cannot read): every image decoded
+    once, by the ops that stream it."""
+    from tqdm.auto import tqdm
+
+    images = []
+    with tqdm(total=len(data), desc=f"loading {config.dataset} {split}", unit="img", leave=False) as bar:
+        for batch, _ in data.dataset(config.data_workers).batch(1024).as_numpy_iterator():
+            images.append(batch)
+            bar.update(len(batch))
+    loaded = InMemoryData(np.concatenate(images), data.labels, data.num_classes, data.class_names)
+    print(f"Found {len(loaded):,} images in {loaded.num_classes} classes ({config.dataset} {split})", flush=True)
+    return loaded
+
+
 def dataset_statistics(dataset_name, train_data):
     """`(mean, std)` per channel in [0, 1] units: the recipe's numbers for the
     papers' datasets, else computed from the training split's pixels."""
     if dataset_name in DATASET_STATISTICS:
         return DATASET_STATISTICS[dataset_name]
-    pixels = train_data.images.reshape(-1, train_data.images.shape[-1]).astype("float64") / 255.0
-    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    if isinstance(train_data, streaming.StreamingData):
+        if "sums" not in train_data.statistics:  # one pass over the files, once per split
+            print(f"normalisation statistics of the {len(train_data):,} streamed training images: one decoding pass "
+                  "(--set normalization_mean=... --set normalization_std=... to skip it)", flush=True)
+            images = (x for x, _ in train_data.dataset().batch(streaming.READ_BATCH).as_numpy_iterator())
+            train_data.statistics["sums"] = streaming.pixel_sums(images)
+        count, total, squares = train_data.statistics["sums"]
+    else:
+        images = train_data.images
+        count, total, squares = streaming.pixel_sums(images[i: i + 4096] for i in range(0, len(images), 4096))
+    # From exact integer sums: the same numbers in memory and streamed.
+    mean = total / (255.0 * count)
+    std = np.sqrt(np.maximum(squares / (255.0**2 * count) - mean**2, 0.0))
     std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
@@ -565,9 +644,10 @@ def resolve_batch_augmentation(config, batch_augmentation=None):
     return check_choice("batch_augmentation", value, BATCH_AUGMENTATIONS)
 
 
-def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, shard=None):
+def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, initial_step=0, shard=None):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
-    (`steps_per_epoch` each).
+    (`steps_per_epoch` each), from step `initial_step` of `initial_epoch` on:
+    the batches an uninterrupted stream gives from that position.
 
     `batch_augmentation` "host": `((B, H, W, 3) float32 normalised, (B, C)
     one-hot)`, the whole recipe applied here. Mixed batches (Mixup or
@@ -591,11 +671,17 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
     Per-batch values are repeated per row so that every entry has the batch
     axis, which Keras' data adapters and data-parallel sharding expect.
 
+    The images come from `train_data.reader()`: gathered from memory, or
+    decoded and resized in this map for a streamed split (the same pixels).
+
     Args:
-        train_data: the `InMemoryData` training split.
+        train_data: the training split (`InMemoryData`, or
+            `streaming.StreamingData`).
         config: the `TrainConfig`.
         initial_epoch: the first epoch (a resumed run's).
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
+        initial_step: the first step within `initial_epoch` (a run resumed
+            mid-epoch), in `[0, steps_per_epoch)`.
         shard: `(index, count)`: only rows `[index*B/count, (index+1)*B/count)`
             of each batch (one process's part of the global batch `B` in a
             multi-process run: the processes together see exactly the
@@ -609,42 +695,52 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
                 f"Invalid `shard` {shard!r}: (index, count) with 0 <= index < count, count dividing "
                 f"`batch_size` {config.batch_size}, and `batch_augmentation` 'host' (here {config.batch_augmentation!r})."
             )
-    images, labels = train_data.images, train_data.labels
-    num_examples, image_size = len(train_data), images.shape[1]
+    labels = train_data.labels
+    num_examples, image_size = len(train_data), train_data.image_size
     steps = steps_per_epoch(num_examples, config)
+    if not 0 <= initial_step < steps:
+        raise ValueError(f"Invalid `initial_step` {initial_step}: must be in [0, steps_per_epoch) = [0, {steps}).")
     per_epoch = steps * config.batch_size
     seed, num_classes, batch_size = config.seed, train_data.num_classes, config.batch_size
     config = resolve_data_settings(config, train_data)
     mean, std = normalization(config)
 
+    first_example = initial_step * batch_size
+
     @no_autograph
     def epoch_examples(epoch):
+        # A seeded permutation of indices, not a shuffle buffer: any position of the run
+        # is reached by slicing, and every process can compute the same order.
         copies = tf.tile(tf.range(num_examples, dtype=tf.int64), [config.repeated_augmentation])
         order = tf.random.experimental.stateless_shuffle(copies, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
         example_ids = epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((example_ids, order[:per_epoch]))
+        start = tf.where(epoch == initial_epoch, tf.constant(first_example, tf.int64), 0)
+        return tf.data.Dataset.from_tensor_slices((example_ids[start:], order[start:per_epoch]))
 
     examples = tf.data.Dataset.range(initial_epoch, config.epochs).flat_map(epoch_examples)
+    # Multi-process (`shard`): every process builds the whole global batch and keeps its rows
+    # after the mixing (below), whose partners span the batch; every key is the global position.
+    read = train_data.reader()  # uint8 image of an index: from memory, or decoded from its file or record
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
-    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    labels_t = tf.constant(labels)
 
     @no_autograph
     def load(example_id, index):
         key = _key(seed, _EXAMPLE_STREAM, example_id)
         label = tf.one_hot(tf.gather(labels_t, index), num_classes, dtype=tf.float32)
         if device:
-            pixels = augment_pixels(tf.gather(images_t, index), config, key)
+            pixels = augment_pixels(read(index), config, key)
             pixels.set_shape((image_size, image_size, 3))
             return {"images": pixels, "erase": draw_example_erasing(config, image_size, key)}, label
-        image = augment_image(tf.gather(images_t, index), config, key, mean, std)
+        image = augment_image(read(index), config, key, mean, std)
         image.set_shape((image_size, image_size, 3))
         return image, label
 
     # Stateless draws: a parallel, ordered map gives the same batches for any
-    # number of parallel calls.
+    # number of parallel calls (a streamed split decodes in these calls too).
     batches = examples.map(load, num_parallel_calls=max(1, config.data_workers), deterministic=True)
     batches = batches.batch(batch_size, drop_remainder=True)
-    batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
+    batch_ids = tf.data.Dataset.range(initial_epoch * steps + initial_step, config.epochs * steps)
 
     @no_autograph
     def mix(batch_id, batch):
@@ -673,14 +769,18 @@ def eval_dataset(eval_data, config, batch_augmentation=None):
     `DeviceBatchAugmentation` wrapper normalises them; no erasing or mixing).
 
     Args:
-        eval_data: the `InMemoryData` split.
+        eval_data: the split (`InMemoryData`, or `streaming.StreamingData`:
+            decoded by `config.data_workers` parallel calls).
         config: the `TrainConfig`.
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
     """
     device = resolve_batch_augmentation(config, batch_augmentation) == "device"
     num_classes = eval_data.num_classes
     mean, std = normalization(config)
-    dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
+    if isinstance(eval_data, streaming.StreamingData):
+        dataset = eval_data.dataset(max(1, config.data_workers))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
     dataset = dataset.batch(config.eval_batch_size)
 
     @no_autograph
