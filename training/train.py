@@ -136,13 +136,13 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def resolve_config(args, models=True):
+def resolve_config(args, backend=True):
     """The `TrainConfig` of the command line, validated.
 
     Args:
         args: `parse_args`'s namespace.
-        models: passed to `TrainConfig.validate` (False: without the checks
-            that need the model classes, for `preflight`).
+        backend: the whole `TrainConfig.validate()`; False: its
+            `check_fields()` only, which imports no Keras (for `preflight`).
     """
     from keras_smallvit.training.config import apply_overrides
     from keras_smallvit.training.config import smoke
@@ -182,7 +182,7 @@ def resolve_config(args, models=True):
         config = smoke(config, keep=explicit)
         if args.workdir is None:
             config = dataclasses.replace(config, workdir=config.workdir + "_smoke")
-    return config.validate(models=models)
+    return config.validate() if backend else config.check_fields()
 
 
 def preflight(args):
@@ -204,7 +204,7 @@ def preflight(args):
     # `keras_smallvit` and the modules used here import no Keras (lazy `__init__`s).
     from keras_smallvit.data import check_data
 
-    config = resolve_config(args, models=False)
+    config = resolve_config(args, backend=False)
     check_cluster_flags(args)
     check_data(config.dataset, config.data_dir, config.validation_split)
 

@@ -49,9 +49,11 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
 
     With `distillation` ("soft" or "hard": the AAL paper's "CE + AAL +
     hard"), the CE term becomes DeiT's logit distillation on the student's
-    one head (as `keras_smallvit.aal.LogitDistiller`): `L = (1 - alpha) CE
-    + alpha D + lambda * L_att`, the teacher's maps and logits from one
-    teacher pass.
+    one head (as `keras_smallvit.aal.LogitDistiller`; for a student with
+    DeiT's distillation head, CE on the class head and D on the
+    distillation head, the AAL paper's "DeiT-S (distilled version)"):
+    `L = (1 - alpha) CE + alpha D + lambda * L_att`, the teacher's maps and
+    logits from one teacher pass.
 
     Choices the paper leaves open (all options; defaults documented):
     the grid: the student's finest class-token grid (PiT's coarser stages
@@ -237,14 +239,14 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
         outputs = self.attention_model(images, training=training)
         augmented = self.link_head(self.student_maps(outputs["class_token_attention"]))
         teacher_maps, teacher_logits = self.teacher_outputs(images)
-        result = {"logits": outputs["logits"], "augmented_maps": augmented, "teacher_maps": teacher_maps}
+        result = {**self.student_heads(outputs), "augmented_maps": augmented, "teacher_maps": teacher_maps}
         if teacher_logits is not None:
             result["teacher_logits"] = teacher_logits
         return result
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         ce = super().compute_loss(
-            x=x, y=y, y_pred=y_pred["logits"], sample_weight=sample_weight, training=training
+            x=x, y=y, y_pred=self.ce_logits(y_pred), sample_weight=sample_weight, training=training
         )
         link = self.link_loss_fn(y_pred["teacher_maps"], y_pred["augmented_maps"], sample_weight)
         link_lambda = ops.cast(self.link_lambda, "float32")

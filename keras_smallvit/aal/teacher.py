@@ -10,10 +10,10 @@ import keras
 
 from keras_smallvit.models.cnn.cnn_common import check_weights_path
 from keras_smallvit.models.cnn.cnn_common import load_weights_file
+from keras_smallvit.utils.aal_settings import TEACHER_LAYER_CHOICES
 
 # The checkpoint of a run folder a teacher is read from.
 RUN_FOLDER_TEACHER = "last.keras"
-TEACHER_LAYER_CHOICES = ("block_normalization", "normalization", "after_normalization")
 NORMALIZATION_LAYERS = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,

@@ -23,6 +23,8 @@ from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.models.preset_table import PRESET_FACTS
 from keras_smallvit.models.preset_table import PRESET_ROWS
 from keras_smallvit.models.preset_table import check_model_settings
+from keras_smallvit.utils import legacy
+from keras_smallvit.utils.aal_settings import check_aal_settings
 from keras_smallvit.utils.distillation import check_distillation_settings
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -64,6 +66,17 @@ class TrainConfig:
             antialiasing (`keras_smallvit.images.RESIZE_POLICIES`). The
             run records it with the model: evaluation, prediction and the
             export resize the same way. Cannot change on resume.
+        subset_ratio: None (every training image), or the share in (0, 1]
+            of the training split to train on, class-balanced (`round(ratio
+            x n_c)` images of each class, at least one), drawn by
+            `keras_smallvit.data.class_balanced_subset` seeded by
+            `(subset_seed, class)`: the same subset on every backend, for
+            any `seed`, and on resume (the run records both; a resume with
+            another value is refused). The AAL paper's ImageNet subsets
+            (`subset_ratio=0.05` for its 5 % row). Taken before
+            `validation_split` and `max_train_examples`; the test split is
+            whole.
+        subset_seed (0): seeds that subset; independent of `seed`.
         max_train_examples / max_test_examples: truncate the splits (smoke
             runs; image files are taken evenly over the sorted list, so
             every class of a folder stays in).
@@ -107,11 +120,20 @@ class TrainConfig:
             1e-3 for the others), weight_decay (0.05, AdamW),
             label_smoothing (0.1).
         crop_padding (4): random crop after zero padding; 0 disables.
+        random_resized_crop: None, or the (min, max) share of the image's
+            area of Inception's random resized crop (DeiT's `(0.08, 1.0)`;
+            aspect ratio 3/4 to 4/3, resized back bicubically, see
+            `pipeline.random_resized_crop`), in place of the padded crop
+            (then `crop_padding` 0). It crops the stored `image_size` image.
         horizontal_flip (True).
         augmentation: "autoaugment" (the papers': one sub-policy of
             `autoaugment_policy` per image), "randaugment" (`randaugment_ops`
             ops, each at `randaugment_factor` of its magnitude range, on the
             same 14 ops) or "none".
+        randaugment_magnitude_std (0.0): with > 0, each RandAugment op's
+            magnitude is drawn around `randaugment_factor` with this std,
+            clipped to [0, 1] (timm's `mstd`: DeiT's `rand-m9-mstd0.5` is
+            factor 0.9, std 0.05).
         autoaugment_policy: "cifar10", "svhn" or "imagenet"; None = the
             dataset's as in the papers (SVHN: svhn, Tiny-ImageNet: imagenet,
             others: cifar10).
@@ -192,9 +214,11 @@ class TrainConfig:
             CE(logits, labels) + alpha tau^2 KL(softmax(teacher / tau) ||
             softmax(logits / tau))` (summed over classes, averaged over the
             batch). CE is the recipe's loss (label smoothing, Mixup/CutMix
-            labels). No distillation token or second head (DeiT's distilled
-            models have one). With `aal`: `(1 - alpha) CE + alpha D + lambda
-            L_att` (the AAL paper's "CE + AAL + hard").
+            labels). A student with DeiT's distillation token and head
+            (`deit_*_distilled`): CE trains the class head, the teacher term
+            the distillation head, and the saved model outputs their mean
+            (DeiT). With `aal`: `(1 - alpha) CE + alpha D + lambda L_att`
+            (the AAL paper's "CE + AAL + hard").
         distillation_alpha (0.5, DeiT's code; hard with 0.5 is the paper's
             1/2 + 1/2): weight of the teacher term, in [0, 1].
         distillation_tau (1.0, DeiT's code; its paper's soft runs use 3 with
@@ -212,6 +236,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
     resize: str = "squash"
+    subset_ratio: Optional[float] = None
+    subset_seed: int = 0
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     validation_split: Optional[float] = None
@@ -240,6 +266,8 @@ class TrainConfig:
     autoaugment_policy: Optional[str] = None
     randaugment_ops: int = 2
     randaugment_factor: float = 0.5
+    randaugment_magnitude_std: float = 0.0
+    random_resized_crop: Optional[Tuple[float, float]] = None
     mix_prob: float = 0.5
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
@@ -272,24 +300,28 @@ class TrainConfig:
     distillation_alpha: float = 0.5
     distillation_tau: float = 1.0
 
-    def validate(self, models=True):
-        """Raises `ValueError` naming the first invalid field.
+    def validate(self):
+        """Raises `ValueError` naming the first invalid field: `check_fields()`,
+        then `check_backend()`.
+
+        Returns:
+            `self`.
+        """
+        return self.check_fields().check_backend()
+
+    def check_fields(self):
+        """The checks of every field that need no Keras: raises `ValueError`
+        naming the first invalid field. The command line runs it before it
+        imports Keras (then the whole `validate()`).
 
         `model`, `model_overrides`, `techniques` and `aal_teacher_model`
-        are checked either way, without Keras: against the presets' data
-        table (`keras_smallvit.models.preset_table`), or the live registry
-        once imported (models registered at run time), with the same
-        messages; `techniques` against the one vocabulary
+        are checked against the presets' data table
+        (`keras_smallvit.models.preset_table`), or the live registry once
+        imported (models registered at run time), with the same messages;
+        `techniques` against the one vocabulary
         (`keras_smallvit.utils.technique_names.known_techniques`: the
-        built-in names and the block techniques registered at run time).
-
-        Args:
-            models: whether to run the checks that import Keras (the name is
-                older than this split): `aal_links`, `aal_decay` and
-                `aal_teacher_layers` (`keras_smallvit.aal`), and
-                `batch_augmentation` with `distribute` (it depends on the
-                backend). The command line runs `validate(models=False)`
-                first, before it imports Keras, then the whole `validate()`.
+        built-in names and the block techniques registered at run time); the
+        AAL settings against `keras_smallvit.utils.aal_settings`.
 
         Returns:
             `self`.
@@ -319,16 +351,6 @@ class TrainConfig:
                 f"Invalid `batch_augmentation` 'device' with `distillation` {self.distillation!r}: the "
                 "distiller trains with `batch_augmentation='host'`. Allowed values with `distillation`: 'host'."
             )
-        if models and self.batch_augmentation == "device" and self.distribute:
-            import keras
-
-            if keras.backend.backend() == "tensorflow":
-                raise ValueError(
-                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
-                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
-                    "permutation spans the whole batch. Allowed values with `distribute` on "
-                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
-                )
         check_choice("data_mode", self.data_mode, DATA_MODES)
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(f"Invalid `memory_budget_gb` {self.memory_budget_gb}: must be > 0 or None.")
@@ -355,6 +377,10 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.validation_split is not None:
             check_range("validation_split", self.validation_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if self.subset_ratio is not None:
+            check_range("subset_ratio", self.subset_ratio, 0.0, 1.0, low_inclusive=False)
+        if isinstance(self.subset_seed, bool) or self.subset_seed < 0:
+            raise ValueError(f"Invalid `subset_seed` {self.subset_seed!r}: an integer >= 0.")
         if isinstance(self.validation_split_seed, bool) or self.validation_split_seed < 0:
             raise ValueError(f"Invalid `validation_split_seed` {self.validation_split_seed!r}: an integer >= 0.")
         if not isinstance(self.skip_unreadable_images, bool):
@@ -386,15 +412,48 @@ class TrainConfig:
             )
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if self.randaugment_magnitude_std < 0:
+            raise ValueError(f"Invalid `randaugment_magnitude_std` {self.randaugment_magnitude_std}: must be >= 0.")
+        if self.random_resized_crop is not None:
+            scale = self.random_resized_crop
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+                raise ValueError(
+                    f"Invalid `random_resized_crop` {scale!r}: expected None or (min, max) shares of the image "
+                    "area with 0 < min <= max <= 1 (DeiT: (0.08, 1.0))."
+                )
+            if self.crop_padding:
+                raise ValueError(
+                    f"Invalid `crop_padding` {self.crop_padding} with `random_resized_crop` {scale!r}: the "
+                    "random resized crop replaces the padded crop. Allowed values with it: 0."
+                )
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)
         if self.distillation is not None:
             check_distillation_settings(self.distillation, self.distillation_alpha, self.distillation_tau)
         if self.uses_teacher():
-            self._validate_teacher(models)
+            self._validate_teacher()
         if self.aal:
-            self._validate_aal(models)
+            check_aal_settings(self.aal_links, self.aal_decay, self.aal_lambda, self.aal_teacher_layers)
+        return self
+
+    def check_backend(self):
+        """The checks that depend on the Keras backend (imports Keras):
+        `batch_augmentation` with `distribute`. Run after `check_fields()`.
+
+        Returns:
+            `self`.
+        """
+        if self.batch_augmentation == "device" and self.distribute:
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                raise ValueError(
+                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
+                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
+                    "permutation spans the whole batch. Allowed values with `distribute` on "
+                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
+                )
         return self
 
     def uses_teacher(self):
@@ -419,26 +478,7 @@ class TrainConfig:
                 "(or warmup_epochs 0)."
             )
 
-    def _validate_aal(self, models=True):
-        if models:
-            from keras_smallvit import aal
-
-            check_choice("aal_links", self.aal_links, aal.LINK_MODES)
-            try:
-                aal.parse_link_decay(self.aal_decay)
-            except ValueError as error:
-                raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
-        if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
-            raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
-        layers = self.aal_teacher_layers
-        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
-            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
-                raise ValueError(
-                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
-                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
-                )
-
-    def _validate_teacher(self, models=True):
+    def _validate_teacher(self):
         """The teacher of `aal` and `distillation`."""
         if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
@@ -497,7 +537,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text):
-        values = json.loads(text)
+        # The files of older versions, as today's (keras_smallvit.utils.legacy).
+        values = legacy.upgrade_train_config(json.loads(text))
         for key in values:
             check_field_name(key)
         for name in ("techniques", "normalization_mean", "normalization_std"):

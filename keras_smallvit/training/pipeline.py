@@ -52,11 +52,19 @@ DATASET_STATISTICS = {
     "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+    # ImageNet's, as DeiT, PiT and Swin normalise (timm's IMAGENET_DEFAULT_MEAN / _STD).
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # The AutoAugment policy of each dataset in the papers; any other dataset
 # (digits, folders of small images) gets the CIFAR-10 one.
-DEFAULT_AUTOAUGMENT_POLICY = {"svhn_cropped": "svhn", "tiny_imagenet": "imagenet"}
+DEFAULT_AUTOAUGMENT_POLICY = {
+    "svhn_cropped": "svhn",
+    "tiny_imagenet": "imagenet",
+    "imagenet2012": "imagenet",
+    "caltech_birds2011": "imagenet",
+    "oxford_flowers102": "imagenet",
+}
 
 # Random erasing, as the official recipe draws it.
 ERASING_AREA = (0.02, 0.4)
@@ -219,19 +227,30 @@ def _load_stored_split(config, split, limit, room):
     if files is None:  # TFDS, digits: no files to name
         if config.dataset in datasets.TFDS_NAMES:
             image_size = config.image_size or datasets.default_image_size(config.dataset)
+            subset = split == "train" and config.subset_ratio is not None
             count = streaming.tfds_split_size(config.dataset, split, config.data_dir)
+            if count is not None and subset:
+                count = round(count * config.subset_ratio)
             if count is not None and limit is not None:
                 count = min(count, limit)
-            if streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream":
-                data = streaming.stream_tfds(config, split, limit, image_size)
+            streamed = streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream"
+            if streamed or streaming.tfds_random_access_only(config.dataset, config.data_dir):
+                if subset:  # the subset of all the split's labels, then `limit`, as `_load_tf_split`
+                    data = streaming.stream_tfds(config, split, None, image_size)
+                    data = data.subset(training_subset(config, data.labels)[:limit])
+                else:
+                    data = streaming.stream_tfds(config, split, limit, image_size)
+                if not streamed:
+                    return _records_into_memory(data, config, split)
                 print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split}, "
                       "streamed)", flush=True)
                 return data
-            if streaming.tfds_random_access_only(config.dataset, config.data_dir):
-                return _records_into_memory(streaming.stream_tfds(config, split, limit, image_size), config, split)
         return _load_tf_split(config, split, limit, resize)
     found, info = files
-    picks = _evenly(np.arange(len(found.paths)), limit)
+    picks = np.arange(len(found.paths))
+    if split == "train" and config.subset_ratio is not None:
+        picks = training_subset(config, found.labels, info.num_classes)
+    picks = picks[_evenly(np.arange(len(picks)), limit)]
     paths = [found.paths[i] for i in picks]
     labels = [found.labels[i] for i in picks]
     image_size = config.image_size or datasets.default_image_size(config.dataset)
@@ -287,11 +306,42 @@ def _load_stored_split(config, split, limit, room):
     return InMemoryData(images, labels, info.num_classes, info.class_names)
 
 
+def training_subset(config, labels, num_classes=None):
+    """The positions (sorted) of the training split's examples a run with
+    `config.subset_ratio` trains on: `keras_smallvit.data.class_balanced_subset`
+    of the split's labels in stored order, seeded by `config.subset_seed`
+    (NumPy: the same on every backend and on resume; a streaming input
+    calls it on the same labels). Prints what it kept."""
+    indices = datasets.class_balanced_subset(labels, config.subset_ratio, config.subset_seed, num_classes)
+    print(
+        f"subset_ratio {config.subset_ratio}: {len(indices):,} of {len(labels):,} training images kept "
+        f"(class-balanced, subset_seed {config.subset_seed})",
+        flush=True,
+    )
+    return indices
+
+
+def split_labels(config, split):
+    """The labels of a TFDS (or digits) split in stored order, without
+    decoding TFDS images."""
+    if config.dataset in datasets.TFDS_NAMES:
+        return datasets.load_labels(config.dataset, split, config.data_dir)
+    dataset, _ = datasets.load_dataset(config.dataset, split, 8, config.data_dir)
+    return np.concatenate([labels for _, labels in dataset.batch(65536).as_numpy_iterator()])
+
+
 def _load_tf_split(config, split, limit, resize):
     from tqdm.auto import tqdm
 
-    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir, resize=resize)
+    indices = None
+    if split == "train" and config.subset_ratio is not None:
+        indices = training_subset(config, split_labels(config, split))
+    dataset, info = datasets.load_dataset(
+        config.dataset, split, config.image_size, config.data_dir, resize=resize, indices=indices
+    )
     total = info.num_train if split == "train" else info.num_test
+    if indices is not None:
+        total = len(indices)
     if limit is not None:
         dataset, total = dataset.take(limit), limit if total is None else min(limit, total)
     images, labels = [], []
@@ -499,12 +549,42 @@ def _example_seeds(seed):
     return tf.unstack(tf.random.experimental.stateless_split(seed, 4))
 
 
+# The aspect ratios of the random resized crop (Inception's, DeiT's).
+RESIZED_CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+@no_autograph
+def random_resized_crop(image, scale, seed, aspect=RESIZED_CROP_ASPECT):
+    """Inception's random resized crop of one uint8 image `(H, W, 3)`: a box
+    of `scale` (min, max) of the image's area and aspect ratio in `aspect`
+    (`tf.image.stateless_sample_distorted_bounding_box`: the ratio uniform,
+    10 tries, else the whole image), resized back to `(H, W)` bicubically.
+    Returns uint8."""
+    height, width = image.shape[0], image.shape[1]
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=aspect,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, extent)
+    resized = tf.image.resize(tf.cast(crop, tf.float32), (height, width), method="bicubic")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 @no_autograph
 def augment_pixels(image, config, seed):
     """The per-image uint8 steps of the recipe on one image `(S, S, 3)`:
-    crop, flip, AutoAugment / RandAugment. Returns uint8."""
+    crop (zero-pad and crop, or the random resized crop), flip,
+    AutoAugment / RandAugment. Returns uint8."""
     size = image.shape[0]
     crop_seed, flip_seed, policy_seed, _ = _example_seeds(seed)
+    if config.random_resized_crop is not None:
+        image = random_resized_crop(image, tuple(config.random_resized_crop), crop_seed)
     if config.crop_padding:
         pad = config.crop_padding
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -515,7 +595,9 @@ def augment_pixels(image, config, seed):
         policy = config.autoaugment_policy or default_autoaugment_policy(config.dataset)
         image = autoaugment.auto_augment(image, policy, policy_seed)
     elif config.augmentation == "randaugment":
-        image = autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, policy_seed)
+        image = autoaugment.rand_augment(
+            image, config.randaugment_ops, config.randaugment_factor, policy_seed, config.randaugment_magnitude_std
+        )
     return image
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_smallvit.data import class_balanced_subset
 from keras_smallvit.training import TrainConfig
 from keras_smallvit.training import load_run_splits
 from keras_smallvit.training import load_split
@@ -171,6 +172,15 @@ def test_array_record_streamed_by_index_gives_what_tfds_reads_from_tfrecord(tmp_
     assert same(batches(streamed["train"], config), batches(memory["train"], config))
     with pytest.raises(ValueError, match=r"`data_mode` 'stream' for.*\n  tfds build cifar10 --file_format=array_record"):
         load_split(dataclasses.replace(config, data_mode="stream", data_dir=data_dirs["tfrecord"]), "train")
+    # A class-balanced subset: the same images kept on every path (NumPy reference: the subset's indices).
+    half = dict(subset_ratio=0.5, subset_seed=3)
+    kept = class_balanced_subset(memory["train"].labels, 0.5, 3)
+    assert 0 < len(kept) < 14
+    for mode, data_dir in (("memory", "tfrecord"), ("stream", "array_record"), ("memory", "array_record")):
+        subset = load_split(dataclasses.replace(config, data_mode=mode, data_dir=data_dirs[data_dir], **half), "train")
+        assert isinstance(subset, streaming.StreamingData) == (mode == "stream") and len(subset) == len(kept)
+        np.testing.assert_array_equal(subset.labels, memory["train"].labels[kept])
+        np.testing.assert_array_equal(subset.head_images(100), memory["train"].images[kept])
 
 
 @DATA_ONLY
