@@ -191,13 +191,18 @@ def writer_scope():
 
 def check_multi_process_config(config):
     """Refuses, before anything is written, the settings a multi-process run
-    does not support: a teacher (`aal`, `distillation`), `diagnostics`, and
-    `batch_augmentation` "device" (its drawn mixing spans the global batch)."""
+    does not support: a teacher to train first (`aal` or `distillation`
+    without `aal_teacher`), `diagnostics`, and `batch_augmentation` "device"
+    (its drawn mixing spans the global batch)."""
     if _cluster is None:
         return
+    if config.uses_teacher() and config.aal_teacher is None:
+        raise ValueError(
+            "Invalid `aal_teacher` None with `job_addresses` (a multi-process run): a multi-process run does "
+            "not train its teacher first. Train it (e.g. `--teacher-model` on one process), then give its "
+            "file: `--teacher PATH`."
+        )
     refused = [
-        (config.aal, "`aal` True", "False"),
-        (config.distillation is not None, f"`distillation` {config.distillation!r}", "None"),
         (config.diagnostics, "`diagnostics` True", "False"),
         (config.batch_augmentation == "device", "`batch_augmentation` 'device'", "'host'"),
     ]

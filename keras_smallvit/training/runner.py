@@ -198,7 +198,7 @@ def _train_in_folder(config, train_data, selection, report, verbose, restore=Tru
     writer = distribute.is_writer()
     (selection_name, selection_data), (report_name, test_data) = selection, report
     # --- AAL / distillation: the teacher run comes first (it seeds itself) ---
-    if config.uses_teacher() and config.aal_teacher is None:
+    if config.uses_teacher() and config.aal_teacher is None and writer:
         run_guard.record_created(workdir, aal_recipe.TEACHER_RUN_FOLDER)
     teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.uses_teacher() else None
     keras.utils.set_random_seed(config.seed)

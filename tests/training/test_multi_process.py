@@ -196,8 +196,8 @@ def test_the_processes_shards_make_up_each_global_batch_mixing_included(tmp_path
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"aal": True, "aal_teacher_model": "resnet56"}, "`aal` True"),
-    ({"distillation": "hard", "aal_teacher_model": "resnet56"}, "`distillation` 'hard'"),
+    ({"aal": True, "aal_teacher_model": "resnet56"}, "`aal_teacher` None.*--teacher PATH"),
+    ({"distillation": "hard", "aal_teacher_model": "resnet56"}, "`aal_teacher` None"),
     ({"diagnostics": True}, "`diagnostics` True"),
     ({"batch_augmentation": "device"}, "`batch_augmentation` 'device'"),
     ({"batch_size": 9}, "multiple of the 2 processes"),
