@@ -108,11 +108,12 @@ def initialize_processes(job_addresses, process_id):
     Args:
         job_addresses: "host:port,..." one per process, process 0's first
             (`parse_job_addresses`). JAX listens on process 0's address
-            only; TensorFlow on every process's own.
+            only (the coordinator); the list's length is the process count.
         process_id: this process's index (0 writes the run folder).
 
     Raises:
-        ValueError: bad arguments, or the torch backend.
+        ValueError: bad arguments, or a backend other than JAX
+            (`UNSUPPORTED_MULTI_PROCESS` says why).
     """
     global _cluster
 
