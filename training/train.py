@@ -94,6 +94,11 @@ def parse_args(argv):
     parser.add_argument("--jit-compile", dest="jit_compile", choices=("auto", "true", "false"), default=None)
     parser.add_argument("--distribute", action="store_true", default=None, help="data parallel over all devices")
     parser.add_argument("--cpu-devices", type=int, default=None, help="split the CPU into N devices (testing --distribute)")
+    parser.add_argument("--job-addresses", dest="job_addresses", default=None, metavar="HOST:PORT,...",
+                        help="data parallel over several processes (hosts): one host:port per process, process "
+                             "0's first; run the same command in each with its --process-id (JAX, TensorFlow)")
+    parser.add_argument("--process-id", dest="process_id", type=int, default=None,
+                        help="this process's index in --job-addresses (0 writes the run folder)")
     parser.add_argument("--no-export", dest="export", action="store_false", default=None)
     parser.add_argument("--diagnostics", action="store_true", default=None,
                         help="attention statistics of 16 test images after every epoch (TensorBoard + "
@@ -201,7 +206,30 @@ def preflight(args):
     from keras_smallvit.data import check_data
 
     config = resolve_config(args, backend=False)
+    check_cluster_flags(args)
     check_data(config.dataset, config.data_dir, config.validation_split)
+
+
+def check_cluster_flags(args):
+    """`--job-addresses` and `--process-id` come together and are valid."""
+    from keras_smallvit.training.distribute import parse_job_addresses
+
+    if (args.job_addresses is None) != (args.process_id is None):
+        raise ValueError("Invalid `--job-addresses`/`--process-id`: give both (a multi-process run) or neither.")
+    if args.job_addresses is not None:
+        parse_job_addresses(args.job_addresses, args.process_id)
+
+
+def peer_failure_hint(args, error):
+    """The way on after a collective of a multi-process run failed (another
+    process died or its connection broke), else ""."""
+    text = str(error).lower()
+    if args.job_addresses is None or not any(word in text for word in ("gloo", "nccl", "heartbeat", "coordination")):
+        return ""
+    return (
+        "\nA process of this multi-process run failed or lost its connection (see its own output). The run "
+        "folder keeps its last finished epoch: the same commands, on every host, resume it."
+    )
 
 
 def quiet_console(verbose=False):
@@ -229,6 +257,14 @@ def main(argv=None):
         use_virtual_cpu_devices(args.cpu_devices)
     import keras
 
+    if args.job_addresses is not None and not args.list:
+        # Before the backend runs anything (TensorFlow: the strategy starts the worker's server).
+        from keras_smallvit.training.distribute import initialize_processes
+
+        try:
+            initialize_processes(args.job_addresses, args.process_id)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}")
     import keras_smallvit
     from keras_smallvit.training.callbacks import TrainingDiverged
     from keras_smallvit.training.run_guard import RunFolderInUse
@@ -252,7 +288,12 @@ def main(argv=None):
         # The library's own errors name the argument or file and the way on: no traceback.
         # (WriteError: an OSError of its writes, e.g. a full disk, naming the path and the free
         # space; any other OSError keeps its traceback.)
-        raise SystemExit(f"error: {error}")
+        raise SystemExit(f"error: {error}" + peer_failure_hint(args, error))
+    except RuntimeError as error:
+        hint = peer_failure_hint(args, error)
+        if not hint:
+            raise
+        raise SystemExit(f"error: {error}{hint}") from error
     print(json.dumps(metrics, indent=2))
     print(f"final top-1 {metrics['final_top1']:.4f}, best top-1 {metrics['best_top1']:.4f} "
           f"(epoch {metrics['best_epoch']}); run folder {os.path.abspath(config.workdir)}")

@@ -20,6 +20,7 @@ import time
 import keras
 import numpy as np
 
+from keras_smallvit.training import distribute
 from keras_smallvit.training.run_guard import record_created
 from keras_smallvit.utils.files import remove_path  # noqa: F401  (re-exported)
 from keras_smallvit.utils.files import replace_atomically
@@ -257,11 +258,15 @@ class RunFolder(keras.callbacks.Callback):
         saved_model: the model written to `best.keras`/`last.keras`; None =
             the model being fit. (AAL fits a distiller but saves its student:
             no link head, no teacher. The backup holds the whole fit model.)
+        write: False for a process that only reads the folder (not process
+            0 of a multi-process run): `restore` loads the backup, the
+            history and best score are kept, nothing is written or repaired.
     """
 
-    def __init__(self, workdir, monitor="val_top1", saved_model=None):
+    def __init__(self, workdir, monitor="val_top1", saved_model=None, write=True):
         super().__init__()
         self.workdir = workdir
+        self.write = write
         self.monitor = monitor
         self.saved_model = saved_model
         self.backup_dir = os.path.join(workdir, "backup")
@@ -310,8 +315,10 @@ class RunFolder(keras.callbacks.Callback):
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.epoch_seconds = state.get("epoch_seconds", [])
-        self._repair_checkpoints(model, state)
-        self._repair_log(state)
+        if self.write:
+            with distribute.writer_scope():
+                self._repair_checkpoints(model, state)
+            self._repair_log(state)
         return state["epoch"]
 
     def _repair_log(self, state):
@@ -341,6 +348,11 @@ class RunFolder(keras.callbacks.Callback):
         record_created(self.workdir, "best.keras")
         if self.best_epoch == state["epoch"]:
             replace_atomically(saved_model.save, best)
+        elif distribute.num_processes() > 1:
+            # Loading other weights into the model would be a collective of process 0 alone.
+            print(f"{best} (epoch {self.best_epoch}) is missing or damaged: a multi-process run does not "
+                  "rebuild it; the same command on one process does. last.keras and the metrics are intact.")
+            return
         else:
             best_weights = os.path.join(self.backup_dir, best_weights_name(self.best_epoch))
             if not os.path.exists(best_weights):
@@ -379,13 +391,22 @@ class RunFolder(keras.callbacks.Callback):
             # (The step: the epoch's last; with a finite loss until then, its update.)
             steps = len(getattr(self, "_batch_times", [])) or None
             error = TrainingDiverged(epoch + 1, step=steps, source="weights", backup_epoch=backup_epoch(self.workdir))
-            record_divergence(self.workdir, error)
+            if self.write:
+                record_divergence(self.workdir, error)
             raise error
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.epoch_seconds.append(time.time() - self._epoch_start)
         self.history.append({"epoch": epoch + 1, **logs})
         value = logs.get(self.monitor)
         improved = value is not None and (self.best is None or value > self.best)
+        if not self.write:
+            if improved:
+                self.best, self.best_epoch = value, epoch + 1
+            return
+        with distribute.writer_scope():
+            self._write_epoch(epoch, saved_model, improved, value)
+
+    def _write_epoch(self, epoch, saved_model, improved, value):
         record_created(self.workdir, "backup", "last.keras", *(["best.keras"] if improved else []))
         os.makedirs(self.backup_dir, exist_ok=True)
         if improved:

@@ -152,6 +152,9 @@ class TrainConfig:
             False (True on torch means torch.compile).
         distribute: data parallel over all local devices (JAX
             `keras.distribution.DataParallel`, TF `MirroredStrategy`).
+            Over several hosts (JAX): the command line's `--job-addresses`
+            and `--process-id` (`keras_smallvit.training.distribute.initialize_processes`),
+            whatever this field says.
         batch_augmentation: where the batch-level steps of the recipe run
             (normalisation, random erasing, CutMix/Mixup): "host" (the
             tf.data pipeline) or "device" (inside the compiled train step,

@@ -726,7 +726,7 @@ def resolve_batch_augmentation(config, batch_augmentation=None):
     return check_choice("batch_augmentation", value, BATCH_AUGMENTATIONS)
 
 
-def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, initial_step=0):
+def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, initial_step=0, shard=None):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
     (`steps_per_epoch` each), from step `initial_step` of `initial_epoch` on:
     the batches an uninterrupted stream gives from that position.
@@ -764,8 +764,19 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
         initial_step: the first step within `initial_epoch` (a run resumed
             mid-epoch), in `[0, steps_per_epoch)`.
+        shard: `(index, count)`: only rows `[index*B/count, (index+1)*B/count)`
+            of each batch (one process's part of the global batch `B` in a
+            multi-process run: the processes together see exactly the
+            batches of one); "host" only. None: whole batches.
     """
     device = resolve_batch_augmentation(config, batch_augmentation) == "device"
+    if shard is not None:
+        index, count = shard
+        if device or config.batch_size % count or not 0 <= index < count:
+            raise ValueError(
+                f"Invalid `shard` {shard!r}: (index, count) with 0 <= index < count, count dividing "
+                f"`batch_size` {config.batch_size}, and `batch_augmentation` 'host' (here {config.batch_augmentation!r})."
+            )
     labels = train_data.labels
     num_examples, image_size = len(train_data), train_data.image_size
     steps = steps_per_epoch(num_examples, config)
@@ -789,9 +800,8 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
         return tf.data.Dataset.from_tensor_slices((example_ids[start:], order[start:per_epoch]))
 
     examples = tf.data.Dataset.range(initial_epoch, config.epochs).flat_map(epoch_examples)
-    # Multi-host: each process would keep its rows of every global batch here, before any decoding,
-    # `examples.filter(lambda i, _: i % batch_size // (batch_size // process_count) == process_index)`,
-    # and batch `batch_size // process_count`; every key stays the global position.
+    # Multi-process (`shard`): every process builds the whole global batch and keeps its rows
+    # after the mixing (below), whose partners span the batch; every key is the global position.
     read = train_data.reader()  # uint8 image of an index: from memory, or decoded from its file or record
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
     labels_t = tf.constant(labels)
@@ -826,6 +836,12 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, 
         return x, y
 
     batches = tf.data.Dataset.zip(batch_ids, batches).map(mix, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if shard is not None:
+        # Cut after mixing: a batch's mixing partners span the whole batch.
+        # (Every process augments the whole batch: the same keys, the same pixels.)
+        rows = batch_size // shard[1]
+        start = shard[0] * rows
+        batches = batches.map(lambda x, y: (x[start:start + rows], y[start:start + rows]))
     return batches.prefetch(AUTOTUNE)
 
 

@@ -29,6 +29,7 @@ from keras_smallvit.training.callbacks import RunFolder
 from keras_smallvit.training.callbacks import StopOnDivergence
 from keras_smallvit.training.callbacks import write_text_atomically
 from keras_smallvit.training.device_augmentation import DeviceBatchAugmentation
+from keras_smallvit.training import distribute
 from keras_smallvit.training.distribute import data_parallel_scope
 from keras_smallvit.training.optimization import learning_rate_schedule
 from keras_smallvit.training.optimization import make_loss
@@ -129,8 +130,14 @@ def train(config, verbose="auto", restart=False):
     config = fit_batch_to_data(pipeline.resolve_data_settings(config, train_data), len(train_data))
     pipeline.steps_per_epoch(len(train_data), config)  # raises before anything is written
     workdir = config.workdir
+    distribute.check_multi_process_config(config)
     if not restart:
         run_guard.check_resumable(config, workdir)
+    if not distribute.is_writer():
+        # Another process (0) writes the folder; this one reads its checkpoint
+        # (after --restart: none, as process 0, which clears it).
+        return _train_in_folder(config, train_data, (selection, splits[selection]), (report, splits[report]),
+                                verbose, restore=not restart)
     if selection == report:
         print(f"best.keras: the epoch of best top-1 on the {selection} split (the only held-out split, "
               "also evaluated at the end)")
@@ -182,13 +189,16 @@ def check_splits_agree(config, splits):
         )
 
 
-def _train_in_folder(config, train_data, selection, report, verbose):
+def _train_in_folder(config, train_data, selection, report, verbose, restore=True):
     """`selection`, `report`: `(split name, InMemoryData)` of the split that
-    picks the best epoch and of the one evaluated at the end."""
+    picks the best epoch and of the one evaluated at the end. In a
+    multi-process run, only process 0 writes (`distribute.is_writer`); the
+    others load its checkpoint when `restore`."""
     workdir = config.workdir
+    writer = distribute.is_writer()
     (selection_name, selection_data), (report_name, test_data) = selection, report
     # --- AAL / distillation: the teacher run comes first (it seeds itself) ---
-    if config.uses_teacher() and config.aal_teacher is None:
+    if config.uses_teacher() and config.aal_teacher is None and writer:
         run_guard.record_created(workdir, aal_recipe.TEACHER_RUN_FOLDER)
     teacher_path = aal_recipe.prepare_teacher(config, train, verbose) if config.uses_teacher() else None
     keras.utils.set_random_seed(config.seed)
@@ -210,12 +220,13 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         if config.batch_augmentation == "device":  # fit the wrapper; save and export the classifier
             mean, std = pipeline.normalization(config)
             model = DeviceBatchAugmentation(student, mean, std, pipeline.erasing_fill(config))
-        run_folder = RunFolder(workdir, saved_model=student)
+        run_folder = RunFolder(workdir, saved_model=student, write=writer)
         compile_model(model, config, entry, steps, num_classes)
-        # The model builds: the run is valid, its folder now holds it.
-        run_guard.record_created(workdir, run_guard.CONFIG_FILE)
-        write_text_atomically(os.path.join(workdir, run_guard.CONFIG_FILE), config.to_json())
-        initial_epoch = run_folder.restore(model)
+        if writer:
+            # The model builds: the run is valid, its folder now holds it.
+            run_guard.record_created(workdir, run_guard.CONFIG_FILE)
+            write_text_atomically(os.path.join(workdir, run_guard.CONFIG_FILE), config.to_json())
+        initial_epoch = run_folder.restore(model) if restore else 0
     print(f"{config.model}: {student.count_params():,} parameters, {image_size}x{image_size} images, "
           f"{num_classes} classes, {steps} steps of {config.batch_size} per epoch")
     if initial_epoch >= config.epochs:
@@ -223,9 +234,11 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     elif initial_epoch:
         print(f"Resuming {workdir} at epoch {initial_epoch + 1}/{config.epochs}")
     if initial_epoch < config.epochs:
-        run_guard.record_created(workdir, "tensorboard", *(["diagnostics"] if config.diagnostics else []))
+        if writer:
+            run_guard.record_created(workdir, "tensorboard", *(["diagnostics"] if config.diagnostics else []))
         model.fit(
-            pipeline.train_dataset(train_data, config, initial_epoch),
+            # Several processes: each feeds its rows of every global batch (Keras assembles the batch).
+            pipeline.train_dataset(train_data, config, initial_epoch, shard=distribute.process_shard()),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps,
@@ -233,7 +246,8 @@ def _train_in_folder(config, train_data, selection, report, verbose):
             # Diagnostics first: an epoch's JSON exists once RunFolder commits the epoch.
             callbacks=diagnostics_callbacks(config, student, test_data)
             # A non-finite loss stops the run (TrainingDiverged) before RunFolder saves its epoch.
-            + [StopOnDivergence(workdir), run_folder, keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))]
+            + [StopOnDivergence(workdir if writer else None), run_folder]
+            + ([keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"))] if writer else [])
             + [EpochTimeEstimate(steps, config.epochs - initial_epoch)]
             + (aal_recipe.distiller_callbacks(config) if config.aal else []),
             shuffle=False,  # the dataset orders itself, per seed and epoch
@@ -260,9 +274,12 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     }
     if config.uses_teacher():
         metrics["aal_teacher"] = teacher_path
+    if not writer:
+        return metrics
     run_guard.record_created(workdir, "metrics.json")
     write_text_atomically(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2))
     if config.export:
         run_guard.record_created(workdir, "saved_model")
-        metrics["export"] = export_model(student, workdir)
+        with distribute.writer_scope():
+            metrics["export"] = export_model(student, workdir)
     return metrics

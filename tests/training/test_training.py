@@ -444,7 +444,7 @@ def test_missing_dataset_fails_fast(tmp_path):
 
 
 @pytest.mark.large
-@pytest.mark.skipif(BACKEND == "torch", reason="data parallelism in-process is JAX/TF only; torch uses torchrun")
+@pytest.mark.skipif(BACKEND == "torch", reason="data parallelism is JAX/TF only (Keras has no torch path)")
 def test_distributed_smoke_run_on_two_cpu_devices(tmp_path):
     args = [
         sys.executable, "-m", "training.train", "--smoke", "--distribute", "--cpu-devices", "2",
