@@ -8,7 +8,6 @@ from keras_smallvit.layers import TechniqueSpec
 from keras_smallvit.layers.attention import use_fused_attention
 from keras_smallvit.models.cait.cait_layers import TalkingHeadsAttention
 from keras_smallvit.models.swin.swin_layers import WindowAttention
-from keras_smallvit.models.t2t.t2t_layers import T2TAttention
 from tests import references as ref
 from tests.backend_utils import compiled
 from tests.backend_utils import gradients
