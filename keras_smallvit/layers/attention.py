@@ -76,14 +76,17 @@ def _first_device_is_cpu():
     return str(keras.distribution.list_devices()[0]).lower().startswith("cpu")
 
 
-def backend_fuses(dtype):
-    """Whether `keras.ops.dot_product_attention` runs for inputs of `dtype`
-    here: everywhere but float16 on JAX's CPU, where it asks XLA for float16
-    dots with float32 results (`F16_F16_F32`), which XLA:CPU refuses at compile
-    time."""
-    if keras.backend.standardize_dtype(dtype) != "float16" or keras.backend.backend() != "jax":
+def backend_fuses(dtype, training=None):
+    """Whether `keras.ops.dot_product_attention` runs here, and pays, for
+    inputs of `dtype`: everywhere but on JAX's CPU in float16, where it asks
+    XLA for float16 dots with float32 results (`F16_F16_F32`), which XLA:CPU
+    refuses at compile time, and in training, where its backward pass was
+    measured slower than the explicit form's (one layer, B=32, 65 tokens, 12
+    heads of 16, 2-core CPU: 82 vs 56 ms forward + backward; the forward
+    alone 17.5 vs 20.9 ms)."""
+    if keras.backend.backend() != "jax" or not _first_device_is_cpu():
         return True
-    return not _first_device_is_cpu()
+    return keras.backend.standardize_dtype(dtype) != "float16" and not training
 
 
 def add_grouped(scores, term):
@@ -121,8 +124,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
       (`scale=1`), the masks as its boolean `mask`, a bias (with any mask
       written into it) as its `bias`. Taken when nothing needs the explicit
       form: no maps asked, no SATA, no head mixing, no attention dropout in
-      training, `use_fused_attention` not switched off, and a dtype the
-      backend's kernel runs (not float16 on JAX's CPU: `backend_fuses`). The
+      training, `use_fused_attention` not switched off, and where the
+      backend's kernel runs and pays (not on JAX's CPU in float16 or in
+      training: `backend_fuses`). The
       same outputs and gradients to float round-off (tested on every backend,
       in float32 and half precision, with masks and biases).
     The choice follows from the layer's configuration
@@ -294,14 +298,15 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         `dtype`: not when the maps are asked, with SATA, with head mixing or
         with attention dropout in training (what only the explicit form
         computes), nor inside `use_fused_attention(False)`, nor where the
-        backend's kernel refuses the dtype (`backend_fuses`)."""
+        backend's kernel refuses the dtype or is slower (`backend_fuses`:
+        JAX's CPU in float16, and in training)."""
         if return_maps or self.suppression is not None or not _FUSED_ATTENTION[0]:
             return False
         if training and self.attention_dropout > 0:
             return False
         if any(matrix is not None for matrix in self.head_mixing()):
             return False
-        return backend_fuses(dtype)
+        return backend_fuses(dtype, training)
 
     def compute_attention(self, query, key, value, return_maps=False, training=None):
         """The attention of `(B, N, heads, head_dim)` q, k, v (as from

@@ -341,11 +341,12 @@ def test_fused_attention_equals_the_explicit_form_values_and_gradients(case, pol
         assert np.isfinite(g).all() and relative_error(g, w) <= tolerance, relative_error(g, w)
 
 
-def test_float16_takes_the_explicit_form_only_on_jax_cpu():
+def test_jax_cpu_takes_the_explicit_form_in_float16_and_in_training():
     layer = LocalitySelfAttention(HEADS, HEAD_DIM, dtype="mixed_float16")
     layer.build((2, TOKENS, DIM))
     on_cpu = keras.distribution.list_devices()[0].startswith("cpu") if BACKEND == "jax" else False
     assert layer.uses_fused_attention("float16") == (not on_cpu)
+    assert layer.uses_fused_attention("float32", training=True) == (not on_cpu)
     assert layer.uses_fused_attention("bfloat16") and layer.uses_fused_attention("float32")
 
 
