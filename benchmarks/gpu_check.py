@@ -18,7 +18,13 @@ one). Per backend:
   multiply-adds x 2, per image) as a fraction of that peak; an error is
   recorded in its row and the next row runs;
 - a short `mixed_float16` fit of `sl_sata_cb_vit` (loss scaling as Keras does
-  it) whose losses must all be finite.
+  it) whose losses must all be finite;
+- for `vit` and `sl_vit` (`--attention-models`: models whose attention has
+  no SATA, so it may fuse), training and inference img/s with the fused
+  attention (`keras.ops.dot_product_attention`) and with the explicit form
+  (`use_fused_attention(False)`), side by side in the same child, under
+  `mixed_bfloat16` with XLA on TensorFlow/JAX and eagerly on torch (the
+  default of each), and the ratio fused / explicit.
 One more child times the host's input pipeline: the full recipe (crop, flip,
 AutoAugment, erasing, CutMix/Mixup, repeated augmentation) on the digits data
 upsampled to the image size, in "host" and "device" batch-augmentation modes,
@@ -40,6 +46,8 @@ import time
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MODELS = ("vit", "sl_vit", "sl_sata_cb_vit")
+ATTENTION_MODELS = ("vit", "sl_vit")
+ATTENTION_FORMS = ("fused", "explicit")
 FLOAT16_MODEL = "sl_sata_cb_vit"
 OUT_MARKER = ".keras_smallvit_gpu_check"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the children run `-m benchmarks...`
@@ -52,6 +60,10 @@ def parse_args(argv):
     parser.add_argument("--out", default="gpu_check", help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated, from: " + ", ".join(BACKENDS))
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated registered model names")
+    parser.add_argument(
+        "--attention-models", default=",".join(ATTENTION_MODELS),
+        help="models timed with the fused and the explicit attention (comma-separated; empty: none)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="default 256 (8 with --cpu-smoke)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per row; default 20 (2 with --cpu-smoke)")
     parser.add_argument("--image-size", type=int, default=None, help="default 64 (16 with --cpu-smoke)")
@@ -68,6 +80,7 @@ def parse_args(argv):
             setattr(args, flag, smoke_default if smoke else default)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.attention_models = [m.strip() for m in args.attention_models.split(",") if m.strip()]
     return args
 
 
@@ -80,7 +93,7 @@ def validate(args):
         raise ValueError("--models: empty list. Give registered model names, e.g. " + ",".join(MODELS) + ".")
     from keras_smallvit.models.registry import get_model_entry
 
-    for name in args.models:
+    for name in args.models + args.attention_models:
         get_model_entry(name)  # raises, naming the registered models
     for flag in ("batch_size", "steps", "image_size", "num_classes"):
         if getattr(args, flag) < 1:
@@ -187,6 +200,43 @@ def model_rows(args, result, path):
             print(format_row(row), flush=True)
 
 
+def attention_rows(args, result, path):
+    """Each of `--attention-models` timed with the fused and with the explicit
+    attention, one after the other in this process (`mixed_bfloat16`; XLA on
+    TensorFlow/JAX, eager torch: each backend's default)."""
+    import keras
+
+    import keras_smallvit
+    from benchmarks.throughput import measure
+    from benchmarks.throughput import synthetic_data
+    from keras_smallvit.layers.attention import use_fused_attention
+
+    backend = keras.backend.backend()
+    jit = backend != "torch"
+    overrides = SMOKE_OVERRIDES if args.cpu_smoke else {}
+    x, y = synthetic_data(args.image_size, args.num_classes, args.batch_size * args.steps)
+    for name in args.attention_models:
+        for form in ATTENTION_FORMS:
+            row = dict(backend=backend, model=name, precision="mixed_bfloat16", jit_compile=jit, attention=form)
+            try:
+                # Built, compiled and run inside the switch: the path is chosen when the graph is traced.
+                with use_fused_attention(form == "fused"):
+                    keras.config.set_dtype_policy("mixed_bfloat16")
+                    model = keras_smallvit.create_model(
+                        name, num_classes=args.num_classes, image_size=args.image_size, **overrides
+                    )
+                    train, inference, first = measure(model, x, y, args.batch_size, args.steps, jit)
+                row.update(train_img_s=train, inference_img_s=inference, first_step_s=first)
+            except Exception as error:  # recorded in its row; the next row runs
+                row["error"] = describe(error)
+            finally:
+                keras.config.set_dtype_policy("float32")
+                keras.backend.clear_session()
+            result["attention_rows"].append(row)
+            write_result(path, result)
+            print(format_attention_row(row), flush=True)
+
+
 def float16_fit(args, result, path):
     """A short `mixed_float16` fit of all four techniques: every loss must be finite."""
     import keras
@@ -229,7 +279,7 @@ def backend_worker(args):
     from benchmarks.throughput import matmul_peak_flops
 
     path = args.result
-    result = dict(backend=keras.backend.backend(), device=device_name(), rows=[])
+    result = dict(backend=keras.backend.backend(), device=device_name(), rows=[], attention_rows=[])
     try:
         size = 512 if args.cpu_smoke else 8192
         result["bf16_matmul_peak_tflops"] = matmul_peak_flops(size=size, repeats=5, dtype="bfloat16") / 1e12
@@ -239,6 +289,7 @@ def backend_worker(args):
     write_result(path, result)
     model_rows(args, result, path)
     float16_fit(args, result, path)
+    attention_rows(args, result, path)  # last: a child out of time loses these rows only
 
 
 def pipeline_worker(args):
@@ -299,7 +350,8 @@ def run_child(job, args, backend, result_path, forwarded):
 
 def forwarded_args(args):
     values = [
-        "--models", ",".join(args.models), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+        "--models", ",".join(args.models), "--attention-models", ",".join(args.attention_models),
+        "--batch-size", str(args.batch_size), "--steps", str(args.steps),
         "--image-size", str(args.image_size), "--num-classes", str(args.num_classes),
     ]  # fmt: skip
     return values + (["--cpu-smoke"] if args.cpu_smoke else [])
@@ -319,8 +371,23 @@ def format_row(row):
     return "| " + " | ".join(cells) + " |"
 
 
+def format_attention_row(row):
+    """A Markdown row of the fused-vs-explicit table (its ratio once `add_ratios` has run)."""
+    cells = [row["backend"], f"`{row['model']}`", str(row["jit_compile"]), row["attention"]]
+    if "error" in row:
+        return "| " + " | ".join(cells + [f"error: {row['error']}", "", "", ""]) + " |"
+    cells += [
+        f"{row['train_img_s']:.1f}", f"{row['inference_img_s']:.1f}",
+        f"{row['train_fused_vs_explicit']:.2f}" if "train_fused_vs_explicit" in row else "-",
+        f"{row['inference_fused_vs_explicit']:.2f}" if "inference_fused_vs_explicit" in row else "-",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
 def add_ratios(report):
-    """Each row's img/s against the first model's, same backend and jit mode (same process)."""
+    """Each row's img/s against the first model's, same backend and jit mode
+    (same process); each fused attention row's against the explicit row of
+    its model."""
     for backend in report["backends"].values():
         baselines = {}
         for row in backend.get("rows", []):
@@ -329,6 +396,13 @@ def add_ratios(report):
             base = baselines.setdefault(row["jit_compile"], row)
             row["train_vs_vit"] = row["train_img_s"] / base["train_img_s"]
             row["inference_vs_vit"] = row["inference_img_s"] / base["inference_img_s"]
+        rows = [row for row in backend.get("attention_rows", []) if "error" not in row]
+        explicit = {row["model"]: row for row in rows if row["attention"] == "explicit"}
+        for row in rows:
+            base = explicit.get(row["model"])
+            if row["attention"] == "fused" and base is not None:
+                row["train_fused_vs_explicit"] = row["train_img_s"] / base["train_img_s"]
+                row["inference_fused_vs_explicit"] = row["inference_img_s"] / base["inference_img_s"]
 
 
 def markdown(report):
@@ -358,6 +432,17 @@ def markdown(report):
     for backend in report["backends"].values():
         lines += [format_row(row) for row in backend.get("rows", [])]
     lines += [f"\nSkipped on {name}: {b['skipped']}" for name, b in report["backends"].items() if "skipped" in b]
+    attention = [row for b in report["backends"].values() for row in b.get("attention_rows", [])]
+    if attention:
+        lines += [
+            "",
+            "Fused (`keras.ops.dot_product_attention`) vs explicit attention, `mixed_bfloat16`, "
+            "each backend's default (XLA on TensorFlow/JAX, eager torch), same process:",
+            "",
+            "| backend | model | jit | attention | train img/s | infer img/s | train fused/explicit | infer fused/explicit |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [format_attention_row(row) for row in attention]
     lines += ["", "`mixed_float16` fit (losses must stay finite):", ""]
     for name, backend in report["backends"].items():
         check = backend.get("float16_fit")
@@ -399,6 +484,10 @@ def problems(report):
         if backend["status"] != "ok":
             found.append(f"{name} child {backend['status']}")
         found += [f"{name} `{row['model']}` jit={row['jit_compile']}: {row['error']}" for row in backend.get("rows", []) if "error" in row]
+        found += [
+            f"{name} `{row['model']}` {row['attention']} attention: {row['error']}"
+            for row in backend.get("attention_rows", []) if "error" in row
+        ]  # fmt: skip
         check = backend.get("float16_fit")
         if check is not None and not check["finite"]:
             found.append(f"{name} mixed_float16 fit: {check.get('error', 'a loss or logit is not finite')}")
@@ -427,6 +516,7 @@ def main(argv=None):
         date=time.strftime("%Y-%m-%d %H:%M"),
         cpu_smoke=args.cpu_smoke,
         models=args.models,
+        attention_models=args.attention_models,
         image_size=args.image_size,
         num_classes=args.num_classes,
         batch_size=args.batch_size,

@@ -6,11 +6,12 @@ import keras
 import numpy as np
 
 
-def gradients(fn, variables_or_inputs):
+def gradients(fn, variables_or_inputs, jit=False):
     """Gradients of the scalar `fn(*tensors)` with respect to each tensor.
 
     `variables_or_inputs` are NumPy arrays (turned into backend tensors) or
-    `keras.Variable`s.
+    `keras.Variable`s. `jit`: on JAX, one compile of the gradient (its eager
+    mode compiles every op on first use, for every shape and dtype).
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -21,12 +22,14 @@ def gradients(fn, variables_or_inputs):
             for x in xs:
                 tape.watch(x)
             y = fn(*xs)
-        return [np.asarray(g) for g in tape.gradient(y, xs)]
+        # A gather's gradient comes as IndexedSlices: dense, as the others.
+        return [np.asarray(tf.convert_to_tensor(g)) for g in tape.gradient(y, xs)]
     if backend == "jax":
         import jax
 
         xs = [v.value if isinstance(v, keras.Variable) else np.asarray(v) for v in variables_or_inputs]
-        return [np.asarray(g) for g in jax.grad(lambda *a: fn(*a), argnums=tuple(range(len(xs))))(*xs)]
+        grad = jax.grad(lambda *a: fn(*a), argnums=tuple(range(len(xs))))
+        return [np.asarray(g) for g in (jax.jit(grad) if jit else grad)(*xs)]
     if backend == "torch":
         import torch
 

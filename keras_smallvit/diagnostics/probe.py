@@ -2,13 +2,14 @@
 after SATA, and the weights the model multiplies the values with, from one
 forward pass of a classifier (or backbone) of this package.
 
-The backbones return their maps after SATA (and, in CaiT, after the
-post-softmax talking-heads mixing). The probe asks for the rest through the
-attention layers' documented call mode: `attention_model(
-return_attention_scores="all")` calls every block with
-`return_attention_scores="all"`, and each attention layer returns its
-probabilities before SATA, after it and the weights that multiply the
-values (`MultiHeadSelfAttention`). Nothing is patched. On JAX the probe runs
+The backbones compute no map in their own graph (their attention may take
+the fused form). The probe asks for the maps through the attention layers'
+documented call mode: `attention_model(return_attention_scores="all")`
+calls every block with `return_attention_scores="all"`, on the same layers
+and weights, and each attention layer returns its probabilities before
+SATA, after it and the weights that multiply the values (after SATA and,
+in CaiT, the post-softmax talking-heads mixing; `MultiHeadSelfAttention`).
+Nothing is patched. On JAX the probe runs
 jit-compiled through `stateless_call` (JAX's eager mode compiles every op
 on first use: ~8 s for a tiny ViT on a 2-core CPU, against ~2 s for one
 compile).
@@ -44,8 +45,7 @@ def resolve_backbone(model):
     if _is_distiller(model):
         model = model.student
     classifier, backbone = (model, model.backbone) if hasattr(model, "backbone") else (None, model)
-    outputs = getattr(backbone, "output", None) if isinstance(backbone, keras.Model) else None
-    if not isinstance(outputs, dict) or "attention_maps" not in outputs:
+    if not isinstance(backbone, keras.Model) or not callable(getattr(backbone, "attention_model", None)):
         name = getattr(model, "name", type(model).__name__)
         raise ValueError(
             f"Invalid `model`: {name!r} ({type(model).__name__}) has no attention maps (a CNN has no "
@@ -58,7 +58,8 @@ def resolve_backbone(model):
 
 def attention_blocks(model):
     """The backbone's layers that own an attention layer (`attention_layer`),
-    in the order their maps appear in the backbone's `"attention_maps"`.
+    in the order their maps appear in the `"attention_maps"` of its
+    `attention_model()`.
 
     Args:
         model: see `resolve_backbone`.
@@ -142,7 +143,8 @@ class LayerAttention:
     """One attention layer's maps on the probed images (NumPy, float32).
 
     Attributes:
-        index: position in the backbone's `"attention_maps"`.
+        index: position in the `"attention_maps"` of the backbone's
+            `attention_model()`.
         name: the owning block's name.
         kind: `"self"` (`(B, heads, T, T)`), `"window"` (Swin, `(B,
             windows, heads, n, n)`) or `"class"` (CaiT class attention, `(B,
@@ -156,7 +158,7 @@ class LayerAttention:
         before: per-head softmax probabilities after masking, before SATA.
         after: the same after SATA (`before` itself without SATA), before any
             post-softmax head mixing.
-        weights: the backbone's map: the weights that multiply the values
+        weights: the weights that multiply the values
             (`after`, except in CaiT: after the talking-heads mixing).
         has_suppression: whether the layer has SATA.
         threshold: SATA's `t` (None without SATA).

@@ -1,5 +1,8 @@
 """Multi-head self-attention with the hooks the small-dataset papers need."""
 
+import contextlib
+import functools
+
 import keras
 from keras import ops
 
@@ -45,30 +48,101 @@ def attention_output_spec(out, shape, mode):
 # gives exactly 0 where it is written over (or added to) a float32 score.
 MASK_VALUE = -65504.0
 
+# `use_fused_attention`'s switch (on unless a caller turns it off).
+_FUSED_ATTENTION = [True]
+
+
+@contextlib.contextmanager
+def use_fused_attention(enabled=True):
+    """Within the block, `MultiHeadSelfAttention` may take its fused path
+    (True, what happens outside any block) or always takes the explicit one
+    (False): for side-by-side measurements and tests.
+
+    Read when a layer is called: a compiled function keeps the path it was
+    traced with, so build and compile the model inside the block.
+
+    Args:
+        enabled: whether the fused path may run.
+    """
+    previous = _FUSED_ATTENTION[0]
+    _FUSED_ATTENTION[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_ATTENTION[0] = previous
+
+
+@functools.lru_cache(maxsize=None)
+def _first_device_is_cpu():
+    return str(keras.distribution.list_devices()[0]).lower().startswith("cpu")
+
+
+def backend_fuses(dtype, training=None):
+    """Whether `keras.ops.dot_product_attention` runs here, and pays, for
+    inputs of `dtype`: everywhere but on JAX's CPU in float16, where it asks
+    XLA for float16 dots with float32 results (`F16_F16_F32`), which XLA:CPU
+    refuses at compile time, and in training, where its backward pass was
+    measured slower than the explicit form's (one layer, B=32, 65 tokens, 12
+    heads of 16, 2-core CPU: 82 vs 56 ms forward + backward; the forward
+    alone 17.5 vs 20.9 ms)."""
+    if keras.backend.backend() != "jax" or not _first_device_is_cpu():
+        return True
+    return keras.backend.standardize_dtype(dtype) != "float16" and not training
+
+
+def add_grouped(scores, term):
+    """`scores + term`: `scores` `(batch, heads, Nq, Nk)` and `term` `(groups,
+    heads or 1, Nq, Nk)`, `groups` dividing `batch` (batch entry `b` takes
+    group `b % groups`; 1: every entry)."""
+    groups = term.shape[0]
+    if groups == 1:
+        return scores + term
+    grouped = ops.reshape(scores, (-1, groups, *scores.shape[1:]))
+    return ops.reshape(grouped + term[None], (-1, *scores.shape[1:]))
+
+
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 @legacy.loads_old_configs("attention")
 class MultiHeadSelfAttention(keras.layers.Layer):
-    """Multi-head self-attention with explicit float32 scores and softmax.
+    """Multi-head self-attention: explicit float32 scores and softmax, or the
+    fused `keras.ops.dot_product_attention` where nothing needs them.
 
-    `scores = (q * scale_h) k^T` per head; with `diagonal_mask` a large
-    negative finite value is added to each token's score with itself (LSA,
-    its probability is then exactly 0); softmax
-    in float32; optional SATA on the probabilities; then `probs @ v`, a Dense
-    output projection and dropout. q, k and v come from one Dense without bias
-    (as in the official code), laid out `[q | k | v]`, each `(heads, head_dim)`.
+    Per head, `scores = (q * scale_h) k^T + bias`, masked (LSA's diagonal, a
+    subclass's masks) with a large negative finite value so that its
+    probability is exactly 0; softmax in float32; optional SATA on the
+    probabilities; then `probs @ v`, a Dense output projection and dropout.
+    q, k and v come from one Dense without bias (as in the official code),
+    laid out `[q | k | v]`, each `(heads, head_dim)`.
 
     `scale_h` is `temperature_multiple * attention_scale` (`attention_scale`
     defaults to `head_dim ** -0.5`), or with `learnable_temperature` a
     trainable per-head vector initialised to that value (LSA; weight decay
     applies to it as in the official code).
 
-    Override points (q, k, v are heads-first, `(B, heads, N, head_dim)`, from
-    `query_key_value(inputs)`): `attention_scores(query, key)` (the scaled
-    float32 scores before masking, e.g. to mix heads or add a bias),
-    `masked_scores(query, key)` (the scores after the mask),
-    `masked_softmax(query, key)` (their softmax: before SATA),
-    `mix_heads(probs)` (after SATA, e.g. talking heads) and
-    `combine_heads(weights, value)`.
+    One attention computation, `compute_attention`, in two forms:
+    - explicit (the reference): the scores, the softmax in float32, SATA and
+      any head mixing written out; the only form that gives the maps;
+    - fused: `keras.ops.dot_product_attention` with the scale folded into q
+      (`scale=1`), the masks as its boolean `mask`, a bias (with any mask
+      written into it) as its `bias`. Taken when nothing needs the explicit
+      form: no maps asked, no SATA, no head mixing, no attention dropout in
+      training, `use_fused_attention` not switched off, and where the
+      backend's kernel runs and pays (not on JAX's CPU in float16 or in
+      training: `backend_fuses`). The
+      same outputs and gradients to float round-off (tested on every backend,
+      in float32 and half precision, with masks and biases).
+    The choice follows from the layer's configuration
+    (`uses_fused_attention`), never from which methods a subclass overrides.
+
+    What a subclass may override (both forms read the same hooks):
+    - `attention_bias(num_queries, num_keys)`, the scores hook: a float32
+      bias added to the scaled scores and a boolean mask (True: attend), e.g.
+      Swin's relative position bias and shift mask;
+    - `head_mixing()`, the head-mixing hook: `(heads, heads)` matrices mixing
+      the heads' scores before the softmax and their probabilities after SATA
+      (CaiT's talking heads);
+    - `output_residual(inputs, value)`: what the layer adds to its projected
+      output (T2T's skip connections).
 
     Call args:
         inputs: `(B, N, dim)`.
@@ -82,6 +156,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             talking-heads mixing in CaiT). Keras' `MultiHeadAttention` style:
             the layer says what it returns, nothing patches it.
         training: dropout switch.
+        context: optional `(B, Nk, dim)` tokens to attend over (cross
+            attention, CaiT's class attention): the keys and values come from
+            `context` through the same qkv Dense, the queries from `inputs`.
+            Not with `diagonal_mask` (there is no diagonal).
 
     Args:
         num_heads: number of heads.
@@ -175,110 +253,150 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         )
         self.output_dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
-    def query_key_value(self, inputs):
-        """q, k, v, each `(B, heads, N, head_dim)`, from the one qkv Dense.
+    # === The hooks ===
 
-        Heads-first, so the score and value products are plain batched
-        matmuls on contiguous operands (einsum over `(B, N, heads, dim)`
-        transposes its operands and makes the scores non-contiguous, which
-        slows every elementwise op on them in eager PyTorch).
+    def attention_bias(self, num_queries, num_keys):
+        """The scores hook: `(bias, mask)`, each None or a 4-D tensor (or
+        NumPy array) `(groups, heads or 1, num_queries, num_keys)`: a float32
+        bias added to the scaled scores, and a boolean mask (True: attend;
+        False: probability exactly 0). `groups` is 1 (every batch entry) or
+        divides the attention's batch, entry `b` taking group `b % groups`
+        (Swin's windows, the window index varying fastest). Every row must
+        keep at least one key.
+
+        Here: no bias; with `diagonal_mask` (LSA) each query's own key masked.
         """
+        if not self.diagonal_mask:
+            return None, None
+        mask = ops.not_equal(ops.arange(num_queries)[:, None], ops.arange(num_keys)[None, :])
+        return None, mask[None, None]
+
+    def head_mixing(self):
+        """The head-mixing hook: `(pre_softmax, post_softmax)`, each None or a
+        `(heads, heads)` matrix `W` mixing the heads, `x'_g = sum_h x_h W[h, g]`:
+        of the scores (after the bias, before the mask) and of the
+        probabilities after SATA (the weights that multiply the values).
+        None, None here."""
+        return None, None
+
+    def output_residual(self, inputs, value):
+        """What the layer adds to its projected output (after the output
+        dropout), from its `inputs` and the values `(B, N, heads, head_dim)`:
+        None here (T2T's attention adds `inputs` or the values)."""
+        return None
+
+    # === The computation ===
+
+    def query_key_value(self, inputs):
+        """q, k, v, each `(B, N, heads, head_dim)`, from the one qkv Dense:
+        a reshape and slices, no transpose (the fused kernel takes this
+        layout; the explicit form transposes to heads first itself)."""
         num_tokens = inputs.shape[1] or ops.shape(inputs)[1]
         qkv = ops.reshape(self.qkv(inputs), (-1, num_tokens, 3, self.num_heads, self.head_dim))
-        qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-        return qkv[0], qkv[1], qkv[2]
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
 
-    def merge_heads(self, x):
-        """`(B, heads, N, head_dim) -> (B, N, heads * head_dim)`."""
-        x = ops.transpose(x, (0, 2, 1, 3))
-        return ops.reshape(x, (-1, x.shape[1] or ops.shape(x)[1], self.num_heads * self.head_dim))
+    def uses_fused_attention(self, dtype, return_maps=False, training=None):
+        """Whether `compute_attention` takes the fused form for inputs of
+        `dtype`: not when the maps are asked, with SATA, with head mixing or
+        with attention dropout in training (what only the explicit form
+        computes), nor inside `use_fused_attention(False)`, nor where the
+        backend's kernel refuses the dtype or is slower (`backend_fuses`:
+        JAX's CPU in float16, and in training)."""
+        if return_maps or self.suppression is not None or not _FUSED_ATTENTION[0]:
+            return False
+        if training and self.attention_dropout > 0:
+            return False
+        if any(matrix is not None for matrix in self.head_mixing()):
+            return False
+        return backend_fuses(dtype, training)
 
-    def combine_heads(self, weights, value):
-        """`weights @ value` with the heads concatenated: `(B, Nq, heads * head_dim)`
-        from weights `(B, heads, Nq, Nk)` and value `(B, heads, Nk, head_dim)`."""
-        return self.merge_heads(ops.matmul(weights, value))
-
-    def attention_scores(self, query, key):
-        """Scaled float32 scores `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k.
-
-        Override point for changes before masking and softmax (a bias, head
-        mixing).
-        """
+    def compute_attention(self, query, key, value, return_maps=False, training=None):
+        """The attention of `(B, N, heads, head_dim)` q, k, v (as from
+        `query_key_value`): `(attended, maps)`, `attended` the heads merged
+        `(B, Nq, heads * head_dim)` before the output projection, `maps` the
+        float32 dict of the call's `"all"` mode with `return_maps`, else None.
+        Fused or explicit (see the class docstring)."""
         if self.learnable_temperature:
-            scale = ops.cast(self.temperature, query.dtype)[:, None, None]
+            scale = ops.cast(self.temperature, query.dtype)[:, None]
         else:
             scale = self.default_scale
-        scores = ops.matmul(query * scale, ops.swapaxes(key, -1, -2))
-        return ops.cast(scores, "float32")
+        query = query * scale
+        num_queries = query.shape[1] or ops.shape(query)[1]
+        bias, mask = self.attention_bias(num_queries, key.shape[1] or ops.shape(key)[1])
+        if self.uses_fused_attention(query.dtype, return_maps, training):
+            attended = self._fused_attention(query, key, value, bias, mask)
+            maps = None
+        else:
+            attended, maps = self._explicit_attention(query, key, value, bias, mask, return_maps, training)
+        return ops.reshape(attended, (-1, num_queries, self.num_heads * self.head_dim)), maps
 
-    def masked_scores(self, query, key):
-        """float32 `attention_scores` with LSA's diagonal mask, `(B, heads, Nq, Nk)`:
-        what the softmax takes."""
-        scores = self.attention_scores(query, key)
-        if self.diagonal_mask:
+    def _fused_attention(self, query, key, value, bias, mask):
+        if bias is not None:
+            bias = ops.cast(bias, "float32")
+            if mask is not None:  # one of the two: PyTorch's kernel takes a mask or a bias
+                bias = ops.where(mask, bias, MASK_VALUE)
+        elif mask is not None and mask.shape[0] != 1:
+            bias = ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32")
+        if bias is not None:
+            mask = None
+            groups = bias.shape[0]
+            if groups != 1:
+                # The batch, from the batch entries themselves (a symbolic batch size is unknown).
+                anchor = ops.zeros_like(ops.reshape(query[:, :1, :1, :1], (-1, groups, 1, 1, 1)), dtype="float32")
+                bias = ops.reshape(anchor + bias[None], (-1, *bias.shape[1:]))
+        return ops.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=1.0)
+
+    def _explicit_attention(self, query, key, value, bias, mask, return_maps, training):
+        # Heads first: the score and value products are plain batched matmuls.
+        query = ops.transpose(query, (0, 2, 1, 3))
+        value = ops.transpose(value, (0, 2, 1, 3))
+        scores = ops.cast(ops.matmul(query, ops.transpose(key, (0, 2, 3, 1))), "float32")
+        pre_softmax, post_softmax = self.head_mixing()
+        if bias is not None:
+            scores = add_grouped(scores, ops.cast(bias, "float32"))
+        if pre_softmax is not None:
+            scores = ops.einsum("bhqk,hg->bgqk", scores, ops.cast(pre_softmax, "float32"))
+        if mask is not None:
             # Added, not written with `where`: the scores are float32, where
             # MASK_VALUE is far below any score, and an addition's gradient is
             # free (a `where` costs a masked copy forward and backward).
-            num_tokens = scores.shape[-1] or ops.shape(scores)[-1]
-            scores = scores + ops.eye(num_tokens, dtype="float32") * MASK_VALUE
-        return scores
-
-    def masked_softmax(self, query, key):
-        """float32 `softmax(masked_scores)`: the probabilities before SATA,
-        `(B, heads, Nq, Nk)` (override point: then SATA acts on what this
-        returns)."""
-        return ops.softmax(self.masked_scores(query, key), axis=-1)
-
-    @property
-    def fuses_suppression(self):
-        """Whether SATA runs fused with the softmax
-        (`TrivialAttentionSuppression.suppress_scores`: same values, about
-        half the time under XLA). Not on PyTorch, which runs eagerly here and
-        is faster with the softmax kernel and SATA's own gradient, nor where a
-        subclass overrides `masked_softmax`."""
-        return (
-            self.suppression is not None
-            and keras.backend.backend() != "torch"
-            and type(self).masked_softmax is MultiHeadSelfAttention.masked_softmax
-        )
-
-    def mix_heads(self, probs):
-        """The weights that multiply the values, from the probabilities after
-        SATA (override point: talking heads' post-softmax mixing); identity here."""
-        return probs
-
-    def attention_outputs(self, query, key):
-        """float32 maps `(B, heads, Nq, Nk)` from `(B, heads, N, head_dim)` q, k:
-        a dict of `"before_suppression"` (`masked_softmax`), `"after_suppression"`
-        (then SATA; the same tensor without SATA) and `"weights"` (then
-        `mix_heads`: what multiplies the values)."""
-        if self.fuses_suppression:
-            scores = self.masked_scores(query, key)
-            # Compiled graphs drop this softmax when no map is returned.
-            before = ops.softmax(scores, axis=-1)
+            scores = add_grouped(scores, ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32"))
+        before = None
+        if self.suppression is not None and keras.backend.backend() != "torch":
+            # SATA fused with the softmax (`suppress_scores`: the same values,
+            # about half the time under XLA); eager PyTorch is faster with the
+            # softmax kernel and SATA's own gradient.
             after = self.suppression_layer.suppress_scores(scores)
+            if return_maps:
+                before = ops.softmax(scores, axis=-1)
         else:
-            before = self.masked_softmax(query, key)
-            after = self.suppression_layer(before) if self.suppression is not None else before
-        return {"before_suppression": before, "after_suppression": after, "weights": self.mix_heads(after)}
+            before = ops.softmax(scores, axis=-1)
+            after = before if self.suppression is None else self.suppression_layer(before)
+        weights = after
+        if post_softmax is not None:
+            weights = ops.einsum("bhqk,hg->bgqk", after, ops.cast(post_softmax, "float32"))
+        dropped = self.attention_dropout_layer(ops.cast(weights, value.dtype), training=training)
+        attended = ops.transpose(ops.matmul(dropped, value), (0, 2, 1, 3))
+        maps = None
+        if return_maps:
+            maps = {"before_suppression": before, "after_suppression": after, "weights": weights}
+        return attended, maps
 
-    def attention_probabilities(self, query, key):
-        """The float32 weights `(B, heads, Nq, Nk)` that multiply the values
-        (`attention_outputs(query, key)["weights"]`)."""
-        return self.attention_outputs(query, key)["weights"]
-
-    def attend(self, query, key, value, training=None):
-        """`(heads merged (B, Nq, heads * head_dim), attention_outputs)`:
-        the attention before the output projection."""
-        outputs = self.attention_outputs(query, key)
-        weights = self.attention_dropout_layer(ops.cast(outputs["weights"], value.dtype), training=training)
-        return self.combine_heads(weights, value), outputs
-
-    def call(self, inputs, return_attention_scores=False, training=None):
+    def call(self, inputs, return_attention_scores=False, training=None, context=None):
         mode = check_return_mode(return_attention_scores)
         query, key, value = self.query_key_value(inputs)
-        out, maps = self.attend(query, key, value, training=training)
-        out = self.output_dropout_layer(self.output_projection(out), training=training)
+        if context is not None:
+            if self.diagonal_mask:
+                raise ValueError(
+                    "`diagonal_mask=True` is for self-attention; attention over a "
+                    "`context` input (class attention) has no diagonal. Use diagonal_mask=False."
+                )
+            _, key, value = self.query_key_value(context)
+        attended, maps = self.compute_attention(query, key, value, return_maps=bool(mode), training=training)
+        out = self.output_dropout_layer(self.output_projection(attended), training=training)
+        residual = self.output_residual(inputs, value)
+        if residual is not None:
+            out = out + residual
         return with_attention_scores(out, maps, mode)
 
     def get_config(self):

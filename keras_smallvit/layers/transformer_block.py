@@ -122,7 +122,8 @@ class TransformerBlock(keras.layers.Layer):
 
         Subclasses return another attention (e.g. shifted-window attention);
         it must take `(B, N, dim)`, return `(B, N, dim)` and, with
-        `return_attention_scores=True`, also its float32 probabilities.
+        `return_attention_scores` True or `"all"`, also its float32 maps (see
+        `MultiHeadSelfAttention`); without, it may take a fused form.
         """
         return MultiHeadSelfAttention(
             num_heads=self.num_heads,
@@ -155,12 +156,11 @@ class TransformerBlock(keras.layers.Layer):
 
     def call(self, inputs, return_attention_scores=False, training=None, **attention_kwargs):
         mode = check_return_mode(return_attention_scores)
-        branch, maps = self.attention_layer(
-            self.attention_norm(inputs),
-            return_attention_scores="all" if mode == "all" else True,
-            training=training,
-            **attention_kwargs,
+        # Without maps asked, the attention may take its fused form.
+        branch = self.attention_layer(
+            self.attention_norm(inputs), return_attention_scores=mode, training=training, **attention_kwargs
         )
+        branch, maps = branch if mode else (branch, None)
         branch = self.apply_techniques("attention_output", branch)
         x = inputs + self.drop_path(self.scale_branch("attention", branch), training=training)
         branch = self.mlp_dropout_1(self.mlp_dense_1(self.mlp_norm(x)), training=training)

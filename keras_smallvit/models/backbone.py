@@ -3,7 +3,6 @@ spec, config plumbing and the class-token map override point."""
 
 import keras
 
-from keras_smallvit.layers.attention import ATTENTION_MAPS
 from keras_smallvit.layers.techniques import TechniqueSpec
 from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.utils import legacy
@@ -42,16 +41,41 @@ def resolve_techniques(techniques, kwargs, plain_tokenizer="patch", owner=None):
     return TechniqueSpec.resolve(techniques).check_tokenizer(plain_tokenizer)
 
 
-def call_block(block, x, attention_maps, **kwargs):
-    """`block(x, **kwargs)` in a backbone's graph, appending its attention
-    weights to `attention_maps`.
+@keras.saving.register_keras_serializable(package="keras_smallvit")
+class WithAttentionMaps(keras.layers.Wrapper):
+    """Calls its block with `return_attention_scores="all"`: `(x, maps)`.
 
-    The block is called with `return_attention_scores="all"`: its maps before
-    and after SATA stay in the graph (unused by the backbone's outputs, so
-    they cost nothing), where `Backbone.attention_model("all")` finds them.
+    `Backbone.attention_model` calls each block through one, sharing the
+    block and its weights: a functional model checks that its outputs are
+    connected by the output structure of each layer's first call, and a
+    block's first call (the backbone's graph) returns no maps.
+
+    Args:
+        layer: the block (a `TransformerBlock` or any block taking
+            `return_attention_scores`).
     """
-    x, maps = block(x, return_attention_scores="all", **kwargs)
-    attention_maps.append(maps["weights"])
+
+    def call(self, inputs, **kwargs):
+        return self.layer(inputs, return_attention_scores="all", **kwargs)
+
+    def compute_output_spec(self, inputs, **kwargs):
+        return self.layer.compute_output_spec(inputs, return_attention_scores="all", **kwargs)
+
+
+def call_block(block, x, attention_maps=None, **kwargs):
+    """`block(x, **kwargs)` in a backbone's graph function.
+
+    With `attention_maps` None (the backbone's own graph) the block returns
+    no maps, so its attention may take the fused form; with a list
+    (`Backbone.attention_model`) the block is called through a
+    `WithAttentionMaps` (`return_attention_scores="all"`) and its dict of
+    maps is appended.
+    """
+    if attention_maps is None:
+        return block(x, **kwargs)
+    wrapper = WithAttentionMaps(block, dtype=block.dtype_policy, name=f"{block.name}_with_maps")
+    x, maps = wrapper(x, **kwargs)
+    attention_maps.append(maps)
     return x
 
 
@@ -94,22 +118,32 @@ class Backbone(keras.Model):
     """Base of the package's functional backbones.
 
     A subclass takes architecture arguments and one `techniques` (a
-    `TechniqueSpec`, resolved by `resolve_techniques`), builds its graph in
-    `__init__` handing the spec unchanged to its blocks and tokenizer, calls
-    `super().__init__(inputs, outputs, ...)`, then
+    `TechniqueSpec`, resolved by `resolve_techniques`), makes its layers in
+    `__init__` handing the spec unchanged to its blocks and tokenizer, and
+    defines its graph once, as a function `graph(images, attention_maps=None)`
+    returning the sequence output, that calls every block through
+    `call_block(block, x, attention_maps)`. It calls
+    `super().__init__(images, graph)` (`images` its `keras.Input`), then
     `self.set_config(**arguments)` with its constructor arguments (validated
     and normalised): they become attributes and `get_config()` (the spec as
     its config dict), so `from_config(get_config())` rebuilds the same model;
     the configs of older versions pass through `keras_smallvit.utils.legacy`
     first. The spec's fields read from it: `backbone.techniques.suppression`.
 
+    The backbone is `graph(images)`: its output is `{"sequence_output"}`,
+    and no attention map is computed, so the attention may take its fused
+    form (`predict` and `fit` of a classifier need no map).
+    `attention_model(...)` is `graph(images, maps)` on the same layers: the
+    sequence output and the maps from one forward pass.
+
     Override point: `class_token_attention(attention_maps)`.
     """
 
-    def __init__(self, *args, dtype=None, **kwargs):
-        check_model_kwargs(type(self), {k: v for k, v in kwargs.items() if k not in ("inputs", "outputs")})
-        super().__init__(*args, dtype=dtype, **kwargs)
+    def __init__(self, inputs, graph, dtype=None, **kwargs):
+        check_model_kwargs(type(self), kwargs)
+        super().__init__(inputs=inputs, outputs={"sequence_output": graph(inputs)}, dtype=dtype, **kwargs)
         keep_dtype_policy(self, dtype)
+        self._graph = graph
 
     def set_config(self, **arguments):
         """Stores the constructor `arguments` as attributes and as the config."""
@@ -124,34 +158,29 @@ class Backbone(keras.Model):
         return class_token_attention(attention_maps, self.grid_size, self.num_prefix_tokens)
 
     def attention_model(self, return_attention_scores=True):
-        """A model sharing this backbone's weights, from the same images to
-        its outputs, with the attention maps asked for.
+        """A model sharing this backbone's layers and weights, from the same
+        images to `{"sequence_output", "attention_maps"}` from one forward
+        pass (the backbone's own outputs hold no maps).
 
         Args:
-            return_attention_scores: True: this backbone itself (its
-                `"attention_maps"` are the weights that multiply the values);
-                `"all"`: each entry of `"attention_maps"` is the dict of its
-                attention layer (`"before_suppression"`, `"after_suppression"`,
-                `"weights"`; see `MultiHeadSelfAttention`), from one forward
-                pass: the backbone calls every block with
+            return_attention_scores: True: `"attention_maps"` is a list with
+                each attention layer's weights that multiply the values
+                (float32, in graph order); `"all"`: each entry is the dict of
+                its attention layer (`"before_suppression"`,
+                `"after_suppression"`, `"weights"`; see
+                `MultiHeadSelfAttention`). The blocks are called with
                 `return_attention_scores="all"` (`call_block`; a documented
-                call mode, nothing is patched) and outputs the weights only.
+                call mode, nothing is patched), so the attention takes its
+                explicit form.
         """
-        if return_attention_scores is True:
-            return self
         check_choice("return_attention_scores", return_attention_scores, (True, "all"))
-        # Each block's dict of maps is in this graph already (`call_block`):
-        # its call output, flattened with the dict's keys sorted.
-        keys = sorted(ATTENTION_MAPS)
-        by_weights = {}
-        for layer in self.layers:
-            outputs = layer.output if getattr(layer, "attention_layer", None) is not None else None
-            if isinstance(outputs, (list, tuple)) and len(outputs) == 1 + len(keys):
-                maps = dict(zip(keys, outputs[1:]))
-                by_weights[id(maps["weights"])] = maps
-        outputs = dict(self.output)
-        outputs["attention_maps"] = [by_weights[id(weights)] for weights in outputs["attention_maps"]]
-        return keras.Model(self.input, outputs, name=f"{self.name}_all_attention_maps")
+        images = keras.Input(shape=self.input_shape[1:], name="images")
+        maps = []
+        sequence_output = self._graph(images, maps)
+        if return_attention_scores is True:
+            maps = [layer_maps["weights"] for layer_maps in maps]
+        suffix = "all_attention_maps" if return_attention_scores == "all" else "attention_maps"
+        return keras.Model(images, {"sequence_output": sequence_output, "attention_maps": maps}, name=f"{self.name}_{suffix}")
 
     def get_config(self):
         config = {

@@ -84,7 +84,7 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
 
     Args:
         backbone: a backbone of this package (its output has
-            `"sequence_output"` and `"attention_maps"`).
+            `"sequence_output"`; its `attention_model()` adds the maps).
         num_classes: number of classes.
         pooling: `"class_token"` or `"average"`.
         head_dropout: dropout before the last Dense.
@@ -210,7 +210,9 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         """A model sharing this one's weights that returns, from one forward pass,
         `{"logits", "attention_maps"}` plus `"class_token_attention"` when the
         backbone has class-token maps on a patch grid (its
-        `class_token_attention(maps)` method returns a list, not None).
+        `class_token_attention(maps)` method returns a list, not None). The
+        classifier itself computes no map (its attention may take the fused
+        form); its logits equal this model's.
 
         Args:
             return_attention_scores: True (the maps that multiply the values)

@@ -5,13 +5,20 @@ import pytest
 from keras_smallvit.layers import LocalitySelfAttention
 from keras_smallvit.layers import MultiHeadSelfAttention
 from keras_smallvit.layers import TechniqueSpec
+from keras_smallvit.layers.attention import use_fused_attention
+from keras_smallvit.models.cait.cait_layers import TalkingHeadsAttention
+from keras_smallvit.models.swin.swin_layers import WindowAttention
 from tests import references as ref
+from tests.backend_utils import compiled
+from tests.backend_utils import gradients
+from tests.contract import MIXED_TOLERANCE
 from tests.contract import LayerContract
 from tests.contract import as_numpy
 from tests.contract import fit_one_step
 from tests.contract import wrap_layer
 
 HEADS, HEAD_DIM, TOKENS, DIM = 3, 4, 10, 12
+BACKEND = keras.backend.backend()
 
 
 def tokens(seed=0):
@@ -224,3 +231,147 @@ def test_bad_ablation_options_name_the_option_and_the_allowed_values(kwargs, arg
     if argument == "temperature_multiple":
         with pytest.raises(ValueError, match=f"`{argument}`"):
             MultiHeadSelfAttention(HEADS, HEAD_DIM, **kwargs)
+
+
+# === The fused form (issue 30): the same attention as the explicit one ===
+
+# Largest difference fused vs explicit, as a fraction of the explicit
+# output's (or gradient's) largest magnitude: float32 round-off; in the half
+# types the bias, the probabilities and the products round differently (the
+# largest seen: 1.4e-2 in float16, 3e-2 in bfloat16, a temperature's
+# gradient), within the contract's half-precision tolerances.
+FUSED_TOLERANCE = {"float32": 1e-5, **MIXED_TOLERANCE}
+
+
+def window_tokens(seed=0):
+    return np.random.default_rng(seed).normal(size=(2, 64, DIM)).astype("float32")
+
+
+FUSED_CASES = {
+    # (layer factory, inputs, context)
+    # LSA: a learned temperature per head (folded into q) and the diagonal as a boolean mask.
+    "lsa": (lambda dtype: LocalitySelfAttention(HEADS, HEAD_DIM, dtype=dtype), tokens, None),
+    # Swin's shifted windows with LSA: the relative position bias as `bias`,
+    # the shift mask (one per window) and the diagonal written into it.
+    "shifted_window_lsa": (
+        lambda dtype: WindowAttention(
+            HEADS, HEAD_DIM, window_size=4, shift_size=2, grid_size=(8, 8), diagonal_mask=True,
+            learnable_temperature=True, use_qkv_bias=True, dtype=dtype,
+        ),
+        window_tokens,
+        None,
+    ),
+    # Cross attention (class attention without talking heads): one query over the tokens, no mask.
+    "context": (lambda dtype: MultiHeadSelfAttention(HEADS, HEAD_DIM, dtype=dtype), lambda: tokens()[:, :1], tokens),
+}
+
+
+def randomize(layer):
+    """Weights away from their initial values: the temperatures and the bias table matter."""
+    rng = np.random.default_rng(3)
+    for variable in layer.weights:
+        variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
+
+
+def stateless_forward(layer, **kwargs):
+    """`forward(x, weights, mode=False)`: the layer's output (with
+    `return_attention_scores=mode`) from NumPy weights."""
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def forward(x, weights, mode=False):
+        out, _ = layer.stateless_call(list(weights), non_trainable, x, return_attention_scores=mode, **kwargs)
+        return out[0] if mode else out
+
+    return forward
+
+
+def outputs_and_gradients(layer, x, **kwargs):
+    """`(output, gradients to the inputs and to every weight)` as NumPy
+    float32; compiled on JAX. The output is the gradient to `probe` of
+    `sum(output * probe)`: one compile gives both."""
+    forward = stateless_forward(layer, **kwargs)
+
+    def loss(x, probe, *weights):
+        return keras.ops.sum(keras.ops.multiply(keras.ops.cast(forward(x, weights), "float32"), probe))
+
+    probe = np.random.default_rng(7).normal(size=x.shape).astype("float32")  # every case keeps the input's shape
+    trainable = [as_numpy(v) for v in layer.trainable_variables]
+    grads = [np.asarray(g, "float32") for g in gradients(loss, [x, probe] + trainable, jit=True)]
+    return grads[1], grads[:1] + grads[2:]
+
+
+def relative_error(got, want):
+    return np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-12)
+
+
+# float16 on JAX's CPU takes the explicit form both ways (XLA:CPU refuses the
+# fused kernel's float16 dots): its float16 cases would compare a form with itself.
+POLICIES = ["float32", "mixed_bfloat16"] + ([] if BACKEND == "jax" else ["mixed_float16"])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("case", sorted(FUSED_CASES))
+def test_fused_attention_equals_the_explicit_form_values_and_gradients(case, policy, monkeypatch):
+    factory, inputs, context = FUSED_CASES[case]
+    x = inputs()
+    kwargs = {} if context is None else {"context": context()}
+    layer = factory(policy)
+    layer.build(x.shape)
+    randomize(layer)
+    assert layer.uses_fused_attention(layer.compute_dtype)
+
+    calls = []
+    kernel = keras.ops.dot_product_attention
+    monkeypatch.setattr(keras.ops, "dot_product_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    got, got_grads = outputs_and_gradients(layer, x, **kwargs)
+    assert calls  # the fused kernel ran
+    calls.clear()
+    with use_fused_attention(False):
+        want, want_grads = outputs_and_gradients(layer, x, **kwargs)
+    assert not calls
+    # A call that returns the maps takes the explicit form.
+    forward = stateless_forward(layer, **kwargs)
+    (compiled if BACKEND == "jax" else (lambda fn: fn))(lambda x: forward(x, layer.trainable_variables, "all"))(x)
+    assert not calls
+
+    tolerance = FUSED_TOLERANCE[policy]
+    assert np.isfinite(got).all() and relative_error(got, want) <= tolerance, relative_error(got, want)
+    assert len(got_grads) == len(want_grads) == 1 + len(layer.trainable_variables)
+    for g, w in zip(got_grads, want_grads):
+        assert np.isfinite(g).all() and relative_error(g, w) <= tolerance, relative_error(g, w)
+
+
+def test_jax_cpu_takes_the_explicit_form_in_float16_and_in_training():
+    layer = LocalitySelfAttention(HEADS, HEAD_DIM, dtype="mixed_float16")
+    layer.build((2, TOKENS, DIM))
+    on_cpu = keras.distribution.list_devices()[0].startswith("cpu") if BACKEND == "jax" else False
+    assert layer.uses_fused_attention("float16") == (not on_cpu)
+    assert layer.uses_fused_attention("float32", training=True) == (not on_cpu)
+    assert layer.uses_fused_attention("bfloat16") and layer.uses_fused_attention("float32")
+
+
+def test_the_form_follows_the_configuration():
+    x = tokens()
+    plain = MultiHeadSelfAttention(HEADS, HEAD_DIM, attention_dropout=0.1)
+    plain(x)
+    assert plain.uses_fused_attention("float32")
+    assert plain.uses_fused_attention("float32", training=False)
+    assert not plain.uses_fused_attention("float32", return_maps=True)  # only the explicit form has maps
+    assert not plain.uses_fused_attention("float32", training=True)  # dropout on the probabilities
+    with use_fused_attention(False):
+        assert not plain.uses_fused_attention("float32")
+    assert plain.uses_fused_attention("float32")
+    sata = MultiHeadSelfAttention(HEADS, HEAD_DIM, suppression=True)
+    sata(x)
+    assert not sata.uses_fused_attention("float32")
+    talking = TalkingHeadsAttention(HEADS, HEAD_DIM)  # head mixing: the explicit form
+    talking(x)
+    assert not talking.uses_fused_attention("float32")
+    assert all(m is not None for m in talking.head_mixing())
+    # A subclass changes hooks; overriding none keeps the fused form.
+    assert type("Subclass", (MultiHeadSelfAttention,), {})(HEADS, HEAD_DIM).uses_fused_attention("float32")
+
+
+def test_context_with_diagonal_mask_is_refused():
+    with pytest.raises(ValueError, match="`diagonal_mask=True`"):
+        LocalitySelfAttention(HEADS, HEAD_DIM)(tokens()[:, :1], context=tokens())

@@ -179,12 +179,14 @@ def test_shifted_window_mask_matches_wraparound_reference():
 
 # Contracts on a 4x4 grid: one 4x4 window shifted by 2 (four 2x2 regions).
 class TestWindowAttentionContract(LayerContract):
-    input_shape = (2, 16, 8)
+    input_shape = (2, 64, 8)  # an 8x8 grid: four windows, each its own shift mask
 
     def layer_factory(self, dtype):
+        # No SATA: the fused form (the bias, the shift mask per window, the
+        # diagonal) through the contract; SATA's windows are the block's below.
         return WindowAttention(
             2, 4, window_size=4, shift_size=2, diagonal_mask=True, learnable_temperature=True,
-            suppression=True, use_qkv_bias=True, dtype=dtype,
+            use_qkv_bias=True, dtype=dtype,
         )
 
 

@@ -34,14 +34,15 @@ class CaiTBackbone(Backbone):
     Outputs a dict:
     - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, the class token after
       the class-attention layers first, then the patch tokens after the
-      patch-attention layers;
-    - `"attention_maps"`: a list of float32 weights from the same forward
-      pass: `depth` patch-attention maps `(B, num_heads, N, N)`, then
-      `class_depth` class-attention maps `(B, num_heads, 1, N)`. These are the
-      weights that multiply the values, after the post-softmax head mixing
-      (so not probabilities: entries may be negative).
-      `class_token_attention()` returns the class-attention maps on the
-      patch grid.
+      patch-attention layers.
+
+    `attention_model()` adds `"attention_maps"`: a list of float32 weights
+    from the same forward pass: `depth` patch-attention maps
+    `(B, num_heads, N, N)`, then `class_depth` class-attention maps
+    `(B, num_heads, 1, N)`. These are the weights that multiply the values,
+    after the post-softmax head mixing (so not probabilities: entries may be
+    negative). `class_token_attention()` returns the class-attention maps on
+    the patch grid.
 
     Where the techniques (`techniques`, a `TechniqueSpec`) act:
     - SPT: replaces the patch embedding.
@@ -147,20 +148,17 @@ class CaiTBackbone(Backbone):
         concatenate = keras.layers.Concatenate(axis=1, dtype=dtype, name="sequence_output")
 
         # === Functional model ===
+        def graph(images, attention_maps=None):
+            patches = embedding_dropout_layer(position_embedding(tokenizer(images)))
+            for layer in patch_blocks:
+                patches = call_block(layer, patches, attention_maps)
+            cls = class_token(patches)
+            for layer in class_blocks:
+                cls = call_block(layer, cls, attention_maps, context=patches)
+            return concatenate([cls, patches])
+
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        patches = embedding_dropout_layer(position_embedding(tokenizer(images)))
-        attention_maps = []
-        for layer in patch_blocks:
-            patches = call_block(layer, patches, attention_maps)
-        cls = class_token(patches)
-        for layer in class_blocks:
-            cls = call_block(layer, cls, attention_maps, context=patches)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": concatenate([cls, patches]), "attention_maps": attention_maps},
-            dtype=dtype,
-            **kwargs,
-        )
+        super().__init__(images, graph, dtype=dtype, **kwargs)
 
         # === Config ===
         self.grid_size = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
@@ -188,7 +186,7 @@ class CaiTBackbone(Backbone):
     def class_token_attention(self, attention_maps):
         """The class-attention layers' maps on the patch grid: a list of
         `class_depth` tensors `(B, num_heads, grid_h, grid_w)` (the class
-        token's weights over the patches), from this backbone's
-        `"attention_maps"` output."""
+        token's weights over the patches), from the `"attention_maps"` of
+        `attention_model()`."""
         class_maps = list(attention_maps)[-self.class_depth :]
         return class_token_attention(class_maps, self.grid_size, num_prefix_tokens=0)

@@ -5,8 +5,6 @@ from keras import ops
 
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
 from keras_smallvit.layers.attention import attention_output_spec
-from keras_smallvit.layers.attention import check_return_mode
-from keras_smallvit.layers.attention import with_attention_scores
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import check_range
 
@@ -154,6 +152,9 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
     `W_post` are `(heads, heads)` and start from a standard normal
     distribution, like `torch.randn` in the official code.
 
+    The mixing is `MultiHeadSelfAttention`'s head-mixing hook
+    (`head_mixing`), so this layer always takes the explicit form.
+
     Class attention: when `context` is given, the queries come from `inputs`
     and the keys and values from `context` only, as in the official small-
     dataset code (`(B, Nq, dim)` attends over `(B, Nk, dim)`; the official
@@ -183,28 +184,9 @@ class TalkingHeadsAttention(MultiHeadSelfAttention):
             name="post_softmax_mixing", shape=(self.num_heads, self.num_heads), initializer=init
         )
 
-    def attention_scores(self, query, key):
-        scores = super().attention_scores(query, key)
-        return ops.einsum("bhqk,hg->bgqk", scores, ops.cast(self.pre_softmax_mixing, "float32"))
-
-    def mix_heads(self, probs):
-        # Step 5, after the base class's mask, softmax and SATA.
-        return ops.einsum("bhqk,hg->bgqk", probs, ops.cast(self.post_softmax_mixing, "float32"))
-
-    def call(self, inputs, context=None, return_attention_scores=False, training=None):
-        if context is None:
-            return super().call(inputs, return_attention_scores=return_attention_scores, training=training)
-        mode = check_return_mode(return_attention_scores)
-        if self.diagonal_mask:
-            raise ValueError(
-                "`diagonal_mask=True` is for self-attention; class attention (a "
-                "`context` input) has no diagonal. Use diagonal_mask=False."
-            )
-        query = self.query_key_value(inputs)[0]
-        _, key, value = self.query_key_value(context)
-        out, maps = self.attend(query, key, value, training=training)
-        out = self.output_dropout_layer(self.output_projection(out), training=training)
-        return with_attention_scores(out, maps, mode)
+    def head_mixing(self):
+        # Steps 1 and 5, around the base class's mask, softmax and SATA.
+        return self.pre_softmax_mixing, self.post_softmax_mixing
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")

@@ -45,10 +45,12 @@ class PiTBackbone(Backbone):
 
     Outputs a dict:
     - `"sequence_output"`: `(B, 1 + N_last, hidden_dim * 2 ** (stages - 1))`,
-      class token first;
-    - `"attention_maps"`: one `(B, heads_s, 1 + N_s, 1 + N_s)` float32 tensor
-      per block (after LSA masking and SATA), from the same forward pass;
-      `class_token_attention()` puts the class-token rows on each stage's grid.
+      class token first.
+
+    `attention_model()` adds `"attention_maps"`: one
+    `(B, heads_s, 1 + N_s, 1 + N_s)` float32 tensor per block (after LSA
+    masking and SATA), from the same forward pass; `class_token_attention()`
+    puts the class-token rows on each stage's grid.
 
     Where the techniques (`techniques`, a `TechniqueSpec`) act:
     - SPT tokenizes the image; `downsampling="spt"` (S_pool; the default
@@ -209,20 +211,17 @@ class PiTBackbone(Backbone):
                 poolings.append(pooling)
 
         # === Functional model ===
+        def graph(images, attention_maps=None):
+            x = embedding_dropout_layer(embedding(tokenizer(images)))
+            for stage, blocks in enumerate(stages):
+                for block in blocks:
+                    x = call_block(block, x, attention_maps)
+                if stage < len(poolings):
+                    x = poolings[stage](x)
+            return x
+
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = embedding_dropout_layer(embedding(tokenizer(images)))
-        attention_maps = []
-        for stage, blocks in enumerate(stages):
-            for block in blocks:
-                x = call_block(block, x, attention_maps)
-            if stage < len(poolings):
-                x = poolings[stage](x)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": x, "attention_maps": attention_maps},
-            dtype=dtype,
-            **kwargs,
-        )
+        super().__init__(images, graph, dtype=dtype, **kwargs)
 
         # === Config ===
         self.grid_size = stage_grids[0]

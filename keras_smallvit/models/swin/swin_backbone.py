@@ -45,11 +45,12 @@ class SwinBackbone(Backbone):
     `drop_path_rate` over the blocks (official code).
 
     Outputs a dict:
-    - `"sequence_output"`: `(B, N_last, hidden_dim * 2 ** (stages - 1))`;
-    - `"attention_maps"`: one `(B, num_windows, heads, ws * ws, ws * ws)`
-      float32 tensor per block (after the shift mask, LSA masking and SATA),
-      from the same forward pass. There is no class token:
-      `class_token_attention()` returns None.
+    - `"sequence_output"`: `(B, N_last, hidden_dim * 2 ** (stages - 1))`.
+
+    `attention_model()` adds `"attention_maps"`: one
+    `(B, num_windows, heads, ws * ws, ws * ws)` float32 tensor per block
+    (after the shift mask, LSA masking and SATA), from the same forward
+    pass. There is no class token: `class_token_attention()` returns None.
 
     Where the techniques (`techniques`, a `TechniqueSpec`) act:
     - SPT tokenizes the image; `downsampling="spt"` (the default with SPT)
@@ -214,25 +215,22 @@ class SwinBackbone(Backbone):
                 downsamplings.append(layer)
 
         # === Functional model ===
+        def graph(images, attention_maps=None):
+            x = tokenizer(images)
+            if tokenizer_norm is not None:
+                x = tokenizer_norm(x)
+            if position_embedding is not None:
+                x = position_embedding(x)
+            x = embedding_dropout_layer(x)
+            for stage, blocks in enumerate(stages):
+                for block in blocks:
+                    x = call_block(block, x, attention_maps)
+                if stage < len(downsamplings):
+                    x = downsamplings[stage](x)
+            return x
+
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = tokenizer(images)
-        if tokenizer_norm is not None:
-            x = tokenizer_norm(x)
-        if position_embedding is not None:
-            x = position_embedding(x)
-        x = embedding_dropout_layer(x)
-        attention_maps = []
-        for stage, blocks in enumerate(stages):
-            for block in blocks:
-                x = call_block(block, x, attention_maps)
-            if stage < len(downsamplings):
-                x = downsamplings[stage](x)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": x, "attention_maps": attention_maps},
-            dtype=dtype,
-            **kwargs,
-        )
+        super().__init__(images, graph, dtype=dtype, **kwargs)
 
         # === Config ===
         self.grid_size = stage_grids[0]

@@ -4,10 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_smallvit.layers.attention import MASK_VALUE
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
 from keras_smallvit.layers.attention import check_return_mode
-from keras_smallvit.layers.attention import with_attention_scores
 from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_positive_int
@@ -91,14 +89,16 @@ class WindowAttention(MultiHeadSelfAttention):
 
     with `B` a learned `((2 ws - 1) ** 2, heads)` table. Scores between tokens
     that come from different regions of the rolled grid (shift mask), and with
-    `diagonal_mask` (LSA) each token's score with itself, are set to a large
-    negative finite value with `where`; softmax in float32; optional SATA on
+    `diagonal_mask` (LSA) each token's score with itself, are masked
+    (probability exactly 0); softmax in float32; optional SATA on
     the probabilities of every window row; then `probs @ v`, the output Dense
     and dropout. `scale_h` is `head_dim ** -0.5` (or `attention_scale`), or a
     learned per-head temperature with `learnable_temperature` (LSA; it scales
     q only, so the relative bias stays unscaled, as in the official code).
-    Built on `MultiHeadSelfAttention.attention_scores` (bias and shift mask
-    added there); the diagonal mask, softmax and SATA are the base class's.
+    The bias and the masks come through `MultiHeadSelfAttention`'s scores
+    hook (`attention_bias`), so without maps, SATA or attention dropout the
+    windows take the fused `keras.ops.dot_product_attention` (the bias as its
+    `bias`); the softmax and SATA are the base class's.
 
     Call args:
         inputs: `(B, H * W, C)`.
@@ -177,20 +177,17 @@ class WindowAttention(MultiHeadSelfAttention):
         bias = ops.transpose(ops.reshape(bias, (n, n, self.num_heads)), (2, 0, 1))
         return ops.cast(bias, "float32")
 
-    def attention_scores(self, query, key):
-        """float32 scores `(B * nW, heads, N, N)` of window q, k `(B * nW, N, heads, head_dim)`:
-        the scaled dot products plus the relative position bias, with the shift
-        mask written in. The base class then applies the LSA diagonal mask, the
-        softmax and SATA."""
-        scores = super().attention_scores(query, key) + self.relative_position_bias()[None]
+    def attention_bias(self, num_queries, num_keys):
+        """The relative position bias `(1, heads, N, N)` and, in a shifted
+        block, the shift mask `(num_windows, 1, N, N)` (False between tokens
+        from different regions of the rolled grid; the window index varies
+        fastest along the batch axis) with LSA's diagonal in it."""
+        bias = self.relative_position_bias()[None]
+        _, mask = super().attention_bias(num_queries, num_keys)
         if self._shift_mask is not None:
-            n = self.window_size**2
-            # The window index varies fastest along the batch axis.
-            scores = ops.reshape(scores, (-1, self._num_windows, self.num_heads, n, n))
-            mask = ops.convert_to_tensor(self._shift_mask[None, :, None])
-            scores = ops.where(mask, MASK_VALUE, scores)
-            scores = ops.reshape(scores, (-1, self.num_heads, n, n))
-        return scores
+            shift = ops.convert_to_tensor(~self._shift_mask[:, None])
+            mask = shift if mask is None else ops.logical_and(shift, mask)
+        return bias, mask
 
     def call(self, inputs, return_attention_scores=False, training=None):
         height, width = self._hw
@@ -199,17 +196,16 @@ class WindowAttention(MultiHeadSelfAttention):
         if shift:
             x = ops.roll(ops.roll(x, -shift, axis=1), -shift, axis=2)
         mode = check_return_mode(return_attention_scores)
-        out, maps = super().call(
-            window_partition(x, self.window_size), return_attention_scores="all", training=training
-        )
+        out = super().call(window_partition(x, self.window_size), return_attention_scores=mode, training=training)
+        out, maps = out if mode else (out, None)
         x = window_reverse(out, self.window_size, height, width)
         if shift:
             x = ops.roll(ops.roll(x, shift, axis=1), shift, axis=2)
         out = ops.reshape(x, (-1, height * width, out.shape[-1]))
-        if mode:
-            n = self.window_size**2
-            maps = keras.tree.map_structure(lambda m: ops.reshape(m, (-1, self._num_windows, self.num_heads, n, n)), maps)
-        return with_attention_scores(out, maps, mode)
+        if not mode:
+            return out
+        n = self.window_size**2
+        return out, keras.tree.map_structure(lambda m: ops.reshape(m, (-1, self._num_windows, self.num_heads, n, n)), maps)
 
     def get_config(self):
         config = super().get_config()

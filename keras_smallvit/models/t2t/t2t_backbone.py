@@ -90,12 +90,13 @@ class T2TBackbone(Backbone):
       projection (that count, another forward pass).
 
     Outputs a dict:
-    - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, class token first;
-    - `"attention_maps"`: a list of float32 probabilities from the same
-      forward pass: one `(B, token_num_heads, N_i, N_i)` per token
-      transformer, then one `(B, num_heads, 1 + N, 1 + N)` per block.
-      `class_token_attention()` turns the blocks' maps into class-token maps
-      on the final token grid.
+    - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, class token first.
+
+    `attention_model()` adds `"attention_maps"`: a list of float32
+    probabilities from the same forward pass: one
+    `(B, token_num_heads, N_i, N_i)` per token transformer, then one
+    `(B, num_heads, 1 + N, 1 + N)` per block. `class_token_attention()`
+    turns the blocks' maps into class-token maps on the final token grid.
 
     Where the techniques (`techniques`, a `TechniqueSpec`; its plain
     tokenizer is `"soft_split"`) act:
@@ -233,30 +234,28 @@ class T2TBackbone(Backbone):
             for i, rate in enumerate(official_drop_path_rates(drop_path_rate, depth))
         ]
 
-        # === Functional model ===
-        images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = images if shifting is None else shifting(images)
-        x = splits[0](x)
-        attention_maps = []
+        # Tokens back on their grid after each token transformer (row-major, as they were split).
+        token_grids = []
         stage_grid = image_hw
-        for i, transformer in enumerate(token_transformers):
-            kernel, stride, padding = soft_splits[i]
+        for i, (kernel, stride, padding) in enumerate(soft_splits[:-1]):
             stage_grid = tuple(soft_split_output_size(s, kernel, stride, padding) for s in stage_grid)
-            x = call_block(transformer, x, attention_maps)
-            # Tokens back on their grid (row-major, as they were split).
-            x = keras.layers.Reshape((*stage_grid, token_dim), dtype=dtype, name=f"token_grid_{i}")(x)
-            x = splits[i + 1](x)
-        if norm is not None:
-            x = norm(x)
-        x = embedding_dropout_layer(embedding(projection(x)))
-        for block in blocks:
-            x = call_block(block, x, attention_maps)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": x, "attention_maps": attention_maps},
-            dtype=dtype,
-            **kwargs,
-        )
+            token_grids.append(keras.layers.Reshape((*stage_grid, token_dim), dtype=dtype, name=f"token_grid_{i}"))
+
+        # === Functional model ===
+        def graph(images, attention_maps=None):
+            x = images if shifting is None else shifting(images)
+            x = splits[0](x)
+            for transformer, token_grid, split in zip(token_transformers, token_grids, splits[1:]):
+                x = split(token_grid(call_block(transformer, x, attention_maps)))
+            if norm is not None:
+                x = norm(x)
+            x = embedding_dropout_layer(embedding(projection(x)))
+            for block in blocks:
+                x = call_block(block, x, attention_maps)
+            return x
+
+        images = keras.Input(shape=(*image_hw, num_channels), name="images")
+        super().__init__(images, graph, dtype=dtype, **kwargs)
 
         # === Config ===
         self.grid_size = grid

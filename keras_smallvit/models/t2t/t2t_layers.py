@@ -7,7 +7,6 @@ from keras import ops
 from keras_smallvit.layers.attention import MultiHeadSelfAttention
 from keras_smallvit.layers.attention import attention_output_spec
 from keras_smallvit.layers.attention import check_return_mode
-from keras_smallvit.layers.attention import with_attention_scores
 from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
 from keras_smallvit.layers.patching import shift_and_concat
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
@@ -139,6 +138,9 @@ class T2TAttention(MultiHeadSelfAttention):
       computes `x + DP(LN(x) + Proj(A v))`;
     - `residual="none"`: the parent layer.
 
+    The skip connection is `MultiHeadSelfAttention`'s `output_residual` hook:
+    the attention itself (fused or explicit) is the parent's.
+
     Args:
         residual: `"none"`, `"value"` or `"input"`.
         Other args: those of `MultiHeadSelfAttention` (`output_dim` is
@@ -159,18 +161,13 @@ class T2TAttention(MultiHeadSelfAttention):
         super().__init__(num_heads, head_dim, **kwargs)
         self.residual = residual
 
-    def call(self, inputs, return_attention_scores=False, training=None):
-        mode = check_return_mode(return_attention_scores)
-        if self.residual != "value":
-            out, maps = super().call(inputs, return_attention_scores="all", training=training)
-            if self.residual == "input":
-                out = out + inputs
-        else:
-            query, key, value = self.query_key_value(inputs)
-            out, maps = self.attend(query, key, value, training=training)
-            out = self.output_dropout_layer(self.output_projection(out), training=training)
-            out = out + self.merge_heads(value)
-        return with_attention_scores(out, maps, mode)
+    def output_residual(self, inputs, value):
+        if self.residual == "input":
+            return inputs
+        if self.residual == "value":
+            num_tokens = value.shape[1] or ops.shape(value)[1]
+            return ops.reshape(value, (-1, num_tokens, self.num_heads * self.head_dim))
+        return None
 
     def get_config(self):
         config = super().get_config()
@@ -276,11 +273,12 @@ class TokenTransformer(keras.layers.Layer):
 
     def call(self, inputs, return_attention_scores=False, training=None):
         mode = check_return_mode(return_attention_scores)
-        x, maps = self.attention_layer(self.attention_norm(inputs), return_attention_scores="all", training=training)
+        x = self.attention_layer(self.attention_norm(inputs), return_attention_scores=mode, training=training)
+        x, maps = x if mode else (x, None)
         branch = self.mlp_dropout_1(self.mlp_dense_1(self.mlp_norm(x)), training=training)
         branch = self.mlp_dropout_2(self.mlp_dense_2(branch), training=training)
         x = x + self.drop_path(branch, training=training)
-        return with_attention_scores(x, maps, mode)
+        return (x, maps) if mode else x
 
     def compute_output_spec(self, inputs, return_attention_scores=False, training=None):
         # Shapes without tracing `call` (keeps model construction fast).

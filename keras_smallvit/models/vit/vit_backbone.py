@@ -24,11 +24,13 @@ class ViTBackbone(Backbone):
     Outputs a dict:
     - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, class token first
       (`(B, 2 + N, hidden_dim)` with `distillation_token`: the class token,
-      then DeiT's distillation token);
-    - `"attention_maps"`: a list with one `(B, num_heads, 1 + N, 1 + N)`
-      float32 tensor per block (after LSA masking and SATA), from the same
-      forward pass. `class_token_attention()` turns them into class-token maps
-      on the patch grid.
+      then DeiT's distillation token).
+
+    `attention_model()` adds `"attention_maps"`: a list with one
+    `(B, num_heads, T, T)` float32 tensor per block (`T` the tokens above;
+    after LSA masking and SATA), from the same forward pass.
+    `class_token_attention()` turns them into class-token maps on the patch
+    grid.
 
     The techniques (`techniques`, a `TechniqueSpec`): SPT tokenizes the
     images; LSA, SATA and the block techniques (CB) act in every block.
@@ -116,17 +118,14 @@ class ViTBackbone(Backbone):
         ]
 
         # === Functional model ===
+        def graph(images, attention_maps=None):
+            x = embedding_dropout_layer(embedding(tokenizer(images)))
+            for block in blocks:
+                x = call_block(block, x, attention_maps)
+            return x
+
         images = keras.Input(shape=(*image_hw, num_channels), name="images")
-        x = embedding_dropout_layer(embedding(tokenizer(images)))
-        attention_maps = []
-        for block in blocks:
-            x = call_block(block, x, attention_maps)
-        super().__init__(
-            inputs=images,
-            outputs={"sequence_output": x, "attention_maps": attention_maps},
-            dtype=dtype,
-            **kwargs,
-        )
+        super().__init__(images, graph, dtype=dtype, **kwargs)
 
         # === Config ===
         self.grid_size = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
