@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+from keras_smallvit.layers.suppression import fused_form_is_faster
 from keras_smallvit.layers.techniques import suppression_config
 from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
@@ -231,12 +232,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     def fuses_suppression(self):
         """Whether SATA runs fused with the softmax
         (`TrivialAttentionSuppression.suppress_scores`: same values, about
-        half the time under XLA). Not on PyTorch, which runs eagerly here and
-        is faster with the softmax kernel and SATA's own gradient, nor where a
-        subclass overrides `masked_softmax`."""
+        half the time under XLA and with PyTorch's fast path). Not where that
+        form is slower (`suppression.fused_form_is_faster`: eager PyTorch
+        without its fast path), nor where a subclass overrides `masked_softmax`."""
         return (
             self.suppression is not None
-            and keras.backend.backend() != "torch"
+            and fused_form_is_faster()
             and type(self).masked_softmax is MultiHeadSelfAttention.masked_softmax
         )
 
