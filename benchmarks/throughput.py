@@ -213,16 +213,30 @@ def entries(args, x, y):
     return result
 
 
+def describe(entry):
+    fast = "" if entry.fast_paths is None else f", fast paths {'on' if entry.fast_paths else 'off'}"
+    return f"{entry.backend} {entry.name} {entry.precision} jit {entry.jit}{fast}"
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_backend(args):
     backend = keras.backend.backend()
     x, y = synthetic_data(args.image_size, args.num_classes, args.batch_size * args.steps)
     todo = entries(args, x, y)
-    firsts = [entry.warm_up() for entry in todo]
+    firsts = []
+    for entry in todo:
+        firsts.append(entry.warm_up())
+        progress(f"warm: {describe(entry)}, first step {firsts[-1]:.1f} s")
     times = [([], []) for _ in todo]
-    for _ in range(args.rounds):  # alternating: every entry once per round
+    for round_ in range(args.rounds):  # alternating: every entry once per round
         for entry, (train, infer) in zip(todo, times):
             train.append(entry.train(args.steps))
             infer.append(entry.infer(args.steps))
+            progress(f"round {round_ + 1}/{args.rounds}: {describe(entry)}: train {train[-1]:.1f}, "
+                     f"infer {infer[-1]:.1f} img/s")
     peaks = {}
     rows = []
     for entry, (train, infer), first in zip(todo, times, firsts):
