@@ -91,18 +91,20 @@ def measure(model, x, y, batch_size, steps, jit_compile):
     return train, inference, first_step
 
 
-def cpu_description():
-    """`(CPU name, cores, bfloat16 instructions)` from /proc/cpuinfo (Linux;
-    elsewhere the name from `platform` and None for the instructions)."""
+def cpu_description(cpuinfo=None):
+    """`(CPU name, cores, bfloat16 instructions)` from `/proc/cpuinfo` (or
+    its text `cpuinfo`); elsewhere the name from `platform` and None for the
+    instructions."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or platform.machine(), os.cpu_count(), None
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return platform.processor() or platform.machine(), os.cpu_count(), None
     fields = {}
-    for line in info.splitlines():
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     name = fields.get("model name") or fields.get("Model") or platform.machine()
@@ -112,8 +114,9 @@ def cpu_description():
     return name, os.cpu_count(), found
 
 
-def describe_cpu():
-    name, cores, found = cpu_description()
+def describe_cpu(cpuinfo=None):
+    """One line: the CPU, its cores and its bfloat16 instructions."""
+    name, cores, found = cpu_description(cpuinfo)
     if found is None:
         support = "unknown (no /proc/cpuinfo)"
     elif found:
