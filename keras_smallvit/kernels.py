@@ -5,7 +5,8 @@ is `keras.ops` only). Each kernel has a `keras.ops` reference, the
 definition, which every backend can run; a backend may register a fast path
 for it, which must give the same values and gradients (tested against the
 reference in float32 and half precision: `tests/test_kernels.py`) and wins
-in a side-by-side measurement (`python -m benchmarks.throughput --kernels`).
+in a side-by-side measurement (`benchmarks.throughput --kernels both`,
+`benchmarks.layer_costs --kernels both`).
 `dispatch(name, reference, *args)` calls the fast path of the current
 backend when there is one and it applies, else the reference.
 
@@ -20,8 +21,8 @@ Fast paths (`fast_paths()`): on PyTorch, both kernels as a
 `torch.autograd.Function` whose forward and hand-written backward are each
 compiled by `torch.compile` (Inductor fuses each into one or two loops over
 the `(B, heads, N, N)` maps, where eager mode runs each op as its own memory
-pass). The first call per shape compiles (seconds; cached on disk by
-PyTorch). Where compiling fails (no C++ compiler, say), the same functions
+pass). The first call compiles (seconds; cached on disk by PyTorch), a
+second input shape once more, into code for any shape. Where compiling fails (no C++ compiler, say), the same functions
 run eagerly, with one warning. Inside a traced or compiled program (Keras'
 `jit_compile=True`, `torch.export`) and on meta tensors (Keras' shape
 inference) the reference runs: the surrounding compiler sees plain ops.
