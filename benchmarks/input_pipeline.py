@@ -18,6 +18,18 @@ Three figures, each in the same process:
    step, which normalises, erases and mixes), with device / host as a ratio.
 3. `model.fit` on batches already in memory (no input cost). A ratio above 1
    means the pipeline keeps up with training.
+
+`--policy-images 0` and `--train-batches 0` leave out figures 1 and 3.
+With `--set data_mode=stream` the split is streamed
+(`keras_smallvit.training.streaming`): figure 2 then includes decoding and
+resizing each image from its file. Streaming at 224 px against memory at
+64 px, on a generated folder of JPEG files (`--synthetic-folder`, 512
+photo-like images of ImageNet's typical 500x375 in 4 classes, written once):
+
+    python -m benchmarks.input_pipeline --config folder_sl_vit --synthetic-folder /tmp/jpegs \
+        --set image_size=224 --set data_mode=stream --augmentations autoaugment --policy-images 0 --train-batches 0
+    python -m benchmarks.input_pipeline --config folder_sl_vit --synthetic-folder /tmp/jpegs \
+        --set image_size=64 --set data_mode=memory --augmentations autoaugment --policy-images 0 --train-batches 0
 """
 
 import argparse
@@ -84,6 +96,27 @@ def train_images_per_second(model, images, labels, batch_size):
     return len(images) / (time.perf_counter() - start)
 
 
+def write_synthetic_folder(root, count=512, classes=4, size=(375, 500), seed=0):
+    """`count` JPEG files (quality 90) in `root/train/<class>/` unless there
+    already: smooth colour fields with edges and a little noise, so that they
+    compress and decode like photographs (noise alone decodes slower)."""
+    from PIL import Image
+
+    if os.path.isdir(os.path.join(root, "train")):
+        return
+    rng = np.random.default_rng(seed)
+    height, width = size
+    for i in range(count):
+        folder = os.path.join(root, "train", f"class_{i % classes}")
+        os.makedirs(folder, exist_ok=True)
+        coarse = rng.integers(0, 256, (height // 25 + 1, width // 25 + 1, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        pixels = np.asarray(image).astype("int16") + rng.integers(-12, 13, (height, width, 3))
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        pixels[top: top + height // 3, left: left + width // 3] //= 2  # an object's edges
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i:04d}.jpg"), quality=90)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="digits_sl_vit")
@@ -92,9 +125,15 @@ def main(argv=None):
                         help="pipelines to time (comma-separated: autoaugment, randaugment, none)")
     parser.add_argument("--batches", type=int, default=60, help="pipeline batches timed")
     parser.add_argument("--policy-images", type=int, default=2048, help="images timed for the policy step alone")
-    parser.add_argument("--train-batches", type=int, default=4, help="training steps timed")
+    parser.add_argument("--train-batches", type=int, default=4, help="training steps timed (0: none)")
+    parser.add_argument("--synthetic-folder", metavar="PATH",
+                        help="write 512 photo-like JPEG files there (once) and use them as the dataset")
     args = parser.parse_args(argv)
-    config = training.apply_overrides(get_config(args.config), args.set)
+    overrides = list(args.set)
+    if args.synthetic_folder:
+        write_synthetic_folder(args.synthetic_folder)
+        overrides.insert(0, f"dataset=folder:{args.synthetic_folder}")
+    config = training.apply_overrides(get_config(args.config), overrides)
     config.validate()
     augmentations = [a.strip() for a in args.augmentations.split(",") if a.strip()]
     for augmentation in augmentations:
@@ -103,34 +142,18 @@ def main(argv=None):
 
     train_data = training.load_split(config, "train")
     config = training.resolve_data_settings(config, train_data)
-    image_size = train_data.images.shape[1]
+    image_size = train_data.image_size
+    mode = "stream" if isinstance(train_data, training.streaming.StreamingData) else "memory"
     print(
         f"backend {keras.backend.backend()}, model {config.model}, {image_size} px, batch {config.batch_size}, "
-        f"data_workers {config.data_workers}, jit {config.jit_compile}"
+        f"data_workers {config.data_workers}, data_mode {config.data_mode} ({mode}), jit {config.jit_compile}"
     )
-
-    images = train_data.images[:512]
-    policy = config.autoaugment_policy or "cifar10"
-
-    def ours_randaugment(image, key):
-        return autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, key)
-
-    def ours_autoaugment(image, key):
-        return autoaugment.auto_augment(image, policy, key)
-
-    steps = {
-        "Keras RandAugment (before)": keras_randaugment(config),
-        f"RandAugment ({config.randaugment_ops} ops)": ours_randaugment,
-        f"AutoAugment ({policy})": ours_autoaugment,
-    }
-    rates = {name: policy_step_images_per_second(images, step, args.policy_images) for name, step in steps.items()}
-    baseline = rates["Keras RandAugment (before)"]
-    print("\npolicy step alone, one core:")
-    for name, rate in rates.items():
-        print(f"  {name:28s} {rate:9.1f} img/s   x{rate / baseline:5.2f} vs Keras RandAugment")
+    if args.policy_images > 0:
+        policy_figures(train_data.head_images(512), config, args.policy_images)
 
     cores = min(config.data_workers, os.cpu_count() or 1)
-    print(f"\nfull recipe pipeline, {config.data_workers} parallel calls on {cores} cores "
+    print(f"\nfull recipe pipeline ({mode}{', decoding included' if mode == 'stream' else ''}), "
+          f"{config.data_workers} parallel calls on {cores} cores "
           "(device: the per-image uint8 steps and the draws here, the batch steps in the train step):")
     datasets, first_rate, first_device_rate = {}, None, None
     for augmentation in augmentations:
@@ -144,7 +167,39 @@ def main(argv=None):
         print(f"  {augmentation:12s} host {rate:9.1f} img/s ({rate / cores:7.1f} per core)   "
               f"device {device_rate:9.1f} img/s ({device_rate / cores:7.1f} per core)   "
               f"device / host x{device_rate / rate:5.2f}")
+    if mode == "stream":
+        decoding = train_data.dataset(config.data_workers).batch(config.batch_size).repeat()
+        rate = pipeline_images_per_second(decoding, args.batches)
+        print(f"  {'decode + resize alone':25s} {rate:9.1f} img/s ({rate / cores:7.1f} per core)")
+    if args.train_batches > 0:
+        training_figures(config, train_data, datasets, augmentations, first_rate, first_device_rate, cores, args)
 
+
+def policy_figures(images, config, count):
+    """Figure 1: the policy step alone, one core, against Keras' RandAugment."""
+    policy = config.autoaugment_policy or "cifar10"
+
+    def ours_randaugment(image, key):
+        return autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, key)
+
+    def ours_autoaugment(image, key):
+        return autoaugment.auto_augment(image, policy, key)
+
+    steps = {
+        "Keras RandAugment (before)": keras_randaugment(config),
+        f"RandAugment ({config.randaugment_ops} ops)": ours_randaugment,
+        f"AutoAugment ({policy})": ours_autoaugment,
+    }
+    rates = {name: policy_step_images_per_second(images, step, count) for name, step in steps.items()}
+    baseline = rates["Keras RandAugment (before)"]
+    print("\npolicy step alone, one core:")
+    for name, rate in rates.items():
+        print(f"  {name:28s} {rate:9.1f} img/s   x{rate / baseline:5.2f} vs Keras RandAugment")
+
+
+def training_figures(config, train_data, datasets, augmentations, first_rate, first_device_rate, cores, args):
+    """Figure 3: `model.fit` on batches in memory, against the pipeline."""
+    image_size = train_data.image_size
     model, entry = training.build_model(config, train_data.num_classes, image_size)
     steps_per_epoch = training.steps_per_epoch(len(train_data), config)
     training.compile_model(model, config, entry, steps_per_epoch, train_data.num_classes)

@@ -15,9 +15,13 @@ training pipeline.
                                         image_size=info.image_size)
 
 Supported names: `"digits"` (scikit-learn, offline), `"cifar10"`,
-`"cifar100"`, `"svhn_cropped"` (TensorFlow Datasets, prepared beforehand),
+`"cifar100"`, `"svhn_cropped"`, `"caltech_birds2011"`, `"oxford_flowers102"`
+and `"imagenet2012"` (TensorFlow Datasets, prepared beforehand; ImageNet
+from the manually downloaded archives, see `IMAGENET_MANUAL_FILES`),
 `"tiny_imagenet"` (the unpacked official `tiny-imagenet-200.zip`) and
-`"folder:<path>"` (an ImageFolder-style directory).
+`"folder:<path>"` (an ImageFolder-style directory). `class_balanced_subset`
+picks the seeded, class-balanced share of a training split that
+`TrainConfig.subset_ratio` trains on (the AAL paper's ImageNet subsets).
 
 TensorFlow and TensorFlow Datasets are imported inside the functions: they
 are slow to import and only the data pipeline needs them. `check_data`
@@ -42,7 +46,17 @@ from keras_smallvit.utils.validation import check_range
 SPLITS = ("train", "test")
 # A folder with both val/ and test/ serves three.
 FOLDER_SPLITS = ("train", "val", "test")
-TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped")
+TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "caltech_birds2011", "oxford_flowers102", "imagenet2012")
+# Our "train" / "test" in TFDS's split names where they differ: ImageNet's
+# labelled validation set is the test split of every paper; Flowers-102
+# trains on train + validation (1,020 + 1,020 images), as ViT and DeiT do.
+TFDS_SPLITS = {
+    "imagenet2012": {"train": "train", "test": "validation"},
+    "oxford_flowers102": {"train": "train+validation", "test": "test"},
+}
+# ImageNet cannot be downloaded by TFDS: the archives come from image-net.org
+# (registration), placed in TFDS's manual folder before the one preparation.
+IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 DATASET_NAMES = ("digits",) + TFDS_NAMES + ("tiny_imagenet", "folder:<path>")
 FOLDER_PREFIX = "folder:"
 
@@ -53,6 +67,9 @@ DEFAULT_IMAGE_SIZES = {
     "cifar100": 32,
     "svhn_cropped": 32,
     "tiny_imagenet": 64,
+    "caltech_birds2011": 224,
+    "oxford_flowers102": 224,
+    "imagenet2012": 224,
 }
 
 TINY_IMAGENET_LAYOUT = """\
@@ -101,7 +118,7 @@ def default_image_size(name):
     return DEFAULT_IMAGE_SIZES[name]
 
 
-def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
+def load_dataset(name, split, image_size=None, data_dir=None, resize="squash", indices=None):
     """Loads one split of a dataset as a `tf.data.Dataset` of `(image, label)`.
 
     Args:
@@ -122,6 +139,10 @@ def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
         resize: how images of another size or shape are brought to
             `image_size`: a policy of `keras_smallvit.images.RESIZE_POLICIES`
             ("squash", "crop" or "pad"). Ignored for `"digits"` (square).
+        indices: None (every example), or the positions of the examples to
+            keep in the split's stored order (sorted; e.g. from
+            `class_balanced_subset`). For the TFDS names only the kept
+            images are decoded.
 
     Returns:
         A tuple `(dataset, info)`: an unbatched, prefetched `tf.data.Dataset`
@@ -142,13 +163,15 @@ def load_dataset(name, split, image_size=None, data_dir=None, resize="squash"):
     _check_name(name)
     if image_size is None:
         image_size = DEFAULT_IMAGE_SIZES[name]
+    if name in TFDS_NAMES:
+        return _load_tfds(name, split, image_size, data_dir, resize, indices)
     if name == "digits":
-        return load_digits(image_size=image_size, split=split)
-    if name == "tiny_imagenet":
+        dataset, info = load_digits(image_size=image_size, split=split)
+    else:
         found, info = split_files(name, split, data_dir)
         info = dataclasses.replace(info, image_size=image_size)
-        return _files_dataset(found.paths, found.labels, image_size, resize), info
-    return _load_tfds(name, split, image_size, data_dir, resize)
+        dataset = _files_dataset(found.paths, found.labels, image_size, resize)
+    return (dataset if indices is None else select_examples(dataset, indices)), info
 
 
 def check_data(name, data_dir=None, validation_split=None):
@@ -266,38 +289,143 @@ def _to_float_image(image, image_size, resize="squash"):
     return image
 
 
-def _load_tfds(name, split, image_size, data_dir, resize="squash"):
+def _load_tfds(name, split, image_size, data_dir, resize="squash", indices=None):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
+    # With `indices`, the images are decoded after the selection (a 5 %
+    # subset of ImageNet decodes 5 % of its images).
+    decoders = None if indices is None else {"image": tfds.decode.SkipDecoding()}
     try:
         # What `tfds.load(name, split=split, data_dir=data_dir, download=False,
         # as_supervised=True)` does, keeping `builder` for the error message
         # and the metadata. It never touches the network.
-        dataset = builder.as_dataset(split=split, as_supervised=True)
+        dataset = builder.as_dataset(
+            split=TFDS_SPLITS.get(name, {}).get(split, split), as_supervised=True, decoders=decoders
+        )
     except AssertionError as error:  # TFDS's "could not find data in ..."
         where = data_dir if data_dir is not None else builder.data_dir.rsplit(os.sep + name, 1)[0]
         raise _tfds_not_prepared(name, where, builder.data_dir) from error
+    if indices is not None:
+        dataset = select_examples(dataset, indices)
+        if dataset.element_spec[0].dtype == tf.string:  # encoded: decode the kept ones
+            image_feature = builder.info.features["image"]
+            dataset = dataset.map(lambda image, label: (image_feature.decode_example(image), label))
 
     def preprocess(image, label):
         return _to_float_image(image, image_size, resize), tf.cast(label, tf.int32)
 
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), _tfds_info(name, builder, image_size)
+
+
+def select_examples(dataset, indices):
+    """The examples of `dataset` at the positions `indices` (in its order)."""
+    import tensorflow as tf
+
+    indices = np.asarray(indices, dtype=np.int64)
+    keep = np.zeros(int(indices.max()) + 1 if len(indices) else 0, dtype=bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    dataset = dataset.enumerate().take(len(keep))  # nothing after the last kept one is read
+    return dataset.filter(lambda i, example: keep[i]).map(lambda i, example: example)
+
+
+def _tfds_info(name, builder, image_size):
     splits = builder.info.splits  # empty under `tfds.testing.mock_data`
     label_feature = builder.info.features["label"]
-    info = DatasetInfo(
+
+    def count(split):
+        parts = TFDS_SPLITS.get(name, {}).get(split, split).split("+")
+        return sum(splits[p].num_examples for p in parts) if all(p in splits for p in parts) else None
+
+    return DatasetInfo(
         name=name,
         num_classes=label_feature.num_classes,
         class_names=tuple(label_feature.names),
         image_size=image_size,
-        num_train=splits["train"].num_examples if "train" in splits else None,
-        num_test=splits["test"].num_examples if "test" in splits else None,
+        num_train=count("train"),
+        num_test=count("test"),
     )
-    return dataset.prefetch(tf.data.AUTOTUNE), info
+
+
+def load_labels(name, split, data_dir=None):
+    """The labels of a TFDS split in its stored order, as an int32 array,
+    without decoding an image (what `class_balanced_subset` needs before the
+    images of a large split are read).
+
+    Args:
+        name: one of `TFDS_NAMES`.
+        split: `"train"` or `"test"`.
+        data_dir: as in `load_dataset`.
+    """
+    import tensorflow_datasets as tfds
+
+    check_choice("name", name, TFDS_NAMES)
+    check_choice("split", split, SPLITS)
+    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        dataset = builder.as_dataset(
+            split=TFDS_SPLITS.get(name, {}).get(split, split), decoders={"image": tfds.decode.SkipDecoding()}
+        )
+    except AssertionError as error:
+        where = data_dir if data_dir is not None else builder.data_dir.rsplit(os.sep + name, 1)[0]
+        raise _tfds_not_prepared(name, where, builder.data_dir) from error
+    labels = [batch for batch in dataset.map(lambda example: example["label"]).batch(65536).as_numpy_iterator()]
+    return np.concatenate(labels).astype("int32") if labels else np.zeros((0,), "int32")
+
+
+def class_balanced_subset(labels, ratio, seed=0, num_classes=None):
+    """The sorted indices of a class-balanced share `ratio` of `labels`:
+    `max(1, round(ratio * n_c))` examples of each class of `n_c` (every
+    class keeps at least one), drawn by a permutation seeded by
+    `(seed, class)`. Pure NumPy: the same subset on every backend, for any
+    run seed, on resume and whether the images are read into memory or
+    streamed (both call this on the split's labels in its stored order).
+
+    Args:
+        labels: int labels `(N,)` in the split's stored order.
+        ratio: the share to keep, in (0, 1].
+        seed: the subset's seed (`TrainConfig.subset_seed`).
+        num_classes: the number of classes (default `max(labels) + 1`).
+    """
+    check_range("ratio", ratio, 0.0, 1.0, low_inclusive=False)
+    labels = np.asarray(labels)
+    if ratio == 1.0:
+        return np.arange(len(labels))
+    num_classes = int(labels.max()) + 1 if num_classes is None and len(labels) else (num_classes or 0)
+    kept = []
+    for label in range(num_classes):
+        members = np.flatnonzero(labels == label)
+        if not len(members):
+            continue
+        count = max(1, int(round(ratio * len(members))))
+        order = np.random.default_rng([seed, label]).permutation(len(members))
+        kept.append(members[order[:count]])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros((0,), dtype=np.int64)
 
 
 def _tfds_not_prepared(name, where, looked_for):
+    if name == "imagenet2012":
+        manual = os.path.join(where, "downloads", "manual")
+        present = [f for f in IMAGENET_MANUAL_FILES if os.path.isfile(os.path.join(manual, f))]
+        missing = [f for f in IMAGENET_MANUAL_FILES if f not in present]
+        state = (
+            f"Both archives are in {manual}: prepare it once (no download; hours):"
+            if not missing
+            else f"Missing in {manual}: {', '.join(missing)}. TFDS cannot download ImageNet: register at "
+            "https://image-net.org/download-images, download "
+            f"{' and '.join(IMAGENET_MANUAL_FILES)} and put them in {manual} (TFDS's manual_dir), then prepare it "
+            "once (no network needed; hours):"
+        )
+        return FileNotFoundError(
+            f"TensorFlow Datasets' `imagenet2012` is not prepared under data_dir={where!r} (looked for "
+            f"{looked_for}). {state}\n"
+            f"  python -c \"import tensorflow_datasets as tfds; tfds.load('imagenet2012', data_dir='{where}')\"\n"
+            "(or `tfds build imagenet2012 --data_dir=... --manual_dir=...`), then pass that `data_dir` "
+            "(or set TFDS_DATA_DIR)."
+        )
     return FileNotFoundError(
         f"TensorFlow Datasets' `{name}` is not prepared under data_dir={where!r} "
         f"(looked for {looked_for}). Nothing is downloaded here. Prepare it "
@@ -575,12 +703,9 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
     import tensorflow as tf
 
     from keras_smallvit.images import decode_image_file
-    from keras_smallvit.images import decode_image_graph
 
     def decode(index):
-        image = decode_image_graph(tf.gather(paths_tensor, index))
-        pixels = tf.round(_to_float_image(image, image_size, resize) * 255.0)
-        return tf.cast(pixels, tf.uint8), index
+        return decode_image_uint8(tf.gather(paths_tensor, index), image_size, resize), index
 
     paths_tensor = tf.constant([os.fspath(p) for p in paths] or [""], tf.string)
     dataset = tf.data.Dataset.range(len(paths)).map(decode, num_parallel_calls=workers or tf.data.AUTOTUNE)
@@ -603,6 +728,25 @@ def read_image_files(paths, labels, image_size, resize="squash", progress=None, 
         unreadable.append((paths[index], reason))
     images = np.concatenate(images) if images else np.zeros((0, image_size, image_size, 3), "uint8")
     return images, np.asarray(labels, "int32")[indices], unreadable
+
+
+def decode_image_uint8(path, image_size, resize="squash"):
+    """The uint8 `(image_size, image_size, 3)` image of the file at `path`
+    (a string tensor) as the training pipeline stores it, in TensorFlow ops:
+    decoded, resized in float by `resize`, rounded. `read_image_files` (in
+    memory) and the streamed splits decode with it, so both give the same
+    pixels."""
+    from keras_smallvit.images import decode_image_graph
+
+    return float_to_uint8(_to_float_image(decode_image_graph(path), image_size, resize))
+
+
+def float_to_uint8(image):
+    """A float image in [0, 1] as the pipeline stores it: `round(x * 255)`
+    as uint8 (NumPy's `np.round`: halves to even, as `tf.round`)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.round(image * 255.0), tf.uint8)
 
 
 def _no_held_out_split(root, splits):

@@ -264,3 +264,16 @@ class ModelContract:
         assert got.dtype == np.float32 and np.isfinite(got).all()
         error = np.max(np.abs(got - want)) / (np.max(np.abs(want)) + 1e-6)
         assert error <= MIXED_TOLERANCE["mixed_bfloat16"], f"bfloat16 differs from float32 by {error:.3g} of its range"
+
+
+def with_techniques(arguments):
+    """`arguments` of a backbone or block with the technique options among
+    them (`attention="lsa"`, ...) gathered into one
+    `techniques=TechniqueSpec(...)`, the one argument constructors take."""
+    from keras_smallvit.layers.techniques import TechniqueSpec
+
+    fields = {k: v for k, v in arguments.items() if k in TechniqueSpec.field_names()}
+    rest = {k: v for k, v in arguments.items() if k not in fields}
+    if fields:
+        rest["techniques"] = TechniqueSpec.resolve(rest.get("techniques"), **fields)
+    return rest

@@ -95,7 +95,7 @@ def test_an_unknown_policy_names_the_allowed_ones():
     for call in (
         lambda: images.resize_float_images(tf.zeros((4, 4, 3)), (2, 2), "bogus"),
         lambda: images.resize_float_images_as_matmuls(tf.zeros((1, 4, 4, 3)), (2, 2), "bogus"),
-        lambda: TrainConfig(resize="bogus").validate(models=False),
+        lambda: TrainConfig(resize="bogus").check_fields(),
     ):
         with pytest.raises(ValueError, match=r"`(policy|resize)`: 'bogus'\. Allowed values: .*squash.*crop.*pad"):
             call()

@@ -113,7 +113,8 @@ def _load_images(args, source, image_shape):
     # The split a run evaluates at the end; the same uint8 round trip as training's eval pipeline.
     split = evaluation_splits(config.dataset, config.validation_split, config.data_dir)[1]
     data = load_split(config, split)
-    return data.images.astype("float32") / 255.0, data.labels, f"{config.dataset} {split}[:{len(data)}]"
+    images = data.head_images(len(data))  # in memory or streamed (the run's data_mode)
+    return images.astype("float32") / 255.0, data.labels, f"{config.dataset} {split}[:{len(data)}]"
 
 
 def _model_inputs(images, source):

@@ -126,7 +126,7 @@ def plan(table, seeds, out, datasets=None, rows=None, epochs_scale=None, assignm
             for seed in seeds:
                 run = PlannedRun(table.name, row, dataset, seed, None)
                 run.config = dataclasses.replace(config, seed=seed, workdir=os.path.join(out, table.name, run.name))
-                run.config.validate(models=False)
+                run.config.check_fields()
                 runs.append(run)
     return runs
 

@@ -13,6 +13,7 @@ AAL (attention links to a frozen CNN teacher; the saved model is the student):
 
     python -m training.train --config digits_sl_vit --aal --teacher teacher.keras
     python -m training.train --config digits_sl_vit --aal --teacher t.weights.h5 --teacher-model resnet56
+    python -m training.train --config cifar100_vit --aal --teacher-model efficientnet_b3 --teacher-weights imagenet
     python -m training.train --config digits_sl_vit --aal --teacher-model resnet56 --teacher-epochs 20 \
         --aal-links alpha --aal-lambda 2000 --aal-decay 0.99@0.6667,0.98 --set 'teacher.stage_blocks=(3,3,3)'
 
@@ -105,9 +106,10 @@ def parse_args(argv):
                              "instead of resuming")
     # --- AAL ---
     parser.add_argument("--aal", action="store_true", default=None, help="attention-link regularization (AAL)")
-    parser.add_argument("--teacher", dest="aal_teacher", default=None, metavar="PATH",
-                        help="the teacher of --aal / --distillation: a .keras file, or a .weights.h5 file "
-                             "of --teacher-model")
+    parser.add_argument("--teacher", "--teacher-weights", dest="aal_teacher", default=None, metavar="PATH",
+                        help="the teacher of --aal / --distillation: a .keras file, a run folder (its last.keras), "
+                             "a .weights.h5 file of --teacher-model, or 'imagenet' (--teacher-model "
+                             "efficientnet_b3 with keras.applications' ImageNet weights, from Keras' cache; --aal)")
     parser.add_argument("--teacher-model", dest="aal_teacher_model", default=None, metavar="NAME",
                         help="the teacher's architecture; alone, a teacher run is trained first")
     parser.add_argument("--teacher-epochs", dest="aal_teacher_epochs", type=int, default=None,
@@ -129,13 +131,13 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def resolve_config(args, models=True):
+def resolve_config(args, backend=True):
     """The `TrainConfig` of the command line, validated.
 
     Args:
         args: `parse_args`'s namespace.
-        models: passed to `TrainConfig.validate` (False: without the checks
-            that need the model classes, for `preflight`).
+        backend: the whole `TrainConfig.validate()`; False: its
+            `check_fields()` only, which imports no Keras (for `preflight`).
     """
     from keras_smallvit.training.config import apply_overrides
     from keras_smallvit.training.config import smoke
@@ -175,7 +177,7 @@ def resolve_config(args, models=True):
         config = smoke(config, keep=explicit)
         if args.workdir is None:
             config = dataclasses.replace(config, workdir=config.workdir + "_smoke")
-    return config.validate(models=models)
+    return config.validate() if backend else config.check_fields()
 
 
 def preflight(args):
@@ -197,7 +199,7 @@ def preflight(args):
     # `keras_smallvit` and the modules used here import no Keras (lazy `__init__`s).
     from keras_smallvit.data import check_data
 
-    config = resolve_config(args, models=False)
+    config = resolve_config(args, backend=False)
     check_data(config.dataset, config.data_dir, config.validation_split)
 
 

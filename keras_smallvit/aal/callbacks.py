@@ -5,64 +5,9 @@ import numbers
 
 import keras
 
-# The paper: lambda 2000, x0.99 per epoch for the first 200 of 300 epochs,
-# then x0.98. Written relative to the run's length ("until 2/3 of the epochs").
-DEFAULT_LINK_LAMBDA = 2000.0
-DEFAULT_LINK_DECAY = "0.99@0.6667,0.98"
-
-
-def parse_link_decay(decay):
-    """Parses a lambda decay schedule into `[(factor, until_fraction), ...]`.
-
-    Args:
-        decay: a number (one factor for every epoch), a string of
-            comma-separated `factor[@until]` segments, e.g.
-            `"0.99@0.6667,0.98"` (the paper: 0.99 for the first two thirds of
-            the epochs, then 0.98), a sequence of such segments, or a sequence
-            of `(factor, until)` pairs. `until` is the fraction of the run's
-            epochs (in `(0, 1]`, increasing) at which the segment ends; the
-            last segment runs to the end.
-
-    Returns:
-        A list of `(factor, until)` pairs, the last with `until = 1.0`.
-    """
-    allowed = (
-        "a factor in (0, 1], or comma-separated 'factor@until' segments with increasing "
-        "`until` fractions in (0, 1], e.g. '0.99@0.6667,0.98'"
-    )
-    if isinstance(decay, numbers.Real) and not isinstance(decay, bool):
-        segments = [(decay, None)]
-    elif isinstance(decay, str):
-        segments = [part.strip() for part in decay.split(",") if part.strip()]
-    elif isinstance(decay, (list, tuple)):
-        segments = list(decay)
-    else:
-        raise ValueError(f"Invalid `decay`: {decay!r}. Allowed values: {allowed}.")
-    pairs = []
-    try:
-        for segment in segments:
-            if isinstance(segment, str):
-                factor, _, until = segment.partition("@")
-                segment = (float(factor), float(until) if until else None)
-            elif isinstance(segment, numbers.Real):
-                segment = (float(segment), None)
-            factor, until = segment
-            pairs.append((float(factor), None if until is None else float(until)))
-    except (TypeError, ValueError):
-        raise ValueError(f"Invalid `decay`: {decay!r}. Allowed values: {allowed}.") from None
-    if not pairs:
-        raise ValueError(f"Invalid `decay`: {decay!r}. Allowed values: {allowed}.")
-    if pairs[-1][1] is None:
-        pairs[-1] = (pairs[-1][0], 1.0)
-    ends = [until for _, until in pairs]
-    if (
-        any(not 0.0 < factor <= 1.0 for factor, _ in pairs)
-        or any(until is None or not 0.0 < until <= 1.0 for until in ends)
-        or any(b <= a for a, b in zip(ends, ends[1:]))
-        or ends[-1] != 1.0
-    ):
-        raise ValueError(f"Invalid `decay`: {decay!r}. Allowed values: {allowed}.")
-    return pairs
+from keras_smallvit.utils.aal_settings import DEFAULT_LINK_DECAY
+from keras_smallvit.utils.aal_settings import DEFAULT_LINK_LAMBDA
+from keras_smallvit.utils.aal_settings import parse_link_decay
 
 
 def link_lambda_at(epoch, initial=DEFAULT_LINK_LAMBDA, decay=DEFAULT_LINK_DECAY, epochs=300):

@@ -49,9 +49,11 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
 
     With `distillation` ("soft" or "hard": the AAL paper's "CE + AAL +
     hard"), the CE term becomes DeiT's logit distillation on the student's
-    one head (as `keras_smallvit.aal.LogitDistiller`): `L = (1 - alpha) CE
-    + alpha D + lambda * L_att`, the teacher's maps and logits from one
-    teacher pass.
+    one head (as `keras_smallvit.aal.LogitDistiller`; for a student with
+    DeiT's distillation head, CE on the class head and D on the
+    distillation head, the AAL paper's "DeiT-S (distilled version)"):
+    `L = (1 - alpha) CE + alpha D + lambda * L_att`, the teacher's maps and
+    logits from one teacher pass.
 
     Choices the paper leaves open (all options; defaults documented):
     the grid: the student's finest class-token grid (PiT's coarser stages
@@ -66,8 +68,9 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             `attention_model()` returning `"class_token_attention"`).
         teacher: a functional Keras CNN taking the same images (channels
             last; images are resized to its input size if that differs).
-            It is frozen here (`teacher.trainable = False`); it must expect
-            the student's pixel range (this package's CNNs take `[0, 1]`).
+            It is frozen here (`teacher.trainable = False`); it gets the
+            student's input, or with `student_normalization` the pixels
+            before the student's normalisation.
         teacher_layers: which teacher maps to match (see
             `select_teacher_layers`): `"block_normalization"` (default),
             `"normalization"`, `"after_normalization"`, or layer names.
@@ -85,6 +88,12 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             the student's classes).
         distillation_alpha: weight of the distillation term (0.5).
         distillation_tau: temperature of `"soft"` (1.0).
+        student_normalization: None (the teacher gets the student's input
+            as is: a teacher trained on the same pipeline), or `(mean, std)`
+            per channel the student's images were normalised with: the
+            teacher gets the pixels before it (`images * std + mean`), for a
+            teacher with its own preprocessing (an ImageNet EfficientNet:
+            `[0, 1]` pixels, ImageNet's normalisation in its graph).
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
         distillation=None,
         distillation_alpha=DEFAULT_DISTILLATION_ALPHA,
         distillation_tau=DEFAULT_DISTILLATION_TAU,
+        student_normalization=None,
         name="attention_link_distiller",
         **kwargs,
     ):
@@ -144,6 +154,7 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
             )
         teacher.trainable = False
         self._init_logit_distillation(distillation, distillation_alpha, distillation_tau, student, teacher)
+        self._init_teacher_input(student_normalization, image_shape[-1])
         selection = select_teacher_layers(teacher, teacher_layers)
         known = {layer.name: layer for layer in teacher.layers}
         feature_outputs = [known[n].output for n in selection.names]
@@ -228,14 +239,14 @@ class AttentionLinkDistiller(LogitDistillationMixin, keras.Model):
         outputs = self.attention_model(images, training=training)
         augmented = self.link_head(self.student_maps(outputs["class_token_attention"]))
         teacher_maps, teacher_logits = self.teacher_outputs(images)
-        result = {"logits": outputs["logits"], "augmented_maps": augmented, "teacher_maps": teacher_maps}
+        result = {**self.student_heads(outputs), "augmented_maps": augmented, "teacher_maps": teacher_maps}
         if teacher_logits is not None:
             result["teacher_logits"] = teacher_logits
         return result
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         ce = super().compute_loss(
-            x=x, y=y, y_pred=y_pred["logits"], sample_weight=sample_weight, training=training
+            x=x, y=y, y_pred=self.ce_logits(y_pred), sample_weight=sample_weight, training=training
         )
         link = self.link_loss_fn(y_pred["teacher_maps"], y_pred["augmented_maps"], sample_weight)
         link_lambda = ops.cast(self.link_lambda, "float32")

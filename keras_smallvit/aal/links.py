@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 
-LINK_MODES = ("full", "alpha", "beta")
+from keras_smallvit.utils.aal_settings import LINK_MODES
 
 # Paper Table 1 (EfficientNet-B3 blocks 1..7 x DeiT-S layers 1..12): for each
 # teacher block, the inclusive range of ViT layers it links to.

@@ -1,15 +1,16 @@
-"""DeiT-style logit distillation (Touvron et al. 2021) from a frozen teacher,
-on the student's one classification head.
+"""DeiT-style logit distillation (Touvron et al. 2021) from a frozen teacher.
 
     hard: (1 - alpha) CE(logits, labels) + alpha CE(logits, argmax teacher)
     soft: (1 - alpha) CE(logits, labels)
           + alpha tau^2 KL(softmax(teacher / tau) || softmax(logits / tau))
 
-DeiT's distilled models add a distillation token and a second head that the
-teacher term trains (and average the two heads at inference); here the
-teacher term trains the one head the labels train: a plain ViT student, as
-the AAL paper's Table 6 compares (CE, CE + soft, CE + hard, CE + AAL + hard).
-A distillation token is not part of this option.
+A student with one head (a plain ViT, as the AAL paper's Table 6 compares:
+CE, CE + soft, CE + hard, CE + AAL + hard): both terms train that head. A
+student with DeiT's distillation token and head (`deit_*_distilled`,
+`ImageClassifier.distillation_head`), as DeiT: the CE term trains the class
+head (`class_logits`), the teacher term the distillation head
+(`distillation_logits`), and the model's output, which the metrics read and
+inference uses, is the mean of the two heads.
 
 Defaults are DeiT's code (alpha 0.5, tau 1.0: with alpha 0.5, hard is the
 paper's `1/2 CE + 1/2 CE(teacher argmax)`). The KL term is the formula's:
@@ -20,6 +21,7 @@ this one divided by C.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_smallvit.aal.resize import DEFAULT_CUBIC_COEFFICIENT
@@ -130,19 +132,61 @@ class LogitDistillationMixin:
         self.logit_distillation_loss_fn = LogitDistillationLoss(distillation, tau)
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
+    def _init_teacher_input(self, student_normalization, channels):
+        """Checks and keeps `student_normalization`: None, or `(mean, std)`
+        of `channels` values each (see `teacher_images`)."""
+        self.student_normalization = None
+        if student_normalization is None:
+            return
+        try:
+            mean, std = (np.asarray(v, "float64").reshape(-1) for v in student_normalization)
+        except (TypeError, ValueError):
+            mean = std = None
+        if mean is None or len(mean) != channels or len(std) != channels or not np.all(std > 0):
+            raise ValueError(
+                f"Invalid `student_normalization`: {student_normalization!r}. Allowed values: None, or "
+                f"(mean, std) of the student's input normalisation, {channels} values each, std > 0."
+            )
+        self.student_normalization = (mean.tolist(), std.tolist())
+
     def teacher_images(self, images):
-        """`images` at the teacher's input size (bicubic) when it differs."""
+        """What the teacher is given for the student's `images`: with
+        `student_normalization` `(mean, std)`, the pixels before that
+        normalisation, `images * std + mean` (float32, the teacher's own
+        preprocessing then applies: an ImageNet EfficientNet's normalisation
+        is in its graph); then resized (bicubic) to the teacher's input size
+        when it differs."""
+        if self.student_normalization is not None:
+            mean, std = (np.asarray(v, "float32") for v in self.student_normalization)
+            images = ops.add(ops.multiply(ops.cast(images, "float32"), std), mean)
         if None not in self._teacher_image_size and tuple(self._teacher_image_size) != tuple(self._image_size):
             return self._resize(ops.cast(images, "float32"), self._teacher_image_size)
         return images
 
+    def student_heads(self, student_outputs):
+        """The entries of `y_pred` from the student's outputs: `"logits"`
+        (its output), and with distillation and a student with DeiT's
+        distillation head, `"class_logits"` and `"distillation_logits"`."""
+        if self.distillation is None or "distillation_logits" not in student_outputs:
+            return {"logits": student_outputs["logits"]}
+        heads = {k: student_outputs[k] for k in ("class_logits", "distillation_logits")}
+        return {"logits": (heads["class_logits"] + heads["distillation_logits"]) / 2.0, **heads}
+
+    @staticmethod
+    def ce_logits(y_pred):
+        """What the CE term reads: the class head of a distillation-head
+        student (DeiT), else the one head."""
+        return y_pred.get("class_logits", y_pred["logits"])
+
     def _mix_logit_distillation(self, ce, y_pred, sample_weight):
         """`(1 - alpha) CE + alpha D` in float32 (`CE` alone without
-        distillation); logs `distillation_loss` (D)."""
+        distillation); logs `distillation_loss` (D), on the distillation
+        head when the student has one."""
         ce = ops.cast(ce, "float32")
         if self.distillation is None:
             return ce
-        term = self.logit_distillation_loss_fn(y_pred["teacher_logits"], y_pred["logits"], sample_weight)
+        student_logits = y_pred.get("distillation_logits", y_pred["logits"])
+        term = self.logit_distillation_loss_fn(y_pred["teacher_logits"], student_logits, sample_weight)
         self.distillation_loss_tracker.update_state(term, sample_weight=ops.shape(y_pred["logits"])[0])
         return (1.0 - self.distillation_alpha) * ce + self.distillation_alpha * term
 
@@ -157,6 +201,7 @@ class LogitDistillationMixin:
             "distillation": self.distillation,
             "distillation_alpha": self.distillation_alpha,
             "distillation_tau": self.distillation_tau,
+            "student_normalization": self.student_normalization,
         }
 
     @classmethod
@@ -170,7 +215,9 @@ class LogitDistillationMixin:
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 class LogitDistiller(LogitDistillationMixin, keras.Model):
     """Trains a student classifier with DeiT-style soft or hard distillation
-    from a frozen teacher on its one head (see this module's formulas).
+    from a frozen teacher (see this module's formulas): on its one head, or,
+    for a student with DeiT's distillation head, the labels on the class
+    head and the teacher on the distillation head.
 
     Use it like any model: `compile(optimizer, loss, metrics)` with the
     student's classification loss (the CE term: label smoothing and Mixup /
@@ -179,7 +226,9 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
     inference mode, frozen (`trainable=False`), with no gradient. Logs
     report `loss` (the total), `ce_loss` (the compiled loss) and
     `distillation_loss` (the teacher term before alpha). `call` returns
-    `{"logits", "teacher_logits"}`; for inference and export use
+    `{"logits", "teacher_logits"}` (and `"class_logits"`,
+    `"distillation_logits"` for a distillation-head student; `"logits"` is
+    then their mean, the student's output); for inference and export use
     `distiller.student`.
 
     Written as a `keras.Model` rather than with `keras.distillation.Distiller`
@@ -198,6 +247,11 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         distillation: `"hard"` (default) or `"soft"`.
         distillation_alpha: weight of the teacher term, in [0, 1] (0.5).
         distillation_tau: temperature of `"soft"`, > 0 (1.0).
+        student_normalization: None (the teacher gets the student's input
+            as is: a teacher trained on the same pipeline), or `(mean, std)`
+            per channel the student's images were normalised with: the
+            teacher gets the pixels before it (`images * std + mean`), for a
+            teacher with its own preprocessing.
     """
 
     def __init__(
@@ -207,6 +261,7 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         distillation="hard",
         distillation_alpha=DEFAULT_DISTILLATION_ALPHA,
         distillation_tau=DEFAULT_DISTILLATION_TAU,
+        student_normalization=None,
         name="logit_distiller",
         **kwargs,
     ):
@@ -217,9 +272,13 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         if distillation is None:
             raise ValueError("Invalid `distillation`: None. Allowed values: 'soft', 'hard'.")
         self._init_logit_distillation(distillation, distillation_alpha, distillation_tau, student, teacher)
+        self._init_teacher_input(student_normalization, int(student.input_shape[-1]))
         teacher.trainable = False
         self.student = student
         self.teacher = teacher
+        # DeiT's two heads, from one student pass (weights shared with `student`).
+        if getattr(student, "distillation_head", False):
+            self.student_heads_model = student.distillation_heads_model()
         self.ce_tracker = keras.metrics.Mean(name="ce_loss")
         self._image_size = tuple(student.input_shape[1:3])
         self._teacher_image_size = tuple(teacher.input_shape[1:3])
@@ -234,10 +293,16 @@ class LogitDistiller(LogitDistillationMixin, keras.Model):
         return ops.stop_gradient(ops.cast(logits, "float32"))
 
     def call(self, images, training=None):
-        return {"logits": self.student(images, training=training), "teacher_logits": self.teacher_logits(images)}
+        if getattr(self.student, "distillation_head", False):
+            outputs = self.student_heads(self.student_heads_model(images, training=training))
+        else:
+            outputs = {"logits": self.student(images, training=training)}
+        return {**outputs, "teacher_logits": self.teacher_logits(images)}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        ce = super().compute_loss(x=x, y=y, y_pred=y_pred["logits"], sample_weight=sample_weight, training=training)
+        ce = super().compute_loss(
+            x=x, y=y, y_pred=self.ce_logits(y_pred), sample_weight=sample_weight, training=training
+        )
         self.ce_tracker.update_state(ce, sample_weight=ops.shape(y_pred["logits"])[0])
         return self._mix_logit_distillation(ce, y_pred, sample_weight)
 

@@ -11,6 +11,7 @@ from keras_smallvit.aal.distiller import AttentionLinkDistiller
 from keras_smallvit.aal.logits import LogitDistiller
 from keras_smallvit.aal.teacher import TEACHER_LAYER_CHOICES
 from keras_smallvit.aal.teacher import load_teacher
+from keras_smallvit.aal.teacher import teacher_file
 
 TEACHER_RUN_FOLDER = "teacher"
 
@@ -42,8 +43,15 @@ def teacher_run_config(config):
     )
 
 
+def imagenet_teacher(config):
+    """Whether the teacher of `config` gets ImageNet weights (`aal_teacher`
+    "imagenet")."""
+    return isinstance(config.aal_teacher, str) and config.aal_teacher.lower() == "imagenet"
+
+
 def prepare_teacher(config, train_fn, verbose="auto"):
-    """The teacher file of `config`: `aal_teacher`, or else the `last.keras`
+    """The teacher of `config`: `aal_teacher` (a file, a run folder or
+    "imagenet"), or else the `last.keras`
     of a teacher run trained first with `train_fn` (resumed if interrupted,
     skipped once finished). The last epoch, not the best: "best" is chosen
     on the test split."""
@@ -58,10 +66,13 @@ def prepare_teacher(config, train_fn, verbose="auto"):
 
 
 def build_teacher(config, path, num_classes, image_size):
-    """Loads the teacher of `config` from `path` (`.keras`, or `.weights.h5`
-    into a fresh `aal_teacher_model` with `aal_teacher_overrides`)."""
+    """Loads the teacher of `config` from `path` (`.keras`, a run folder's
+    `last.keras`, or a `.weights.h5` file / "imagenet" into a fresh
+    `aal_teacher_model` with `aal_teacher_overrides`, at the student's
+    `image_size` unless `teacher.image_size` is given)."""
     from keras_smallvit.models import create_model
 
+    path = teacher_file(path)
     if str(path).endswith(".keras"):
         return load_teacher(path)
     overrides = dict(config.aal_teacher_overrides)
@@ -74,14 +85,27 @@ def build_teacher(config, path, num_classes, image_size):
     return load_teacher(path, model)
 
 
-def build_distiller(config, student, teacher):
+def build_distiller(config, student, teacher, normalization=None):
     """The distiller of `config` around `student`: an `AttentionLinkDistiller`
     with `aal` (with logit distillation too when `distillation` is set),
-    else a `LogitDistiller`."""
+    else a `LogitDistiller`.
+
+    Args:
+        config: the `TrainConfig`.
+        student: the classifier to train.
+        teacher: the teacher (`build_teacher`).
+        normalization: `(mean, std)` the pipeline normalises the images with
+            (`pipeline.normalization`); an ImageNet teacher gets the images
+            with it undone (`[0, 1]` pixels, its own preprocessing in its
+            graph). Other teachers were trained on the pipeline's images
+            and get them as they are.
+    """
+    undo = imagenet_teacher(config) and normalization is not None
     distillation = dict(
         distillation=config.distillation,
         distillation_alpha=float(config.distillation_alpha),
         distillation_tau=float(config.distillation_tau),
+        student_normalization=tuple(normalization) if undo else None,
     )
     if not config.aal:
         return LogitDistiller(student, teacher, **distillation)

@@ -1,14 +1,19 @@
-"""The CNN teacher of AAL: loading it, and choosing its feature maps and
-their blocks (CNN levels) in any Keras CNN."""
+"""The CNN teacher of AAL: loading it (a file, a run folder, ImageNet
+weights), and choosing its feature maps and their blocks (CNN levels) in any
+Keras CNN."""
 
 import collections
+import os
 import re
 
 import keras
 
 from keras_smallvit.models.cnn.cnn_common import check_weights_path
+from keras_smallvit.models.cnn.cnn_common import load_weights_file
+from keras_smallvit.utils.aal_settings import TEACHER_LAYER_CHOICES
 
-TEACHER_LAYER_CHOICES = ("block_normalization", "normalization", "after_normalization")
+# The checkpoint of a run folder a teacher is read from.
+RUN_FOLDER_TEACHER = "last.keras"
 NORMALIZATION_LAYERS = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
@@ -184,28 +189,49 @@ def _blocks_from_names(names):
     return tuple(index[label[0]] for label in filled), tuple(names_of[n] for n in numbers)
 
 
+def teacher_file(path):
+    """The teacher file `path` names: `"imagenet"` as is, a run folder's
+    `last.keras` (a folder of `training.train`), else `path`."""
+    if isinstance(path, str) and path.lower() == "imagenet":
+        return "imagenet"
+    if path is not None and os.path.isdir(path):
+        last = os.path.join(path, RUN_FOLDER_TEACHER)
+        if not os.path.isfile(last):
+            raise FileNotFoundError(
+                f"Invalid teacher {os.fspath(path)!r}: a folder, but no {RUN_FOLDER_TEACHER} in it. Allowed values: "
+                "a run folder of training.train (its last.keras), a .keras or .weights.h5 file, or 'imagenet'."
+            )
+        return last
+    return path
+
+
 def load_teacher(path, model=None):
-    """A teacher from a local Keras file; nothing is downloaded.
+    """A teacher from a local Keras file, a run folder, or ImageNet weights.
 
     Args:
-        path: a `.keras` file (`model.save(...)`: architecture and weights)
-            or a `.weights.h5` file (`model.save_weights(...)`), which needs
-            `model`.
-        model: with a `.weights.h5` file, a model of the same architecture
-            to load the weights into.
+        path: a `.keras` file (`model.save(...)`: architecture and weights),
+            a run folder of `training.train` (its `last.keras`), a
+            `.weights.h5` file (`model.save_weights(...)`), which needs
+            `model`, or `"imagenet"` with `model` (an EfficientNet: Keras'
+            ImageNet file, from Keras' cache, downloaded there once if
+            absent; see `load_weights_file`).
+        model: with a `.weights.h5` file or `"imagenet"`, the model to load
+            the weights into.
 
     Returns:
         The teacher model (not yet frozen: the distiller freezes it).
     """
-    path = check_weights_path(path)
+    path = teacher_file(path)
+    path = check_weights_path(path, None if model is None else type(model))
     if path is None:
-        raise ValueError("Invalid `path`: None. Expected a .keras or .weights.h5 file of the teacher.")
+        raise ValueError(
+            "Invalid `path`: None. Expected a .keras or .weights.h5 file of the teacher, a run folder, or 'imagenet'."
+        )
     if path.endswith(".keras"):
         return keras.saving.load_model(path, compile=False)
     if model is None:
         raise ValueError(
-            f"Invalid `model`: None for the weights file {path!r}. A .weights.h5 file holds no "
-            "architecture: pass a model of the same architecture (the CLI: --teacher-model NAME)."
+            f"Invalid `model`: None for the teacher weights {path!r}. Weights hold no architecture: pass a "
+            "model of the same architecture (the CLI: --teacher-model NAME)."
         )
-    model.load_weights(path)
-    return model
+    return load_weights_file(model, path)

@@ -6,6 +6,7 @@ from keras import ops
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
 from keras_smallvit.layers.suppression import fused_form_is_faster
 from keras_smallvit.layers.techniques import suppression_config
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -46,6 +47,7 @@ def attention_output_spec(out, shape, mode):
 MASK_VALUE = -65504.0
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
+@legacy.loads_old_configs("attention")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head self-attention with explicit float32 scores and softmax.
 

@@ -1,12 +1,11 @@
 """SATA: suppressing accumulated trivial attention (Chen et al. 2023)."""
 
-import warnings
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_smallvit import kernels
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import check_range
 
 #: `variable.name` of the SATA scale `s`, for optimizers that give it its own
@@ -115,6 +114,7 @@ def suppressed_softmax(scores, scale, threshold, epsilon):
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
+@legacy.loads_old_configs("suppression")
 class TrivialAttentionSuppression(keras.layers.Layer):
     """TWIST, the trivial weights suppression transformation of SATA.
 
@@ -132,7 +132,9 @@ class TrivialAttentionSuppression(keras.layers.Layer):
     `sata_scale`, its value also as `scale`). The paper trains it with its own
     AdamW learning rate (and weight decay at that rate); that belongs to the
     optimizer, not the layer: `keras_smallvit.training.MultiRateAdamW` with
-    `learning_rate_multipliers={"sata_scale": sata_lr / lr}`.
+    `learning_rate_multipliers={"sata_scale": sata_lr / lr}`. Files of the
+    versions that had a `scale_lr_multiplier` here load with the same `s`
+    (`keras_smallvit.utils.legacy`).
 
     The computation runs in float32 whatever the dtype policy.
 
@@ -140,16 +142,6 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         threshold: relative threshold `t` in `[0, 1]` (0.1 in the paper; 0.05
             for PiT on CIFAR-100).
         initial_scale: initial `s`, `>= 0` (0.5 in the paper).
-        scale_lr_multiplier: legacy, `> 0`, only for models saved before `s`
-            was stored directly: their config holds this `c` and their weights
-            file `u` with `s = c * u`. It no longer changes how `s` trains (see
-            above). With `c != 1` the layer still starts at `initial_scale`
-            and holds `s` in memory (`sata_scale`, `get_weights`), but reads
-            and writes its weights file in the old units (`load_own_variables`
-            sets `s = c * u`, `save_own_variables` writes `u = s / c`), and
-            `get_config` keeps `c`: the enclosing layers' and models' configs
-            keep it too, so saving a loaded old model and loading it again
-            gives the same `s`. With `c = 1` (the default) nothing changes.
         trainable_scale: whether `s` is learned.
         epsilon: added to the trivial mass in the denominator, `> 0` (keeps rows
             without trivial entries finite).
@@ -159,28 +151,16 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         self,
         threshold=0.1,
         initial_scale=0.5,
-        scale_lr_multiplier=1.0,  # legacy, in its old place for positional calls
         trainable_scale=True,
         epsilon=1e-6,
         **kwargs,
     ):
+        legacy.check_no_scale_multiplier(type(self), kwargs)
         super().__init__(**kwargs)
         self.threshold = check_range("threshold", threshold, 0.0, 1.0)
         self.initial_scale = check_range("initial_scale", initial_scale, 0.0, None)
         self.trainable_scale = bool(trainable_scale)
         self.epsilon = check_range("epsilon", epsilon, 0.0, None, low_inclusive=False)
-        self.scale_lr_multiplier = check_range(
-            "scale_lr_multiplier", scale_lr_multiplier, 0.0, None, low_inclusive=False
-        )
-        if self.scale_lr_multiplier != 1.0:
-            warnings.warn(
-                "`scale_lr_multiplier` of `TrivialAttentionSuppression` is a legacy "
-                "argument, kept to load models saved before `s` was stored directly; "
-                "it no longer sets the learning rate of `s`. For that, give the "
-                "optimizer `learning_rate_multipliers={'sata_scale': sata_lr / lr}` "
-                "(`keras_smallvit.training.MultiRateAdamW`).",
-                stacklevel=2,
-            )
 
     def build(self, input_shape):
         if len(input_shape) < 2:
@@ -203,19 +183,15 @@ class TrivialAttentionSuppression(keras.layers.Layer):
         """The suppression scale `s` (a float32 tensor)."""
         return ops.convert_to_tensor(self.sata_scale)
 
-    def save_own_variables(self, store):
-        if self.scale_lr_multiplier == 1.0:
-            return super().save_own_variables(store)
-        # Legacy units, u = s / c (float64, so that loading gives back s exactly).
-        store["0"] = np.asarray(ops.convert_to_numpy(self.sata_scale), "float64") / self.scale_lr_multiplier
-
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        if self.scale_lr_multiplier != 1.0:
-            # s = c * u, in the stored dtype: for an old file (float32 u) the
-            # same float32 product the old layer computed on every call.
+        # The one weights hook of the upgrader (keras_smallvit.utils.legacy):
+        # an old file stores u = s / c. s = c * u in the stored dtype: the
+        # same float32 product the old layer computed on every call.
+        units = legacy.pop_stored_scale_units(self)
+        if units != 1.0:
             u = np.asarray(store["0"])
-            self.sata_scale.assign(np.asarray(u * u.dtype.type(self.scale_lr_multiplier), "float32"))
+            self.sata_scale.assign(np.asarray(u * u.dtype.type(units), "float32"))
 
     def call(self, attention):
         # `s` as a computed tensor (x * 1 is exact): tf.custom_gradient takes a
@@ -251,6 +227,4 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             trainable_scale=self.trainable_scale,
             epsilon=self.epsilon,
         )
-        if self.scale_lr_multiplier != 1.0:  # legacy (see the class docstring)
-            config["scale_lr_multiplier"] = self.scale_lr_multiplier
         return config

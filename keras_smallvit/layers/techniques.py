@@ -11,8 +11,8 @@ Every backbone, block and registry entry takes the techniques as one
   transformer block at a position (CB, or a technique you register with
   `register_block_technique`).
 
-The spec's fields are the keyword options the backbones took before it, so
-old configs translate one to one (`TechniqueSpec.resolve`):
+The spec's fields are the keyword options the backbones took before it
+(files with those load through `keras_smallvit.utils.legacy`):
 
 | technique | `techniques=` name | spec fields |
 |---|---|---|
@@ -45,6 +45,7 @@ from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
 from keras_smallvit.layers.patching import PatchEmbedding
 from keras_smallvit.layers.patching import ShiftedPatchTokenization
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.technique_names import LSA_ELEMENTS
 from keras_smallvit.utils.technique_names import PAPER_TECHNIQUES
 from keras_smallvit.utils.validation import check_choice
@@ -58,9 +59,7 @@ ATTENTION_TYPES = ("standard", "lsa", "diagonal_mask", "learnable_temperature")
 # The attention types that are also `techniques=` names, besides "lsa"
 # (`LSA_ELEMENTS`, imported above from the one vocabulary).
 BLOCK_POSITIONS = ("mlp_output", "attention_output", "block_output")
-# `scale_lr_multiplier` is legacy: accepted so that models saved with it load
-# (see `TrivialAttentionSuppression`); it no longer sets the learning rate of `s`.
-SUPPRESSION_KEYS = ("threshold", "initial_scale", "trainable_scale", "epsilon", "scale_lr_multiplier")
+SUPPRESSION_KEYS = ("threshold", "initial_scale", "trainable_scale", "epsilon")
 # What `techniques=("sata",)` / `("cb",)` switch on: the papers' settings.
 SATA_DEFAULTS = {"threshold": 0.1, "initial_scale": 0.5}
 
@@ -265,22 +264,16 @@ class TechniqueSpec:
         return cls(**{**fields, **overrides})
 
     @classmethod
-    def resolve(cls, techniques=None, legacy=None):
+    def resolve(cls, techniques=None, **fields):
         """The spec of a backbone's or block's `techniques` argument.
 
         Args:
             techniques: None (none on), a `TechniqueSpec`, its config dict,
                 or a collection of names (`("spt", "lsa")`, see `from_names`).
-            legacy: a `**kwargs` dict: the flat keyword options of the code
-                before the spec (`attention="lsa"`, `suppression={...}`, ...,
-                today's spec fields) are popped from it and applied on top,
-                so old calls and old saved configs keep working.
+            **fields: spec fields applied on top (`create_model`'s overrides,
+                e.g. `suppression={"threshold": 0.05}`; with names, merged as
+                in `from_names`).
         """
-        fields = {}
-        if legacy is not None:
-            for name in cls.field_names():
-                if name in legacy:
-                    fields[name] = legacy.pop(name)
         if techniques is None:
             spec = cls()
         elif isinstance(techniques, cls):
@@ -405,9 +398,7 @@ class TechniqueSpec:
             "suppression": self.suppression,
         }
         for option, (options, position) in self.block_options.items():
-            # CB always (the configs of the code before the spec had it);
-            # a registered technique only when it is on.
-            if options is not None or option == "context_broadcasting":
+            if options is not None:  # a block technique only when it is on
                 config[option] = options
                 config[BLOCK_TECHNIQUES[option].position_option] = position
         config.update(shift_directions=self.shift_directions, shift_ratio=self.shift_ratio)
@@ -415,7 +406,8 @@ class TechniqueSpec:
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Old files' SATA options (`scale_lr_multiplier`): see keras_smallvit.utils.legacy.
+        return cls(**legacy.upgrade_config(config, "spec")[0])
 
     def __eq__(self, other):
         return isinstance(other, TechniqueSpec) and self.get_config() == other.get_config()
@@ -426,12 +418,3 @@ class TechniqueSpec:
     def __repr__(self):
         return f"TechniqueSpec({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
 
-
-def with_technique_fields(cls):
-    """Class decorator: the spec's fields (`tokenizer`, `attention`,
-    `suppression`, CB's, ...) as read-only attributes of `cls`, read from
-    its `techniques` (a `TechniqueSpec`)."""
-    for name in TechniqueSpec.field_names():
-        if name not in vars(cls):
-            setattr(cls, name, property(lambda self, name=name: getattr(self.techniques, name)))
-    return cls

@@ -6,14 +6,14 @@ from keras_smallvit.layers.attention import MultiHeadSelfAttention
 from keras_smallvit.layers.attention import check_return_mode
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
 from keras_smallvit.layers.techniques import TechniqueSpec
-from keras_smallvit.layers.techniques import with_technique_fields
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import check_input_shape
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-@with_technique_fields
+@legacy.loads_old_configs("techniques")
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm encoder block: `x + DP(Attn(LN(x)))`, then `x + DP(MLP(LN(x)))`.
 
@@ -43,10 +43,7 @@ class TransformerBlock(keras.layers.Layer):
         head_dim: size of each head.
         mlp_ratio: MLP hidden size as a multiple of the input size.
         techniques: a `TechniqueSpec` (or what `TechniqueSpec.resolve`
-            takes: names, its config dict, None). The flat options of the
-            code before it (`attention`, `suppression`,
-            `context_broadcasting`, `context_broadcasting_position`) are
-            accepted as keyword arguments too.
+            takes: names, its config dict, None).
         drop_path_rate: stochastic depth rate of both branches.
         dropout: dropout after the attention projection and in the MLP.
         attention_dropout: dropout on the attention probabilities.
@@ -69,7 +66,8 @@ class TransformerBlock(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        techniques = TechniqueSpec.resolve(techniques, kwargs)
+        legacy.check_no_old_arguments(type(self), kwargs)
+        techniques = TechniqueSpec.resolve(techniques)
         super().__init__(**kwargs)
         self.techniques = techniques
         self.num_heads = check_positive_int("num_heads", num_heads)

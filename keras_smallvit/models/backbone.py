@@ -5,8 +5,8 @@ import keras
 
 from keras_smallvit.layers.attention import ATTENTION_MAPS
 from keras_smallvit.layers.techniques import TechniqueSpec
-from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.models.attention_maps import class_token_attention
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.layers import keep_dtype_policy
 from keras_smallvit.utils.model_arguments import check_model_kwargs
 from keras_smallvit.utils.validation import as_pair
@@ -25,18 +25,21 @@ def check_image_and_patch_size(image_size, patch_size):
     return image_hw, patch_hw
 
 
-def resolve_techniques(techniques, kwargs, plain_tokenizer="patch"):
-    """A backbone's `TechniqueSpec` from its `techniques` argument, with the
-    flat technique options of the code before the spec (old calls, old saved
-    configs) popped from `kwargs`; the tokenizer resolved to
-    `plain_tokenizer` or `"spt"` (a `ValueError` naming `tokenizer` otherwise).
+def resolve_techniques(techniques, kwargs, plain_tokenizer="patch", owner=None):
+    """A backbone's `TechniqueSpec` from its `techniques` argument, the
+    tokenizer resolved to `plain_tokenizer` or `"spt"` (a `ValueError`
+    naming `tokenizer` otherwise). An old flat technique option among
+    `kwargs` (`attention="lsa"`, ...) is a `ValueError` naming `techniques`
+    (old saved configs load through `keras_smallvit.utils.legacy`).
 
     Args:
         techniques: see `TechniqueSpec.resolve`.
-        kwargs: the backbone's `**kwargs` (changed in place).
+        kwargs: the backbone's `**kwargs` (checked, not changed).
         plain_tokenizer: the backbone's tokenizer without SPT.
+        owner: the backbone class, for the message (default: "the backbone").
     """
-    return TechniqueSpec.resolve(techniques, kwargs).check_tokenizer(plain_tokenizer)
+    legacy.check_no_old_arguments(owner or Backbone, kwargs)
+    return TechniqueSpec.resolve(techniques).check_tokenizer(plain_tokenizer)
 
 
 def call_block(block, x, attention_maps, **kwargs):
@@ -86,7 +89,7 @@ def stage_tuple(name, value, num_stages=None):
     return (check_positive_int(name, value),) * num_stages
 
 
-@with_technique_fields
+@legacy.loads_old_configs("techniques")
 class Backbone(keras.Model):
     """Base of the package's functional backbones.
 
@@ -96,9 +99,9 @@ class Backbone(keras.Model):
     `super().__init__(inputs, outputs, ...)`, then
     `self.set_config(**arguments)` with its constructor arguments (validated
     and normalised): they become attributes and `get_config()` (the spec as
-    its config dict), so `from_config(get_config())` rebuilds the same model.
-    The spec's fields read as attributes too (`backbone.tokenizer`,
-    `backbone.suppression`, ...).
+    its config dict), so `from_config(get_config())` rebuilds the same model;
+    the configs of older versions pass through `keras_smallvit.utils.legacy`
+    first. The spec's fields read from it: `backbone.techniques.suppression`.
 
     Override point: `class_token_attention(attention_maps)`.
     """

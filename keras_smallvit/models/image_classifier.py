@@ -10,26 +10,36 @@ from keras_smallvit.utils.layers import keep_dtype_policy
 from keras_smallvit.models.usage import ClassifierUsageMixin
 
 POOLING_MODES = ("class_token", "average")
+# `TokenPooling` modes: the classifier's, and DeiT's distillation token (the second token).
+TOKEN_POOLING_MODES = POOLING_MODES + ("distillation_token",)
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 class TokenPooling(keras.layers.Layer):
-    """`(B, T, D) -> (B, D)`: the first (class) token, or the mean of the
-    tokens after `num_prefix_tokens`.
+    """`(B, T, D) -> (B, D)`: the first (class) token, the second
+    (DeiT's distillation token), or the mean of the tokens after
+    `num_prefix_tokens`.
 
     Args:
-        mode: `"class_token"` or `"average"`.
+        mode: `"class_token"`, `"distillation_token"` or `"average"`.
         num_prefix_tokens: tokens before the visual tokens (excluded from the average).
     """
 
     def __init__(self, mode="class_token", num_prefix_tokens=1, **kwargs):
         super().__init__(**kwargs)
-        self.mode = check_choice("mode", mode, POOLING_MODES)
+        self.mode = check_choice("mode", mode, TOKEN_POOLING_MODES)
+        if self.mode == "distillation_token" and num_prefix_tokens < 2:
+            raise ValueError(
+                f"Invalid `num_prefix_tokens` {num_prefix_tokens} with mode 'distillation_token': the "
+                "distillation token is the second prefix token. Allowed: num_prefix_tokens >= 2."
+            )
         self.num_prefix_tokens = num_prefix_tokens
 
     def call(self, tokens):
         if self.mode == "class_token":
             return tokens[:, 0]
+        if self.mode == "distillation_token":
+            return tokens[:, 1]
         return ops.mean(tokens[:, self.num_prefix_tokens :], axis=1)
 
     def compute_output_shape(self, input_shape):
@@ -39,6 +49,28 @@ class TokenPooling(keras.layers.Layer):
         config = super().get_config()
         config.update(mode=self.mode, num_prefix_tokens=self.num_prefix_tokens)
         return config
+
+
+def check_distillation_head(distillation_head, backbone, pooling):
+    """The `distillation_head` of an `ImageClassifier` as a bool (None: the
+    backbone's `distillation_token`); a `ValueError` naming it when the
+    backbone has no distillation token or the pooling is not the class token."""
+    token = bool(getattr(backbone, "distillation_token", False))
+    if distillation_head is None:
+        distillation_head = token
+    if not isinstance(distillation_head, bool):
+        raise ValueError(f"Invalid `distillation_head` {distillation_head!r}. Allowed values: True, False, None.")
+    if distillation_head and not token:
+        raise ValueError(
+            "Invalid `distillation_head` True: the backbone has no distillation token. Allowed: False, or a "
+            "backbone built with `distillation_token=True` (ViTBackbone)."
+        )
+    if distillation_head and pooling != "class_token":
+        raise ValueError(
+            f"Invalid `pooling` {pooling!r} with a distillation head: DeiT's heads read the class and the "
+            "distillation tokens. Allowed values: 'class_token'."
+        )
+    return distillation_head
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -66,6 +98,15 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
             sets it). Saved with the model; used by `predict_images` and the
             serving export.
         class_names: the names of the classes in label order, or None.
+        distillation_head: DeiT's distillation head (Touvron et al. 2021): a
+            second Dense on the backbone's distillation token (the head's
+            LayerNorm shared, as DeiT's final norm acts on every token).
+            The model's output is then the mean of the class head's and the
+            distillation head's logits (DeiT at inference);
+            `distillation_heads_model()` gives both for training (class head
+            on the labels, distillation head on the teacher:
+            `keras_smallvit.aal.LogitDistiller`). None: on when the backbone
+            has a distillation token (`ViTBackbone(distillation_token=True)`).
     """
 
     def __init__(
@@ -79,10 +120,12 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         dtype=None,
         preprocessing=None,
         class_names=None,
+        distillation_head=None,
         **kwargs,
     ):
         check_positive_int("num_classes", num_classes)
         check_choice("pooling", pooling, POOLING_MODES)
+        distillation_head = check_distillation_head(distillation_head, backbone, pooling)
         check_range("head_dropout", head_dropout, 0.0, 1.0, high_inclusive=False)
         # === Layers === (assigned to self after the functional init: torch
         # modules cannot be set as attributes before it)
@@ -93,13 +136,35 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         head_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="head_norm")
         head_dropout_layer = keras.layers.Dropout(head_dropout, dtype=dtype, name="head_dropout")
         classifier = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+        distillation_pooling = distillation_classifier = None
+        if distillation_head:
+            distillation_pooling = TokenPooling(
+                "distillation_token", backbone.num_prefix_tokens, dtype=dtype, name="distillation_pooling"
+            )
+            distillation_classifier = keras.layers.Dense(num_classes, dtype="float32", name="distillation_logits")
+
+        def pooled_logits(sequence_output, pool, dense):
+            if norm_before_pooling:
+                x = pool(head_norm(sequence_output))
+            else:
+                x = head_norm(pool(sequence_output))
+            return dense(head_dropout_layer(x))
+
+        def heads(sequence_output):
+            """`{"class_logits"[, "distillation_logits"]}` of the tokens."""
+            logits = {"class_logits": pooled_logits(sequence_output, pooling_layer, classifier)}
+            if distillation_head:
+                logits["distillation_logits"] = pooled_logits(
+                    sequence_output, distillation_pooling, distillation_classifier
+                )
+            return logits
 
         def head(sequence_output):
-            if norm_before_pooling:
-                x = pooling_layer(head_norm(sequence_output))
-            else:
-                x = head_norm(pooling_layer(sequence_output))
-            return classifier(head_dropout_layer(x))
+            logits = heads(sequence_output)
+            if not distillation_head:
+                return logits["class_logits"]
+            # DeiT at inference: the mean of both heads.
+            return (logits["class_logits"] + logits["distillation_logits"]) / 2.0
 
         # === Functional model ===
         images = keras.Input(shape=backbone.input_shape[1:], name="images")
@@ -111,7 +176,11 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         self.head_norm = head_norm
         self.head_dropout_layer = head_dropout_layer
         self.classifier = classifier
+        if distillation_head:
+            self.distillation_pooling = distillation_pooling
+            self.distillation_classifier = distillation_classifier
         self._head = head
+        self._heads = heads
 
         # === Config ===
         self.num_classes = num_classes
@@ -119,7 +188,23 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         self.head_dropout = head_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.norm_before_pooling = bool(norm_before_pooling)
+        self.distillation_head = distillation_head
         self.init_usage(preprocessing, class_names)
+
+    def distillation_heads_model(self):
+        """A model sharing this one's weights, from the same images to
+        `{"class_logits", "distillation_logits"}` (DeiT's two heads, each
+        `(B, num_classes)` float32), for training with a teacher; this
+        model's own output is their mean. Raises a `ValueError` without a
+        distillation head."""
+        if not self.distillation_head:
+            raise ValueError(
+                f"{self.name!r} has no distillation head: build it on a backbone with `distillation_token=True` "
+                "(e.g. create_model('deit_small_distilled', ...))."
+            )
+        images = keras.Input(shape=self.backbone.input_shape[1:], name="images")
+        outputs = self._heads(self.backbone(images)["sequence_output"])
+        return keras.Model(images, outputs, name=f"{self.name}_distillation_heads")
 
     def attention_model(self, return_attention_scores=True):
         """A model sharing this one's weights that returns, from one forward pass,
@@ -136,6 +221,8 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
         outputs = self.backbone.attention_model(return_attention_scores)(images)
         maps = outputs["attention_maps"]
         results = {"logits": self._head(outputs["sequence_output"]), "attention_maps": maps}
+        if self.distillation_head:  # both heads too, for a distiller that trains them apart
+            results.update(self._heads(outputs["sequence_output"]))
         weights = [m["weights"] for m in maps] if return_attention_scores == "all" else maps
         class_maps = self.backbone.class_token_attention(weights)
         if class_maps is not None:
@@ -188,6 +275,7 @@ class ImageClassifier(ClassifierUsageMixin, keras.Model):
             "head_dropout": self.head_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "norm_before_pooling": self.norm_before_pooling,
+            "distillation_head": self.distillation_head,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
             **self.usage_config(),
         }

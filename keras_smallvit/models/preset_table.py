@@ -36,13 +36,13 @@ BACKBONE_ARGUMENTS = {
     ),
     "PiTBackbone": (
         "attention_dropout", "depths", "downsampling", "drop_path_rate", "dropout", "dtype", "embedding_dropout",
-        "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels", "num_heads", "patch_size",
-        "seed", "techniques",
+        "embedding_initializer_stddev", "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels",
+        "num_heads", "patch_size", "patch_stride", "pooling_pointwise", "seed", "techniques", "use_qkv_bias",
     ),
     "SwinBackbone": (
-        "attention_dropout", "depths", "downsampling", "drop_path_rate", "dropout", "dtype", "embedding_dropout",
-        "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels", "num_heads", "patch_size", "seed",
-        "techniques", "use_qkv_bias", "window_size",
+        "absolute_position_embedding", "attention_dropout", "depths", "downsampling", "drop_path_rate", "dropout",
+        "dtype", "embedding_dropout", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels", "num_heads",
+        "patch_size", "seed", "techniques", "use_qkv_bias", "window_size",
     ),
     "T2TBackbone": (
         "attention_dropout", "attention_input_residual", "depth", "drop_path_rate", "dropout", "dtype",
@@ -51,9 +51,9 @@ BACKBONE_ARGUMENTS = {
         "token_num_heads",
     ),
     "ViTBackbone": (
-        "attention_dropout", "depth", "drop_path_rate", "dropout", "dtype", "embedding_dropout", "head_dim",
-        "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels", "num_heads", "patch_size", "seed",
-        "techniques",
+        "attention_dropout", "depth", "distillation_token", "drop_path_rate", "dropout", "dtype",
+        "embedding_dropout", "embedding_initializer_stddev", "head_dim", "hidden_dim", "layer_norm_epsilon", "mlp_ratio", "num_channels",
+        "num_heads", "patch_size", "seed", "techniques", "use_qkv_bias",
     ),
 }
 CLASSIFIER_ARGUMENTS = {
@@ -70,11 +70,21 @@ PRESET_ROWS = {
     "cb_pit": ("PiTBackbone", ("cb",), 1e-3),
     "cb_swin": ("SwinBackbone", ("cb",), 1e-3),
     "cb_vit": ("ViTBackbone", ("cb",), 3e-3),
+    "deit_b": ("ViTBackbone", (), 0.001),
+    "deit_b_distilled": ("ViTBackbone", (), 0.001),
+    "deit_s": ("ViTBackbone", (), 0.001),
+    "deit_s_distilled": ("ViTBackbone", (), 0.001),
+    "deit_ti": ("ViTBackbone", (), 0.001),
+    "deit_ti_distilled": ("ViTBackbone", (), 0.001),
     "efficientnet_b0": ("EfficientNet", (), 3e-3),
     "efficientnet_b3": ("EfficientNet", (), 3e-3),
     "l_vit": ("ViTBackbone", ("lsa",), 3e-3),
     "m_vit": ("ViTBackbone", ("diagonal_mask",), 3e-3),
     "pit": ("PiTBackbone", (), 1e-3),
+    "pit_b": ("PiTBackbone", (), 0.001),
+    "pit_s": ("PiTBackbone", (), 0.001),
+    "pit_ti": ("PiTBackbone", (), 0.001),
+    "pit_xs": ("PiTBackbone", (), 0.001),
     "resnet110": ("ResNet", (), 3e-3),
     "resnet34": ("ResNet", (), 3e-3),
     "resnet56": ("ResNet", (), 3e-3),
@@ -93,6 +103,9 @@ PRESET_ROWS = {
     "sl_t2t": ("T2TBackbone", ("spt", "lsa"), 1e-3),
     "sl_vit": ("ViTBackbone", ("spt", "lsa"), 3e-3),
     "swin": ("SwinBackbone", (), 1e-3),
+    "swin_b": ("SwinBackbone", (), 0.001),
+    "swin_s": ("SwinBackbone", (), 0.001),
+    "swin_t": ("SwinBackbone", (), 0.001),
     "t2t": ("T2TBackbone", (), 1e-3),
     "t_vit": ("ViTBackbone", ("learnable_temperature",), 3e-3),
     "vit": ("ViTBackbone", (), 3e-3),
@@ -120,7 +133,7 @@ class ModelFacts:
 def preset_arguments(class_arguments, classifier, technique_fields=TECHNIQUE_FIELDS):
     """The `create_model` overrides of a preset (`Preset.arguments()`): its
     class's constructor arguments, then `"weights"` (a classifier: a local
-    weights file) or the technique spec fields and the head arguments."""
+    weights file, or "imagenet" where Keras publishes them) or the technique spec fields and the head arguments."""
     if classifier:
         return (*class_arguments, "weights")
     return (*class_arguments, *technique_fields, *HEAD_ARGUMENTS)
@@ -135,6 +148,15 @@ def _facts(model_class, techniques, paper_lr):
 
 # {name: ModelFacts} of the presets, as `registry.model_facts()` gives them.
 PRESET_FACTS = {name: _facts(*row) for name, row in PRESET_ROWS.items()}
+
+# The presets with ImageNet weights the Keras way (`weights="imagenet"`:
+# keras.applications' files, in Keras' cache), and why the others have none.
+IMAGENET_MODELS = tuple(sorted(name for name, row in PRESET_ROWS.items() if row[0] == "EfficientNet"))
+NO_IMAGENET_WEIGHTS = (
+    "keras.applications has no ResNet-34 (nor the CIFAR ResNet-56/110), keras-hub's ResNet presets "
+    "(resnet_18/50/101/152_imagenet, ResNet-vd variants) hold no ResNet-34 of this layout, and keras-hub is not a "
+    "dependency of keras_smallvit"
+)
 
 
 def check_model_arguments(name, facts, overrides):

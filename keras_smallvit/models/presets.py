@@ -54,7 +54,7 @@ class Preset:
             that depend on the image (the patch size of an 8x8 or 16x16 grid),
             used when the caller does not give them (or gives None).
         classifier: `model_class` is a whole classifier (no head, no
-            techniques; a local `weights` file may be given).
+            techniques; `weights` may be given: a local file, or "imagenet").
     """
 
     model_class: type
@@ -94,12 +94,12 @@ def build_preset(preset, num_classes, image_size, techniques, name=None, **overr
         names = techniques.names if isinstance(techniques, TechniqueSpec) else techniques
         check_no_techniques(name or preset.model_class.__name__, names)
         weights = overrides.pop("weights", None)
-        check_weights_path(weights)  # a bad `weights` fails before the model is built
+        check_weights_path(weights, preset.model_class)  # a bad `weights` fails before the model is built
         model = preset.model_class(**{**preset.config, **overrides, "num_classes": num_classes, "image_size": image_size})
         return load_weights_file(model, weights)
     head = {**preset.head, **{k: overrides.pop(k) for k in HEAD_ARGUMENTS if k in overrides}}
     spec_fields = {k: overrides.pop(k) for k in TechniqueSpec.field_names() if k in overrides}
-    spec = TechniqueSpec.resolve(techniques, spec_fields)
+    spec = TechniqueSpec.resolve(techniques, **spec_fields)
     arguments = {**preset.config, **overrides}
     defaulted = {}
     for argument, value in (preset.image_defaults(image_size) if preset.image_defaults else {}).items():
@@ -205,6 +205,68 @@ T2T = functools.partial(
     dict(hidden_dim=256, depth=12, num_heads=4, head_dim=64, mlp_ratio=2.0, token_dim=64),
     image_defaults=soft_split_grid,
 )
+# The ImageNet configs of the original papers (at 224 px), as timm builds
+# them. DeiT (Touvron et al. 2021): ViT with patch 16, depth 12, heads of 64,
+# MLP ratio 4, qkv bias, LayerNorm eps 1e-6; the distilled models add the
+# distillation token and head. PiT (Heo et al. 2021): overlapping patches
+# (kernel 16, stride 8; PiT-B 14 and 7), heads of 32/48/64, depthwise
+# pooling without the pointwise Dense. Swin (Liu et al. 2021): patch 4,
+# window 7, 4 stages, no absolute position embedding. `paper_lr`: 1e-3, the
+# three papers' rate at their batch 1024 (DeiT: 5e-4 x batch / 512).
+DEIT = dict(
+    patch_size=16, depth=12, head_dim=64, mlp_ratio=4.0, use_qkv_bias=True, layer_norm_epsilon=1e-6,
+    embedding_initializer_stddev=0.02,
+)
+PIT_IMAGENET = dict(
+    patch_size=16, patch_stride=8, depths=(2, 6, 4), mlp_ratio=4.0, pooling_pointwise=False, use_qkv_bias=True,
+    layer_norm_epsilon=1e-6, embedding_initializer_stddev=0.02,
+)
+SWIN_IMAGENET = dict(patch_size=4, window_size=7, mlp_ratio=4.0, absolute_position_embedding=False)
+SWIN_HEAD = {"pooling": "average", "norm_before_pooling": True}
+
+
+def deit(width, heads, size, distilled=False):
+    config = dict(DEIT, hidden_dim=width, num_heads=heads, **({"distillation_token": True} if distilled else {}))
+    what = f"DeiT-{size}{' distilled' if distilled else ''} (Touvron et al. 2021; patch 16, dim {width}, {heads} heads, 224 px)"
+    if distilled:
+        what += ": distillation token and head, the heads' mean at inference"
+    return Preset(ViTBackbone, config, description=what, paper_lr=1e-3)
+
+
+def pit_imagenet(size, width, heads, head_dim, **config):
+    stride = config.get("patch_stride", 8)
+    return Preset(
+        PiTBackbone,
+        dict(PIT_IMAGENET, hidden_dim=width, num_heads=heads, head_dim=head_dim, **config),
+        description=f"PiT-{size} (Heo et al. 2021; ImageNet config, overlapping patches of stride {stride}, 224 px)",
+    )
+
+
+def swin_imagenet(size, width, depths, heads):
+    return Preset(
+        SwinBackbone,
+        dict(SWIN_IMAGENET, hidden_dim=width, depths=depths, num_heads=heads),
+        description=f"Swin-{size} (Liu et al. 2021; ImageNet config, patch 4, window 7, 224 px)",
+        head=SWIN_HEAD,
+    )
+
+
+IMAGENET_PRESETS = {
+    "deit_ti": deit(192, 3, "Ti"),
+    "deit_s": deit(384, 6, "S"),
+    "deit_b": deit(768, 12, "B"),
+    "deit_ti_distilled": deit(192, 3, "Ti", distilled=True),
+    "deit_s_distilled": deit(384, 6, "S", distilled=True),
+    "deit_b_distilled": deit(768, 12, "B", distilled=True),
+    "pit_ti": pit_imagenet("Ti", 64, (2, 4, 8), 32),
+    "pit_xs": pit_imagenet("XS", 96, (2, 4, 8), 48),
+    "pit_s": pit_imagenet("S", 144, (3, 6, 12), 48),
+    "pit_b": pit_imagenet("B", 256, (4, 8, 16), 64, patch_size=14, patch_stride=7, depths=(3, 6, 4)),
+    "swin_t": swin_imagenet("T", 96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    "swin_s": swin_imagenet("S", 96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "swin_b": swin_imagenet("B", 128, (2, 2, 18, 2), (4, 8, 16, 32)),
+}
+
 # Lee et al. 2021 (SPT/LSA), Sec. 4.1.3: "the initial learning rate of ViT and
 # CNNs was set to 0.003" (the official code has no CNN; its default is 1e-3).
 CNN = functools.partial(Preset, paper_lr=3e-3, stochastic_depth=False, classifier=True)
@@ -261,7 +323,8 @@ PRESETS = {
     "sata_t2t": T2T(techniques=("sata",), description="T2T-ViT + suppression of accumulated trivial attention"),
     # The papers' CNN baselines (ResNet-56/110, EfficientNet-B0) and the
     # attention-link teachers (ResNet-34, EfficientNet-B3). `weights`: a local
-    # `.weights.h5` / `.keras` file (nothing is downloaded).
+    # `.weights.h5` / `.keras` file, or "imagenet" for the EfficientNets
+    # (keras.applications' file, from Keras' cache).
     "resnet56": CNN(
         ResNet,
         dict(CIFAR_RESNET, stage_blocks=(9, 9, 9)),
@@ -286,6 +349,8 @@ PRESETS = {
         description="EfficientNet-B3 (keras.applications graph, random init), attention-link teacher",
     ),
 }
+
+PRESETS.update(IMAGENET_PRESETS)
 
 for _name, _preset in PRESETS.items():
     register_preset(_name, _preset)

@@ -51,7 +51,7 @@ _EXPORTS = {
     "train": "runner",
 }
 # Submodules reachable as attributes, as when this package imported them all.
-_SUBMODULES = ("autoaugment", "callbacks", "config", "device_augmentation", "distribute", "optimization", "pipeline", "run_guard", "runner")
+_SUBMODULES = ("autoaugment", "callbacks", "config", "device_augmentation", "distribute", "optimization", "pipeline", "run_guard", "runner", "streaming")
 
 __all__ = sorted(_EXPORTS)
 

@@ -600,13 +600,17 @@ def auto_augment(image, policy, seed):
 
 
 @no_autograph
-def rand_augment_decisions(num_ops, magnitude, seed):
+def rand_augment_decisions(num_ops, magnitude, seed, magnitude_std=0.0):
     """The random decisions `rand_augment` makes for `seed`.
 
     Args:
         num_ops: positive int, the number of ops applied.
         magnitude: float in [0, 1], the fraction of each op's range.
         seed: int32/int64 tensor of shape `[2]`, a stateless-random seed.
+        magnitude_std: >= 0; with > 0, each op's magnitude is drawn from a
+            normal of mean `magnitude` and this std, clipped to [0, 1]
+            (timm's `mstd`; its `rand-m9-mstd0.5` is magnitude 0.9, std
+            0.05 here). 0: every op at `magnitude` (no draw).
 
     Returns:
         A dict of tensors: "ops" (int32 `[num_ops]`, uniform indices into
@@ -615,21 +619,29 @@ def rand_augment_decisions(num_ops, magnitude, seed):
     """
     num_ops = check_positive_int("num_ops", num_ops)
     magnitude = check_range("magnitude", magnitude, 0.0, 1.0)
-    values = np.zeros(len(OP_NAMES), "float64")
+    magnitude_std = check_range("magnitude_std", magnitude_std, 0.0, None)
+    low, high = np.zeros(len(OP_NAMES), "float64"), np.zeros(len(OP_NAMES), "float64")
     for index, name in enumerate(OP_NAMES):
         if name in MAGNITUDE_RANGES:
-            lo, hi = MAGNITUDE_RANGES[name]
-            values[index] = lo + magnitude * (hi - lo)
-            if name == "posterize":
-                values[index] = np.round(values[index])
+            low[index], high[index] = MAGNITUDE_RANGES[name]
+    posterize = np.array([name == "posterize" for name in OP_NAMES])
     op_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     ops = tf.random.stateless_uniform([num_ops], op_seed, minval=0, maxval=len(OP_NAMES), dtype=tf.int32)
     sign = _signs(sign_seed, [num_ops])
-    return {"ops": ops, "sign": sign, "magnitude": _signed_value(ops, tf.gather(tf.constant(values), ops), sign)}
+    if magnitude_std:
+        # Its own stream, so the ops and signs are those of `magnitude_std=0`.
+        noise_seed = tf.random.experimental.stateless_fold_in(seed, 3)
+        noise = tf.random.stateless_normal([num_ops], noise_seed, dtype=tf.float64)
+        fractions = tf.clip_by_value(magnitude + magnitude_std * noise, 0.0, 1.0)
+    else:
+        fractions = tf.fill([num_ops], tf.constant(magnitude, tf.float64))
+    values = tf.gather(tf.constant(low), ops) + fractions * tf.gather(tf.constant(high - low), ops)
+    values = tf.where(tf.gather(tf.constant(posterize), ops), tf.round(values), values)
+    return {"ops": ops, "sign": sign, "magnitude": _signed_value(ops, values, sign)}
 
 
 @no_autograph
-def rand_augment(image, num_ops, magnitude, seed):
+def rand_augment(image, num_ops, magnitude, seed, magnitude_std=0.0):
     """RandAugment on the same 14 ops: `num_ops` ops drawn uniformly with
     replacement, each always applied at `magnitude` of its range
     (`lo + magnitude * (hi - lo)`, posterize rounded), with a random sign
@@ -641,12 +653,14 @@ def rand_augment(image, num_ops, magnitude, seed):
         magnitude: float in [0, 1], the fraction of each op's magnitude range.
         seed: int32/int64 tensor of shape `[2]`, a stateless-random seed:
             the same seed gives the same image.
+        magnitude_std: the std of each op's magnitude around `magnitude`
+            (see `rand_augment_decisions`; 0: fixed).
 
     Returns:
         A uint8 tensor of `image`'s shape.
     """
     image = _as_image(image)
-    decisions = rand_augment_decisions(num_ops, magnitude, seed)
+    decisions = rand_augment_decisions(num_ops, magnitude, seed, magnitude_std)
     for k in range(int(num_ops)):
         image = _apply_by_index(image, decisions["ops"][k], decisions["magnitude"][k])
     return image

@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import numbers
+import os
 import re
 import sys
 import typing
@@ -17,8 +18,13 @@ from typing import Optional
 from typing import Tuple
 
 from keras_smallvit.images import RESIZE_POLICIES
+from keras_smallvit.models.preset_table import IMAGENET_MODELS
+from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.models.preset_table import PRESET_FACTS
+from keras_smallvit.models.preset_table import PRESET_ROWS
 from keras_smallvit.models.preset_table import check_model_settings
+from keras_smallvit.utils import legacy
+from keras_smallvit.utils.aal_settings import check_aal_settings
 from keras_smallvit.utils.distillation import check_distillation_settings
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -29,6 +35,7 @@ AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 AUTOAUGMENT_POLICIES = ("cifar10", "svhn", "imagenet")
 JIT_CHOICES = ("auto", True, False)
 BATCH_AUGMENTATIONS = ("host", "device")
+DATA_MODES = ("auto", "memory", "stream")
 
 
 @dataclasses.dataclass
@@ -59,6 +66,17 @@ class TrainConfig:
             antialiasing (`keras_smallvit.images.RESIZE_POLICIES`). The
             run records it with the model: evaluation, prediction and the
             export resize the same way. Cannot change on resume.
+        subset_ratio: None (every training image), or the share in (0, 1]
+            of the training split to train on, class-balanced (`round(ratio
+            x n_c)` images of each class, at least one), drawn by
+            `keras_smallvit.data.class_balanced_subset` seeded by
+            `(subset_seed, class)`: the same subset on every backend, for
+            any `seed`, and on resume (the run records both; a resume with
+            another value is refused). The AAL paper's ImageNet subsets
+            (`subset_ratio=0.05` for its 5 % row). Taken before
+            `validation_split` and `max_train_examples`; the test split is
+            whole.
+        subset_seed (0): seeds that subset; independent of `seed`.
         max_train_examples / max_test_examples: truncate the splits (smoke
             runs; image files are taken evenly over the sorted list, so
             every class of a folder stays in).
@@ -76,6 +94,15 @@ class TrainConfig:
         data_workers: parallel augmentation calls of the tf.data map; the
             batches are the same for any number (every draw is keyed by the
             seed and the example's position).
+        data_mode ("auto"): "memory" loads each split as uint8 arrays;
+            "stream" keeps only the file list (folders, Tiny-ImageNet) or
+            the record index (TFDS in the array_record format) and decodes
+            each image in the tf.data map that augments it, for data that
+            does not fit in memory; "auto" streams a split whose uint8 size
+            exceeds what `memory_budget_gb` has left. The same batches
+            either way (`keras_smallvit.training.streaming`).
+        memory_budget_gb: the memory "auto" may fill with images, in GB;
+            None = half of the memory available when the data load.
         normalize (True): feed `(x / 255 - mean) / std`, as the official code.
         normalization_mean / normalization_std: per-channel statistics in
             [0, 1] units; None = the dataset's (the recipe's numbers for
@@ -93,11 +120,20 @@ class TrainConfig:
             1e-3 for the others), weight_decay (0.05, AdamW),
             label_smoothing (0.1).
         crop_padding (4): random crop after zero padding; 0 disables.
+        random_resized_crop: None, or the (min, max) share of the image's
+            area of Inception's random resized crop (DeiT's `(0.08, 1.0)`;
+            aspect ratio 3/4 to 4/3, resized back bicubically, see
+            `pipeline.random_resized_crop`), in place of the padded crop
+            (then `crop_padding` 0). It crops the stored `image_size` image.
         horizontal_flip (True).
         augmentation: "autoaugment" (the papers': one sub-policy of
             `autoaugment_policy` per image), "randaugment" (`randaugment_ops`
             ops, each at `randaugment_factor` of its magnitude range, on the
             same 14 ops) or "none".
+        randaugment_magnitude_std (0.0): with > 0, each RandAugment op's
+            magnitude is drawn around `randaugment_factor` with this std,
+            clipped to [0, 1] (timm's `mstd`: DeiT's `rand-m9-mstd0.5` is
+            factor 0.9, std 0.05).
         autoaugment_policy: "cifar10", "svhn" or "imagenet"; None = the
             dataset's as in the papers (SVHN: svhn, Tiny-ImageNet: imagenet,
             others: cifar10).
@@ -141,12 +177,17 @@ class TrainConfig:
     AAL (attention-link regularization, `keras_smallvit.aal`; training only,
     the saved and exported model is the student alone):
         aal: train the model with attention links to a frozen CNN teacher.
-        aal_teacher: the teacher's `.keras` file, or a `.weights.h5` file of
-            `aal_teacher_model`. None with `aal_teacher_model` set: a teacher
-            run of that model on the same data is trained first into
-            `<workdir>/teacher` (its `last.keras` is used). The `aal_teacher*`
-            fields are the one teacher of `aal` and of `distillation` (either
-            or both).
+        aal_teacher (CLI `--teacher` / `--teacher-weights`): the teacher's
+            `.keras` file, a run folder (its `last.keras`), a `.weights.h5`
+            file of `aal_teacher_model`, or "imagenet": `aal_teacher_model`
+            (an EfficientNet) with `keras.applications`' ImageNet weights
+            from Keras' cache (`$KERAS_HOME/models`, downloaded there once if
+            absent), fed the images before the pipeline's normalisation
+            (`aal` only: its head is new). None with `aal_teacher_model`
+            set: a teacher run of that model on the same data is trained
+            first into `<workdir>/teacher` (its `last.keras` is used). The
+            `aal_teacher*` fields are the one teacher of `aal` and of
+            `distillation` (either or both).
         aal_teacher_model: registry name of the teacher (e.g. "resnet56").
         aal_teacher_overrides: its `create_model` arguments.
         aal_teacher_epochs: epochs of the teacher run (None = `epochs`).
@@ -170,9 +211,11 @@ class TrainConfig:
             CE(logits, labels) + alpha tau^2 KL(softmax(teacher / tau) ||
             softmax(logits / tau))` (summed over classes, averaged over the
             batch). CE is the recipe's loss (label smoothing, Mixup/CutMix
-            labels). No distillation token or second head (DeiT's distilled
-            models have one). With `aal`: `(1 - alpha) CE + alpha D + lambda
-            L_att` (the AAL paper's "CE + AAL + hard").
+            labels). A student with DeiT's distillation token and head
+            (`deit_*_distilled`): CE trains the class head, the teacher term
+            the distillation head, and the saved model outputs their mean
+            (DeiT). With `aal`: `(1 - alpha) CE + alpha D + lambda L_att`
+            (the AAL paper's "CE + AAL + hard").
         distillation_alpha (0.5, DeiT's code; hard with 0.5 is the paper's
             1/2 + 1/2): weight of the teacher term, in [0, 1].
         distillation_tau (1.0, DeiT's code; its paper's soft runs use 3 with
@@ -190,12 +233,16 @@ class TrainConfig:
     data_dir: Optional[str] = None
     image_size: Optional[int] = None
     resize: str = "squash"
+    subset_ratio: Optional[float] = None
+    subset_seed: int = 0
     max_train_examples: Optional[int] = None
     max_test_examples: Optional[int] = None
     validation_split: Optional[float] = None
     validation_split_seed: int = 0
     skip_unreadable_images: bool = False
     data_workers: int = 4
+    data_mode: str = "auto"
+    memory_budget_gb: Optional[float] = None
     normalize: bool = True
     normalization_mean: Optional[Tuple[float, float, float]] = None
     normalization_std: Optional[Tuple[float, float, float]] = None
@@ -216,6 +263,8 @@ class TrainConfig:
     autoaugment_policy: Optional[str] = None
     randaugment_ops: int = 2
     randaugment_factor: float = 0.5
+    randaugment_magnitude_std: float = 0.0
+    random_resized_crop: Optional[Tuple[float, float]] = None
     mix_prob: float = 0.5
     mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
@@ -248,24 +297,28 @@ class TrainConfig:
     distillation_alpha: float = 0.5
     distillation_tau: float = 1.0
 
-    def validate(self, models=True):
-        """Raises `ValueError` naming the first invalid field.
+    def validate(self):
+        """Raises `ValueError` naming the first invalid field: `check_fields()`,
+        then `check_backend()`.
+
+        Returns:
+            `self`.
+        """
+        return self.check_fields().check_backend()
+
+    def check_fields(self):
+        """The checks of every field that need no Keras: raises `ValueError`
+        naming the first invalid field. The command line runs it before it
+        imports Keras (then the whole `validate()`).
 
         `model`, `model_overrides`, `techniques` and `aal_teacher_model`
-        are checked either way, without Keras: against the presets' data
-        table (`keras_smallvit.models.preset_table`), or the live registry
-        once imported (models registered at run time), with the same
-        messages; `techniques` against the one vocabulary
+        are checked against the presets' data table
+        (`keras_smallvit.models.preset_table`), or the live registry once
+        imported (models registered at run time), with the same messages;
+        `techniques` against the one vocabulary
         (`keras_smallvit.utils.technique_names.known_techniques`: the
-        built-in names and the block techniques registered at run time).
-
-        Args:
-            models: whether to run the checks that import Keras (the name is
-                older than this split): `aal_links`, `aal_decay` and
-                `aal_teacher_layers` (`keras_smallvit.aal`), and
-                `batch_augmentation` with `distribute` (it depends on the
-                backend). The command line runs `validate(models=False)`
-                first, before it imports Keras, then the whole `validate()`.
+        built-in names and the block techniques registered at run time); the
+        AAL settings against `keras_smallvit.utils.aal_settings`.
 
         Returns:
             `self`.
@@ -295,16 +348,9 @@ class TrainConfig:
                 f"Invalid `batch_augmentation` 'device' with `distillation` {self.distillation!r}: the "
                 "distiller trains with `batch_augmentation='host'`. Allowed values with `distillation`: 'host'."
             )
-        if models and self.batch_augmentation == "device" and self.distribute:
-            import keras
-
-            if keras.backend.backend() == "tensorflow":
-                raise ValueError(
-                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
-                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
-                    "permutation spans the whole batch. Allowed values with `distribute` on "
-                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
-                )
+        check_choice("data_mode", self.data_mode, DATA_MODES)
+        if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
+            raise ValueError(f"Invalid `memory_budget_gb` {self.memory_budget_gb}: must be > 0 or None.")
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         if self.autoaugment_policy is not None:
             check_choice("autoaugment_policy", self.autoaugment_policy, AUTOAUGMENT_POLICIES)
@@ -328,6 +374,10 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.validation_split is not None:
             check_range("validation_split", self.validation_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        if self.subset_ratio is not None:
+            check_range("subset_ratio", self.subset_ratio, 0.0, 1.0, low_inclusive=False)
+        if isinstance(self.subset_seed, bool) or self.subset_seed < 0:
+            raise ValueError(f"Invalid `subset_seed` {self.subset_seed!r}: an integer >= 0.")
         if isinstance(self.validation_split_seed, bool) or self.validation_split_seed < 0:
             raise ValueError(f"Invalid `validation_split_seed` {self.validation_split_seed!r}: an integer >= 0.")
         if not isinstance(self.skip_unreadable_images, bool):
@@ -359,15 +409,48 @@ class TrainConfig:
             )
         if self.crop_padding < 0:
             raise ValueError(f"Invalid `crop_padding` {self.crop_padding}: must be >= 0.")
+        if self.randaugment_magnitude_std < 0:
+            raise ValueError(f"Invalid `randaugment_magnitude_std` {self.randaugment_magnitude_std}: must be >= 0.")
+        if self.random_resized_crop is not None:
+            scale = self.random_resized_crop
+            if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+                raise ValueError(
+                    f"Invalid `random_resized_crop` {scale!r}: expected None or (min, max) shares of the image "
+                    "area with 0 < min <= max <= 1 (DeiT: (0.08, 1.0))."
+                )
+            if self.crop_padding:
+                raise ValueError(
+                    f"Invalid `crop_padding` {self.crop_padding} with `random_resized_crop` {scale!r}: the "
+                    "random resized crop replaces the padded crop. Allowed values with it: 0."
+                )
         if not isinstance(self.diagnostics, bool):
             raise ValueError(f"Invalid `diagnostics` {self.diagnostics!r}. Allowed values: True, False.")
         check_positive_int("diagnostics_images", self.diagnostics_images)
         if self.distillation is not None:
             check_distillation_settings(self.distillation, self.distillation_alpha, self.distillation_tau)
         if self.uses_teacher():
-            self._validate_teacher(models)
+            self._validate_teacher()
         if self.aal:
-            self._validate_aal(models)
+            check_aal_settings(self.aal_links, self.aal_decay, self.aal_lambda, self.aal_teacher_layers)
+        return self
+
+    def check_backend(self):
+        """The checks that depend on the Keras backend (imports Keras):
+        `batch_augmentation` with `distribute`. Run after `check_fields()`.
+
+        Returns:
+            `self`.
+        """
+        if self.batch_augmentation == "device" and self.distribute:
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                raise ValueError(
+                    "Invalid `batch_augmentation` 'device' with `distribute` True on TensorFlow: "
+                    "MirroredStrategy splits the batch across replicas, and the batch's mixing "
+                    "permutation spans the whole batch. Allowed values with `distribute` on "
+                    "TensorFlow: 'host' (or the JAX backend, whose data parallelism keeps the batch whole)."
+                )
         return self
 
     def uses_teacher(self):
@@ -392,26 +475,7 @@ class TrainConfig:
                 "(or warmup_epochs 0)."
             )
 
-    def _validate_aal(self, models=True):
-        if models:
-            from keras_smallvit import aal
-
-            check_choice("aal_links", self.aal_links, aal.LINK_MODES)
-            try:
-                aal.parse_link_decay(self.aal_decay)
-            except ValueError as error:
-                raise ValueError(str(error).replace("`decay`", "`aal_decay`")) from None
-        if isinstance(self.aal_lambda, bool) or not isinstance(self.aal_lambda, (int, float)) or self.aal_lambda < 0:
-            raise ValueError(f"Invalid `aal_lambda` {self.aal_lambda!r}: must be a number >= 0.")
-        layers = self.aal_teacher_layers
-        if models and isinstance(layers, str) and layers not in aal.TEACHER_LAYER_CHOICES:
-            if not [n for n in self.aal_teacher_layers.split(",") if n.strip()]:
-                raise ValueError(
-                    f"Invalid `aal_teacher_layers` {self.aal_teacher_layers!r}. Allowed values: "
-                    f"{', '.join(aal.TEACHER_LAYER_CHOICES)} or comma-separated layer names."
-                )
-
-    def _validate_teacher(self, models=True):
+    def _validate_teacher(self):
         """The teacher of `aal` and `distillation`."""
         if self.aal_teacher_model is not None:
             # The teacher builder takes its own num_classes / image_size (`teacher.<arg>`).
@@ -425,16 +489,41 @@ class TrainConfig:
                 f"Invalid `aal_teacher`: None. With {uses}, give a teacher file (.keras, or .weights.h5 "
                 "with `aal_teacher_model`) or `aal_teacher_model` alone to train a teacher first."
             )
-        if self.aal_teacher is not None:
-            if not str(self.aal_teacher).endswith((".keras", ".weights.h5")):
+        if self.aal_teacher is None:
+            return
+        teacher = str(self.aal_teacher)
+        if teacher.lower() == "imagenet":
+            if self.aal_teacher_model is None:
                 raise ValueError(
-                    f"Invalid `aal_teacher` {self.aal_teacher!r}. Allowed values: a .keras or .weights.h5 file."
+                    "Invalid `aal_teacher_model`: None. `aal_teacher` 'imagenet' loads ImageNet weights into a "
+                    f"model: name it. Allowed values: {', '.join(IMAGENET_MODELS)}."
                 )
-            if str(self.aal_teacher).endswith(".weights.h5") and self.aal_teacher_model is None:
+            if self.aal_teacher_model in PRESET_ROWS and self.aal_teacher_model not in IMAGENET_MODELS:
+                resnet = PRESET_ROWS[self.aal_teacher_model][0] == "ResNet"
                 raise ValueError(
-                    "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
-                    "name the teacher model (e.g. 'resnet56')."
+                    f"Invalid `aal_teacher` 'imagenet' for `aal_teacher_model` {self.aal_teacher_model!r}: no "
+                    f"ImageNet weights reach it the Keras way ({NO_IMAGENET_WEIGHTS if resnet else 'none published'}). "
+                    "Allowed values: 'imagenet' "
+                    f"with {', '.join(IMAGENET_MODELS)}; for {self.aal_teacher_model!r} a local .weights.h5 or "
+                    ".keras file of it, or a run folder."
                 )
+            if self.distillation is not None:
+                raise ValueError(
+                    f"Invalid `distillation` {self.distillation!r} with `aal_teacher` 'imagenet': logit "
+                    "distillation needs a teacher of the student's classes, and an ImageNet teacher's head is new "
+                    "(its features are pretrained, not its logits). Allowed values: None with 'imagenet' (use "
+                    "`aal`), or a teacher file / run folder trained on this data."
+                )
+        elif not teacher.endswith((".keras", ".weights.h5")) and not os.path.isdir(teacher):
+            raise ValueError(
+                f"Invalid `aal_teacher` {self.aal_teacher!r}. Allowed values: a .keras or .weights.h5 file, a run "
+                "folder (its last.keras), or 'imagenet' (with `aal_teacher_model`)."
+            )
+        elif teacher.endswith(".weights.h5") and self.aal_teacher_model is None:
+            raise ValueError(
+                "Invalid `aal_teacher_model`: None. A .weights.h5 teacher file holds no architecture: "
+                "name the teacher model (e.g. 'resnet56')."
+            )
 
     def resolved_warmup_epochs(self):
         """`warmup_epochs`, or for None the recipe's share: `epochs // 10`."""
@@ -445,7 +534,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text):
-        values = json.loads(text)
+        # The files of older versions, as today's (keras_smallvit.utils.legacy).
+        values = legacy.upgrade_train_config(json.loads(text))
         for key in values:
             check_field_name(key)
         for name in ("techniques", "normalization_mean", "normalization_std"):

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from keras_smallvit import data as datasets
 from keras_smallvit.training import autoaugment
+from keras_smallvit.training import streaming
 from keras_smallvit.training.autoaugment import no_autograph
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -51,11 +52,19 @@ DATASET_STATISTICS = {
     "cifar100": ((0.5070, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+    # ImageNet's, as DeiT, PiT and Swin normalise (timm's IMAGENET_DEFAULT_MEAN / _STD).
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # The AutoAugment policy of each dataset in the papers; any other dataset
 # (digits, folders of small images) gets the CIFAR-10 one.
-DEFAULT_AUTOAUGMENT_POLICY = {"svhn_cropped": "svhn", "tiny_imagenet": "imagenet"}
+DEFAULT_AUTOAUGMENT_POLICY = {
+    "svhn_cropped": "svhn",
+    "tiny_imagenet": "imagenet",
+    "imagenet2012": "imagenet",
+    "caltech_birds2011": "imagenet",
+    "oxford_flowers102": "imagenet",
+}
 
 # Random erasing, as the official recipe draws it.
 ERASING_AREA = (0.02, 0.4)
@@ -82,14 +91,35 @@ class InMemoryData:
     def subset(self, indices):
         return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
+    @property
+    def image_size(self):
+        return self.images.shape[1]
+
+    @property
+    def image_shape(self):
+        return self.images.shape[1:]
+
+    def reader(self):
+        """`read(index)`: the uint8 image of example `index` (int64 tensor),
+        in TensorFlow ops (as `streaming.StreamingData.reader`)."""
+        # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
+        images = tf.constant(self.images)
+        return lambda index: tf.gather(images, index)
+
+    def head_images(self, count):
+        """The first `count` images, uint8 (NumPy)."""
+        return self.images[:count]
+
 
 def load_split(config, split):
     """Loads `config.dataset`'s split into memory (uint8), with a progress
-    bar and a one-line summary ("Found N images in K classes ...").
+    bar and a one-line summary ("Found N images in K classes ..."), or
+    streams it (`config.data_mode`, `keras_smallvit.training.streaming`).
 
     The small datasets of the papers fit in memory (CIFAR: 150 MB,
     Tiny-ImageNet: 1.2 GB as uint8), which makes every epoch a cheap,
-    seeded permutation of indices.
+    seeded permutation of indices. Data larger than `memory_budget_gb`
+    stream, with the same batches.
 
     Args:
         config: the `TrainConfig`.
@@ -105,7 +135,7 @@ def load_split(config, split):
     if config.validation_split and split in ("train", "val"):
         return load_run_splits(config, (split,))[split]
     limit = config.max_train_examples if split == "train" else config.max_test_examples
-    return _load_stored_split(config, split, limit)
+    return _load_stored_split(config, split, limit, [streaming.memory_budget_bytes(config)])
 
 
 def load_run_splits(config, splits=None):
@@ -115,10 +145,11 @@ def load_run_splits(config, splits=None):
     selection, report = datasets.evaluation_splits(config.dataset, config.validation_split, config.data_dir)
     splits = tuple(dict.fromkeys(splits or ("train", selection, report)))
     loaded, unreadable = {}, []
+    room = [streaming.memory_budget_bytes(config)]  # what the splits loaded so far leave of the budget
 
     def load(split, limit):
         try:
-            return _load_stored_split(config, split, limit)
+            return _load_stored_split(config, split, limit, room)
         except UnreadableImagesError as error:  # go on: every split's bad files in one error
             unreadable.append(str(error).rsplit("\n", 1)[0])
             return None
@@ -186,16 +217,40 @@ def _warn(message):
     print(f"warning: {message}", flush=True)
 
 
-def _load_stored_split(config, split, limit):
-    """One split as stored (before any hold-out), at most `limit` images."""
+def _load_stored_split(config, split, limit, room):
+    """One split as stored (before any hold-out), at most `limit` images, in
+    memory or streamed (`streaming.choose_data_mode`; `room`: the budget left)."""
     from tqdm.auto import tqdm
 
     resize = config.resize
     files = datasets.split_files(config.dataset, split, config.data_dir)
     if files is None:  # TFDS, digits: no files to name
+        if config.dataset in datasets.TFDS_NAMES:
+            image_size = config.image_size or datasets.default_image_size(config.dataset)
+            subset = split == "train" and config.subset_ratio is not None
+            count = streaming.tfds_split_size(config.dataset, split, config.data_dir)
+            if count is not None and subset:
+                count = round(count * config.subset_ratio)
+            if count is not None and limit is not None:
+                count = min(count, limit)
+            streamed = streaming.choose_data_mode(config, split, count or 0, image_size, room) == "stream"
+            if streamed or streaming.tfds_random_access_only(config.dataset, config.data_dir):
+                if subset:  # the subset of all the split's labels, then `limit`, as `_load_tf_split`
+                    data = streaming.stream_tfds(config, split, None, image_size)
+                    data = data.subset(training_subset(config, data.labels)[:limit])
+                else:
+                    data = streaming.stream_tfds(config, split, limit, image_size)
+                if not streamed:
+                    return _records_into_memory(data, config, split)
+                print(f"Found {len(data):,} images in {data.num_classes} classes ({config.dataset} {split}, "
+                      "streamed)", flush=True)
+                return data
         return _load_tf_split(config, split, limit, resize)
     found, info = files
-    picks = _evenly(np.arange(len(found.paths)), limit)
+    picks = np.arange(len(found.paths))
+    if split == "train" and config.subset_ratio is not None:
+        picks = training_subset(config, found.labels, info.num_classes)
+    picks = picks[_evenly(np.arange(len(picks)), limit)]
     paths = [found.paths[i] for i in picks]
     labels = [found.labels[i] for i in picks]
     image_size = config.image_size or datasets.default_image_size(config.dataset)
@@ -204,6 +259,22 @@ def _load_stored_split(config, split, limit):
         from keras_smallvit.images import decode_image_file
 
         image_size = int(decode_image_file(paths[0]).shape[0])
+    if streaming.choose_data_mode(config, split, len(paths), image_size, room) == "stream":
+        if config.skip_unreadable_images:
+            raise ValueError(
+                "Invalid `skip_unreadable_images` True with streamed data (`data_mode`): a streamed image is "
+                "decoded only when drawn. Allowed values when streaming: False (a file that does not decode "
+                "stops the run), or --set data_mode=memory."
+            )
+        data = streaming.stream_files(found, picks, image_size, resize, info.num_classes, info.class_names)
+        summary = f"Found {len(data):,} images in {info.num_classes} classes in {found.directory} (streamed"
+        if found.skipped:
+            summary += "; skipped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(found.skipped.items()))
+        print(summary + ")", flush=True)
+        if found.missing_classes:
+            _warn(f"{found.directory} has no folder for class(es) {', '.join(map(repr, found.missing_classes))} of "
+                  "train: their accuracy is not measured on this split")
+        return data
     with tqdm(total=len(paths), desc=f"loading {split} images", unit="img", leave=False) as bar:
         images, labels, unreadable = datasets.read_image_files(
             paths, labels, image_size, resize, progress=bar.update, workers=config.data_workers
@@ -235,11 +306,42 @@ def _load_stored_split(config, split, limit):
     return InMemoryData(images, labels, info.num_classes, info.class_names)
 
 
+def training_subset(config, labels, num_classes=None):
+    """The positions (sorted) of the training split's examples a run with
+    `config.subset_ratio` trains on: `keras_smallvit.data.class_balanced_subset`
+    of the split's labels in stored order, seeded by `config.subset_seed`
+    (NumPy: the same on every backend and on resume; a streaming input
+    calls it on the same labels). Prints what it kept."""
+    indices = datasets.class_balanced_subset(labels, config.subset_ratio, config.subset_seed, num_classes)
+    print(
+        f"subset_ratio {config.subset_ratio}: {len(indices):,} of {len(labels):,} training images kept "
+        f"(class-balanced, subset_seed {config.subset_seed})",
+        flush=True,
+    )
+    return indices
+
+
+def split_labels(config, split):
+    """The labels of a TFDS (or digits) split in stored order, without
+    decoding TFDS images."""
+    if config.dataset in datasets.TFDS_NAMES:
+        return datasets.load_labels(config.dataset, split, config.data_dir)
+    dataset, _ = datasets.load_dataset(config.dataset, split, 8, config.data_dir)
+    return np.concatenate([labels for _, labels in dataset.batch(65536).as_numpy_iterator()])
+
+
 def _load_tf_split(config, split, limit, resize):
     from tqdm.auto import tqdm
 
-    dataset, info = datasets.load_dataset(config.dataset, split, config.image_size, config.data_dir, resize=resize)
+    indices = None
+    if split == "train" and config.subset_ratio is not None:
+        indices = training_subset(config, split_labels(config, split))
+    dataset, info = datasets.load_dataset(
+        config.dataset, split, config.image_size, config.data_dir, resize=resize, indices=indices
+    )
     total = info.num_train if split == "train" else info.num_test
+    if indices is not None:
+        total = len(indices)
     if limit is not None:
         dataset, total = dataset.take(limit), limit if total is None else min(limit, total)
     images, labels = [], []
@@ -255,13 +357,40 @@ def _load_tf_split(config, split, limit, resize):
     return data
 
 
+def _records_into_memory(data, config, split):
+    """The `InMemoryData` of a streamed split (a TFDS dataset in the
+    array_record format, which `as_dataset` cannot read): every image decoded
+    once, by the ops that stream it."""
+    from tqdm.auto import tqdm
+
+    images = []
+    with tqdm(total=len(data), desc=f"loading {config.dataset} {split}", unit="img", leave=False) as bar:
+        for batch, _ in data.dataset(config.data_workers).batch(1024).as_numpy_iterator():
+            images.append(batch)
+            bar.update(len(batch))
+    loaded = InMemoryData(np.concatenate(images), data.labels, data.num_classes, data.class_names)
+    print(f"Found {len(loaded):,} images in {loaded.num_classes} classes ({config.dataset} {split})", flush=True)
+    return loaded
+
+
 def dataset_statistics(dataset_name, train_data):
     """`(mean, std)` per channel in [0, 1] units: the recipe's numbers for the
     papers' datasets, else computed from the training split's pixels."""
     if dataset_name in DATASET_STATISTICS:
         return DATASET_STATISTICS[dataset_name]
-    pixels = train_data.images.reshape(-1, train_data.images.shape[-1]).astype("float64") / 255.0
-    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    if isinstance(train_data, streaming.StreamingData):
+        if "sums" not in train_data.statistics:  # one pass over the files, once per split
+            print(f"normalisation statistics of the {len(train_data):,} streamed training images: one decoding pass "
+                  "(--set normalization_mean=... --set normalization_std=... to skip it)", flush=True)
+            images = (x for x, _ in train_data.dataset().batch(streaming.READ_BATCH).as_numpy_iterator())
+            train_data.statistics["sums"] = streaming.pixel_sums(images)
+        count, total, squares = train_data.statistics["sums"]
+    else:
+        images = train_data.images
+        count, total, squares = streaming.pixel_sums(images[i: i + 4096] for i in range(0, len(images), 4096))
+    # From exact integer sums: the same numbers in memory and streamed.
+    mean = total / (255.0 * count)
+    std = np.sqrt(np.maximum(squares / (255.0**2 * count) - mean**2, 0.0))
     std = np.where(std > 0, std, 1.0)  # a constant channel: nothing to scale
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
@@ -420,12 +549,42 @@ def _example_seeds(seed):
     return tf.unstack(tf.random.experimental.stateless_split(seed, 4))
 
 
+# The aspect ratios of the random resized crop (Inception's, DeiT's).
+RESIZED_CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+@no_autograph
+def random_resized_crop(image, scale, seed, aspect=RESIZED_CROP_ASPECT):
+    """Inception's random resized crop of one uint8 image `(H, W, 3)`: a box
+    of `scale` (min, max) of the image's area and aspect ratio in `aspect`
+    (`tf.image.stateless_sample_distorted_bounding_box`: the ratio uniform,
+    10 tries, else the whole image), resized back to `(H, W)` bicubically.
+    Returns uint8."""
+    height, width = image.shape[0], image.shape[1]
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=aspect,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, extent)
+    resized = tf.image.resize(tf.cast(crop, tf.float32), (height, width), method="bicubic")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
 @no_autograph
 def augment_pixels(image, config, seed):
     """The per-image uint8 steps of the recipe on one image `(S, S, 3)`:
-    crop, flip, AutoAugment / RandAugment. Returns uint8."""
+    crop (zero-pad and crop, or the random resized crop), flip,
+    AutoAugment / RandAugment. Returns uint8."""
     size = image.shape[0]
     crop_seed, flip_seed, policy_seed, _ = _example_seeds(seed)
+    if config.random_resized_crop is not None:
+        image = random_resized_crop(image, tuple(config.random_resized_crop), crop_seed)
     if config.crop_padding:
         pad = config.crop_padding
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
@@ -436,7 +595,9 @@ def augment_pixels(image, config, seed):
         policy = config.autoaugment_policy or default_autoaugment_policy(config.dataset)
         image = autoaugment.auto_augment(image, policy, policy_seed)
     elif config.augmentation == "randaugment":
-        image = autoaugment.rand_augment(image, config.randaugment_ops, config.randaugment_factor, policy_seed)
+        image = autoaugment.rand_augment(
+            image, config.randaugment_ops, config.randaugment_factor, policy_seed, config.randaugment_magnitude_std
+        )
     return image
 
 
@@ -565,9 +726,10 @@ def resolve_batch_augmentation(config, batch_augmentation=None):
     return check_choice("batch_augmentation", value, BATCH_AUGMENTATIONS)
 
 
-def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
+def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None, initial_step=0):
     """The training batches of epochs `initial_epoch .. config.epochs - 1`
-    (`steps_per_epoch` each).
+    (`steps_per_epoch` each), from step `initial_step` of `initial_epoch` on:
+    the batches an uninterrupted stream gives from that position.
 
     `batch_augmentation` "host": `((B, H, W, 3) float32 normalised, (B, C)
     one-hot)`, the whole recipe applied here. Mixed batches (Mixup or
@@ -591,49 +753,66 @@ def train_dataset(train_data, config, initial_epoch=0, batch_augmentation=None):
     Per-batch values are repeated per row so that every entry has the batch
     axis, which Keras' data adapters and data-parallel sharding expect.
 
+    The images come from `train_data.reader()`: gathered from memory, or
+    decoded and resized in this map for a streamed split (the same pixels).
+
     Args:
-        train_data: the `InMemoryData` training split.
+        train_data: the training split (`InMemoryData`, or
+            `streaming.StreamingData`).
         config: the `TrainConfig`.
         initial_epoch: the first epoch (a resumed run's).
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
+        initial_step: the first step within `initial_epoch` (a run resumed
+            mid-epoch), in `[0, steps_per_epoch)`.
     """
     device = resolve_batch_augmentation(config, batch_augmentation) == "device"
-    images, labels = train_data.images, train_data.labels
-    num_examples, image_size = len(train_data), images.shape[1]
+    labels = train_data.labels
+    num_examples, image_size = len(train_data), train_data.image_size
     steps = steps_per_epoch(num_examples, config)
+    if not 0 <= initial_step < steps:
+        raise ValueError(f"Invalid `initial_step` {initial_step}: must be in [0, steps_per_epoch) = [0, {steps}).")
     per_epoch = steps * config.batch_size
     seed, num_classes, batch_size = config.seed, train_data.num_classes, config.batch_size
     config = resolve_data_settings(config, train_data)
     mean, std = normalization(config)
 
+    first_example = initial_step * batch_size
+
     @no_autograph
     def epoch_examples(epoch):
+        # A seeded permutation of indices, not a shuffle buffer: any position of the run
+        # is reached by slicing, and every process can compute the same order.
         copies = tf.tile(tf.range(num_examples, dtype=tf.int64), [config.repeated_augmentation])
         order = tf.random.experimental.stateless_shuffle(copies, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
         example_ids = epoch * per_epoch + tf.range(per_epoch, dtype=tf.int64)
-        return tf.data.Dataset.from_tensor_slices((example_ids, order[:per_epoch]))
+        start = tf.where(epoch == initial_epoch, tf.constant(first_example, tf.int64), 0)
+        return tf.data.Dataset.from_tensor_slices((example_ids[start:], order[start:per_epoch]))
 
     examples = tf.data.Dataset.range(initial_epoch, config.epochs).flat_map(epoch_examples)
+    # Multi-host: each process would keep its rows of every global batch here, before any decoding,
+    # `examples.filter(lambda i, _: i % batch_size // (batch_size // process_count) == process_index)`,
+    # and batch `batch_size // process_count`; every key stays the global position.
+    read = train_data.reader()  # uint8 image of an index: from memory, or decoded from its file or record
     # Captured eager tensors are passed to tf.data by reference, not copied into the graph.
-    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    labels_t = tf.constant(labels)
 
     @no_autograph
     def load(example_id, index):
         key = _key(seed, _EXAMPLE_STREAM, example_id)
         label = tf.one_hot(tf.gather(labels_t, index), num_classes, dtype=tf.float32)
         if device:
-            pixels = augment_pixels(tf.gather(images_t, index), config, key)
+            pixels = augment_pixels(read(index), config, key)
             pixels.set_shape((image_size, image_size, 3))
             return {"images": pixels, "erase": draw_example_erasing(config, image_size, key)}, label
-        image = augment_image(tf.gather(images_t, index), config, key, mean, std)
+        image = augment_image(read(index), config, key, mean, std)
         image.set_shape((image_size, image_size, 3))
         return image, label
 
     # Stateless draws: a parallel, ordered map gives the same batches for any
-    # number of parallel calls.
+    # number of parallel calls (a streamed split decodes in these calls too).
     batches = examples.map(load, num_parallel_calls=max(1, config.data_workers), deterministic=True)
     batches = batches.batch(batch_size, drop_remainder=True)
-    batch_ids = tf.data.Dataset.range(initial_epoch * steps, config.epochs * steps)
+    batch_ids = tf.data.Dataset.range(initial_epoch * steps + initial_step, config.epochs * steps)
 
     @no_autograph
     def mix(batch_id, batch):
@@ -656,14 +835,18 @@ def eval_dataset(eval_data, config, batch_augmentation=None):
     `DeviceBatchAugmentation` wrapper normalises them; no erasing or mixing).
 
     Args:
-        eval_data: the `InMemoryData` split.
+        eval_data: the split (`InMemoryData`, or `streaming.StreamingData`:
+            decoded by `config.data_workers` parallel calls).
         config: the `TrainConfig`.
         batch_augmentation: "host" or "device"; None = `config.batch_augmentation`.
     """
     device = resolve_batch_augmentation(config, batch_augmentation) == "device"
     num_classes = eval_data.num_classes
     mean, std = normalization(config)
-    dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
+    if isinstance(eval_data, streaming.StreamingData):
+        dataset = eval_data.dataset(max(1, config.data_workers))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((eval_data.images, eval_data.labels))
     dataset = dataset.batch(config.eval_batch_size)
 
     @no_autograph

@@ -42,6 +42,8 @@ SETTINGS_THAT_CANNOT_CHANGE_THE_PAST = (
     "diagnostics",
     "diagnostics_images",
     "data_workers",
+    "data_mode",  # streamed or in memory: the same batches
+    "memory_budget_gb",
     "eval_batch_size",
     "data_dir",
 )

@@ -86,7 +86,7 @@ def diagnostics_callbacks(config, model, test_data):
         return []
     from keras_smallvit.diagnostics import AttentionDiagnostics
 
-    images = pipeline.preprocess_eval_images(test_data.images[: config.diagnostics_images], config)
+    images = pipeline.preprocess_eval_images(test_data.head_images(config.diagnostics_images), config)
     log_dir = os.path.join(config.workdir, "tensorboard", "diagnostics")
     return [AttentionDiagnostics(images, log_dir=log_dir, run_dir=config.workdir, model=model)]
 
@@ -173,7 +173,7 @@ def fit_batch_to_data(config, num_train):
 
 def check_splits_agree(config, splits):
     """Fails before training when the splits cannot be used together."""
-    shapes = {name: split.images.shape[1:] for name, split in splits.items()}
+    shapes = {name: tuple(split.image_shape) for name, split in splits.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(
             f"The splits of `{config.dataset}` differ in image shape: "
@@ -194,7 +194,7 @@ def _train_in_folder(config, train_data, selection, report, verbose):
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
 
-    num_classes, image_size = train_data.num_classes, train_data.images.shape[1]
+    num_classes, image_size = train_data.num_classes, train_data.image_size
     steps = pipeline.steps_per_epoch(len(train_data), config)
     with data_parallel_scope(config.distribute, config.batch_size):
         model, entry = build_model(config, num_classes, image_size)
@@ -204,7 +204,9 @@ def _train_in_folder(config, train_data, selection, report, verbose):
         student = model
         if config.uses_teacher():  # fit the distiller; save and export the student
             teacher = aal_recipe.build_teacher(config, teacher_path, num_classes, image_size)
-            model = aal_recipe.build_distiller(config, student, teacher)
+            # An ImageNet teacher gets the pixels before the pipeline's normalisation.
+            normalization = pipeline.normalization(config) if aal_recipe.imagenet_teacher(config) else None
+            model = aal_recipe.build_distiller(config, student, teacher, normalization)
         if config.batch_augmentation == "device":  # fit the wrapper; save and export the classifier
             mean, std = pipeline.normalization(config)
             model = DeviceBatchAugmentation(student, mean, std, pipeline.erasing_fill(config))

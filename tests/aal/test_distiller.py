@@ -261,7 +261,9 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     tiny_teacher().save_weights(weights)
     with pytest.raises(ValueError, match="`model`"):
         aal.load_teacher(weights)  # weights without an architecture
-    with pytest.raises(ValueError, match="`weights`"):
-        aal.load_teacher("imagenet")  # never a download
+    with pytest.raises(ValueError, match="`model`: None for the teacher weights 'imagenet'"):
+        aal.load_teacher("imagenet")  # ImageNet weights need the model to load them into
+    with pytest.raises(ValueError, match="`weights`: 'imagenet' for ResNet"):
+        aal.load_teacher("imagenet", tiny_teacher())  # refused before any download
     with pytest.raises(FileNotFoundError):
         aal.load_teacher(os.path.join(tmp_path, "missing.keras"))

@@ -216,7 +216,7 @@ def test_bad_distillation_config_names_the_field(tmp_path):
         ({"batch_augmentation": "device"}, "batch_augmentation"),
     ]:
         with pytest.raises(ValueError, match=f"`{field}`"):
-            dataclasses.replace(good, **changes).validate(models=False)
+            dataclasses.replace(good, **changes).check_fields()
     with pytest.raises(ValueError, match="With `distillation`, give a teacher"):
         dataclasses.replace(good, aal_teacher=None, aal_teacher_model=None).validate()
     dataclasses.replace(good, distillation=None, distillation_tau=-1.0).validate()  # unused without distillation

@@ -112,15 +112,12 @@ def test_scale_is_stored_directly_as_the_float32_variable_sata_scale():
     assert not TrivialAttentionSuppression(trainable_scale=False).trainable_weights
 
 
-def test_legacy_multiplier_still_starts_at_initial_scale_and_keeps_its_config():
-    with pytest.warns(UserWarning, match="legacy"):
-        layer = TrivialAttentionSuppression(initial_scale=0.5, scale_lr_multiplier=0.1)
-    layer.build((1, 1, 4, 4))
-    np.testing.assert_array_equal(as_numpy(layer.scale), np.float32(0.5))
-    config = layer.get_config()
-    assert config["scale_lr_multiplier"] == 0.1
-    with pytest.warns(UserWarning, match="legacy"):
-        assert TrivialAttentionSuppression.from_config(config).get_config() == config
+def test_the_old_multiplier_is_no_argument_and_its_configs_load_through_the_upgrader():
+    with pytest.raises(ValueError, match="`scale_lr_multiplier`.*learning_rate_multipliers"):
+        TrivialAttentionSuppression(initial_scale=0.5, scale_lr_multiplier=0.1)
+    today = TrivialAttentionSuppression(initial_scale=0.5).get_config()
+    layer = TrivialAttentionSuppression.from_config({**today, "scale_lr_multiplier": 0.1})
+    assert layer.get_config() == today  # today's config: `c` stays in the weights' units only
 
 
 def save_as_legacy_file(path, legacy_path, multiplier, u):
@@ -177,16 +174,16 @@ def test_model_saved_by_the_old_layer_loads_with_s_equal_to_multiplier_times_u(t
     scale.sata_scale.assign(s)
     expected = as_numpy(model(x))
 
-    with pytest.warns(UserWarning, match="legacy"):
-        legacy = keras.saving.load_model(legacy_path)
+    legacy = keras.saving.load_model(legacy_path)
     (loaded,) = [v for v in legacy.weights if v.name == SCALE_NAME]
     np.testing.assert_array_equal(as_numpy(loaded), s)
     np.testing.assert_allclose(as_numpy(legacy(x)), expected, rtol=1e-6, atol=1e-7)
-    # Saved again (the enclosing configs keep the multiplier) and reloaded: the same s.
+    # Saved again, in today's format (s itself, no multiplier), and reloaded: the same s.
     again = str(tmp_path / "again.keras")
     legacy.save(again)
-    with pytest.warns(UserWarning, match="legacy"):
-        reloaded = keras.saving.load_model(again)
+    with zipfile.ZipFile(again) as saved:
+        assert b"scale_lr_multiplier" not in saved.read("config.json")
+    reloaded = keras.saving.load_model(again)
     np.testing.assert_array_equal(as_numpy([v for v in reloaded.weights if v.name == SCALE_NAME][0]), s)
     np.testing.assert_allclose(as_numpy(reloaded(x)), expected, rtol=1e-6, atol=1e-7)
     # A new file holds s itself and no multiplier.

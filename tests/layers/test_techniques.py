@@ -18,6 +18,7 @@ from keras_smallvit.layers import register_block_technique
 from keras_smallvit.layers.techniques import unregister_block_technique
 from keras_smallvit.models import CaiTBackbone
 from keras_smallvit.models import ViTBackbone
+from keras_smallvit.utils.legacy import FLAT_TECHNIQUE_OPTIONS
 from tests.contract import as_numpy
 
 TINY_VIT = dict(image_size=16, patch_size=4, hidden_dim=16, depth=2, num_heads=2, head_dim=8)
@@ -117,7 +118,7 @@ def test_bad_options_of_the_new_technique_raise_value_error_naming_them(residual
 # === The spec of the paper's four ===
 
 
-def test_names_overrides_and_old_flat_options_resolve_to_one_spec():
+def test_names_overrides_and_fields_resolve_to_one_spec():
     want = TechniqueSpec(
         tokenizer="spt",
         attention="lsa",
@@ -126,8 +127,7 @@ def test_names_overrides_and_old_flat_options_resolve_to_one_spec():
     )
     assert TechniqueSpec.from_names(("cb", "sata", "spt", "lsa"), suppression={"threshold": 0.05}) == want
     assert TechniqueSpec.resolve(want.get_config()) == want
-    legacy = dict(want.get_config(), name="x")
-    assert TechniqueSpec.resolve(None, legacy) == want and legacy == {"name": "x"}  # popped
+    assert TechniqueSpec.resolve(None, **want.get_config()) == want
     model = keras_smallvit.create_model(
         "vit", num_classes=3, image_size=16, techniques=want, depth=1, hidden_dim=16, num_heads=2, head_dim=8
     )
@@ -137,10 +137,12 @@ def test_names_overrides_and_old_flat_options_resolve_to_one_spec():
 def test_an_old_flat_backbone_config_loads_into_the_spec():
     new = ViTBackbone(**TINY_VIT, techniques=("spt", "lsa", "sata", "cb"))
     old = {k: v for k, v in new.get_config().items() if k != "techniques"}
-    old.update(new.techniques.get_config())  # the config format before the spec
+    # The config format before the spec: its technique options as flat keys.
+    old.update({k: v for k, v in new.techniques.get_config().items() if k in FLAT_TECHNIQUE_OPTIONS})
     restored = ViTBackbone.from_config(old)
     assert restored.get_config() == new.get_config()
-    assert restored.tokenizer == "spt" and restored.suppression == {"threshold": 0.1, "initial_scale": 0.5}
+    assert restored.techniques.tokenizer == "spt"
+    assert restored.techniques.suppression == {"threshold": 0.1, "initial_scale": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -224,7 +226,7 @@ def test_a_registered_technique_is_one_vocabulary_for_configs_and_models(residua
     from keras_smallvit.training import TrainConfig
 
     TrainConfig(model="vit", techniques=("spt", "rs")).validate()
-    TrainConfig(model="vit", techniques=("rs",)).validate(models=False)
+    TrainConfig(model="vit", techniques=("rs",)).check_fields()
     model = keras_smallvit.create_model("vit", num_classes=3, image_size=16, techniques=("rs",), depth=1)
     assert model.backbone.techniques.names == ("rs",)
     messages = []

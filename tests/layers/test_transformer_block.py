@@ -5,6 +5,7 @@ from keras_smallvit.layers import TransformerBlock
 from tests.references import block_reference
 from tests.contract import LayerContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 
 HEADS, HEAD_DIM, DIM = 2, 4, 8
 
@@ -20,9 +21,7 @@ class TestContract(LayerContract):
         return TransformerBlock(
             HEADS,
             HEAD_DIM,
-            attention="lsa",
-            suppression=True,
-            context_broadcasting=True,
+            techniques={"attention": "lsa", "suppression": True, "context_broadcasting": True},
             drop_path_rate=0.1,
             dropout=0.1,
             seed=3,
@@ -34,7 +33,7 @@ class TestContract(LayerContract):
 def test_block_with_cb_matches_numpy_reference(position):
     x = tokens()
     block = TransformerBlock(
-        HEADS, HEAD_DIM, context_broadcasting={"ratio": 0.3}, context_broadcasting_position=position
+        HEADS, HEAD_DIM, techniques={"context_broadcasting": {"ratio": 0.3}, "context_broadcasting_position": position}
     )
     out = as_numpy(block(x))
     np.testing.assert_allclose(out, block_reference(block, x.astype(np.float64), position, 0.3), atol=1e-4)
@@ -42,7 +41,9 @@ def test_block_with_cb_matches_numpy_reference(position):
 
 def test_block_with_lsa_and_sata_matches_numpy_reference():
     x = tokens()
-    block = TransformerBlock(HEADS, HEAD_DIM, attention="lsa", suppression={"threshold": 0.3, "initial_scale": 0.4})
+    block = TransformerBlock(
+        HEADS, HEAD_DIM, techniques={"attention": "lsa", "suppression": {"threshold": 0.3, "initial_scale": 0.4}}
+    )
     out, probs = block(x, return_attention_scores=True)
     want = block_reference(block, x.astype(np.float64), lsa=True, sata={"threshold": 0.3, "scale": 0.4})
     np.testing.assert_allclose(as_numpy(out), want, atol=1e-4)
@@ -68,4 +69,4 @@ def test_drop_path_only_in_training():
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
-        TransformerBlock(HEADS, HEAD_DIM, **kwargs)
+        TransformerBlock(HEADS, HEAD_DIM, **with_techniques(kwargs))

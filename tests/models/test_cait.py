@@ -15,6 +15,7 @@ from tests import references as ref
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 from tests.contract import inference
 
 HEADS, HEAD_DIM, TOKENS, DIM = 3, 4, 10, 12
@@ -136,9 +137,7 @@ class TestCaiTBlockContract(LayerContract):
         return CaiTBlock(
             HEADS,
             HEAD_DIM,
-            attention="lsa",
-            suppression=True,
-            context_broadcasting=True,
+            techniques={"attention": "lsa", "suppression": True, "context_broadcasting": True},
             drop_path_rate=0.1,
             seed=3,
             dtype=dtype,
@@ -212,9 +211,8 @@ def test_cait_block_matches_numpy_reference(class_attention):
         HEADS,
         HEAD_DIM,
         class_attention=class_attention,
-        attention="lsa",
+        techniques={"attention": "lsa", "context_broadcasting": None if class_attention else {"ratio": 0.5}},
         layer_scale_init=1e-5,
-        context_broadcasting=None if class_attention else {"ratio": 0.5},
     )
     block.build(x.shape)
     np.testing.assert_allclose(as_numpy(block.attention_scale.gamma), np.full(DIM, 1e-5), rtol=1e-6)
@@ -237,7 +235,7 @@ def test_cait_block_checks_its_context():
 
 
 def tiny_classifier(num_classes=5, dtype=None, **kwargs):
-    backbone = CaiTBackbone(**{**TINY, **ALL_TECHNIQUES, **kwargs}, dtype=dtype)
+    backbone = CaiTBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES, **kwargs}), dtype=dtype)
     return ImageClassifier(backbone, num_classes)
 
 
@@ -279,17 +277,18 @@ def test_registry_variants():
             name, num_classes=3, image_size=64, depth=1, class_depth=1, techniques=None
         ).backbone
         assert isinstance(backbone, CaiTBackbone) and backbone.patch_size == (8, 8)
-        assert (backbone.tokenizer, backbone.attention) == (tokenizer, attention)
-        assert backbone.suppression == (SATA if sata else None)
+        assert (backbone.techniques.tokenizer, backbone.techniques.attention) == (tokenizer, attention)
+        assert backbone.techniques.suppression == (SATA if sata else None)
     model = keras_smallvit.create_model(
         "cait", num_classes=3, image_size=32, techniques=("cb", "lsa"), depth=1, class_depth=1, head_dropout=0.1
     )
-    assert model.backbone.context_broadcasting == {"ratio": 0.5} and model.backbone.attention == "lsa"
+    techniques = model.backbone.techniques
+    assert techniques.context_broadcasting == {"ratio": 0.5} and techniques.attention == "lsa"
     assert model.head_dropout == 0.1
 
 
 def test_backbone_config_round_trip():
-    backbone = CaiTBackbone(**TINY, **ALL_TECHNIQUES, drop_path_rate=0.1, layer_scale_init=0.2, seed=4)
+    backbone = CaiTBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES}), drop_path_rate=0.1, layer_scale_init=0.2, seed=4)
     config = backbone.get_config()
     restored = CaiTBackbone.from_config(config)
     assert restored.get_config() == config
@@ -364,4 +363,4 @@ def test_classifier_matches_numpy_reference():
 )
 def test_bad_backbone_arguments_raise_value_error_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}"):
-        CaiTBackbone(**{**TINY, **kwargs})
+        CaiTBackbone(**with_techniques({**TINY, **kwargs}))

@@ -67,7 +67,8 @@ def test_every_backbone_takes_the_ablation_options_and_round_trips(backbone_clas
     restored = backbone_class.from_config(backbone.get_config())
     assert restored.get_config() == backbone.get_config()
     # (The tokenizer None resolves to the backbone's plain one.)
-    assert restored.techniques == backbone.techniques == TechniqueSpec(**fields).check_tokenizer(backbone.tokenizer)
+    spec = TechniqueSpec(**fields).check_tokenizer(backbone.techniques.tokenizer)
+    assert restored.techniques == backbone.techniques == spec
     multiple = fields["temperature_multiple"]
     for model in (backbone, restored):
         for layer, class_attention in attention_layers(model):
@@ -131,8 +132,8 @@ def test_named_vit_rows_of_the_spt_lsa_paper(name, tokenizer, attention):
     entry = keras_smallvit.list_models(details=True)[name]
     assert entry.paper_lr == 3e-3 and preset_table.PRESET_FACTS[name].techniques == entry.techniques
     backbone = keras_smallvit.create_model(name, num_classes=3, image_size=16, **VIT_OVERRIDES).backbone
-    assert (backbone.tokenizer, backbone.attention) == (tokenizer, attention)
-    assert backbone.suppression is None and backbone.temperature_multiple == 1.0
+    assert (backbone.techniques.tokenizer, backbone.techniques.attention) == (tokenizer, attention)
+    assert backbone.techniques.suppression is None and backbone.techniques.temperature_multiple == 1.0
 
 
 def test_sata_paper_rows_through_create_model():
@@ -141,7 +142,7 @@ def test_sata_paper_rows_through_create_model():
         "sata_vit", num_classes=3, image_size=16, suppression={"initial_scale": 0.0, "trainable_scale": False},
         **VIT_OVERRIDES,
     ).backbone
-    assert fixed.suppression == {"threshold": 0.1, "initial_scale": 0.0, "trainable_scale": False}
+    assert fixed.techniques.suppression == {"threshold": 0.1, "initial_scale": 0.0, "trainable_scale": False}
     scales = [layer.suppression_layer.sata_scale for layer, _ in attention_layers(fixed)]
     assert all(not s.trainable and as_numpy(s) == 0.0 for s in scales)
     assert not any(w.name == "sata_scale" for w in fixed.trainable_weights)

@@ -13,6 +13,7 @@ from tests import references as ref
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 
 # 16 px, patch 2: grids 8x8 and 4x4; widths 8-16; heads of 4. THREE_STAGES
 # adds a 2x2 stage of width 32.
@@ -102,7 +103,7 @@ def test_conv_pooling_rejects_a_width_that_is_not_a_multiple():
 
 
 def tiny_classifier(num_classes=5, dtype=None, **kwargs):
-    backbone = PiTBackbone(**{**TINY, **SL_SATA_CB, **kwargs}, dtype=dtype)
+    backbone = PiTBackbone(**with_techniques({**TINY, **SL_SATA_CB, **kwargs}), dtype=dtype)
     return ImageClassifier(backbone, num_classes)
 
 
@@ -139,22 +140,22 @@ def test_registry_variants_switch_techniques_by_arguments():
         **{k: v for k, v in TINY.items() if k != "image_size"},
     )
     backbone = model.backbone
-    assert (backbone.tokenizer, backbone.downsampling, backbone.attention) == ("spt", "spt", "lsa")
-    assert backbone.suppression == {"threshold": 0.1, "initial_scale": 0.5}  # SATA paper, PiT
-    assert backbone.context_broadcasting == {"ratio": 0.5}
+    assert (backbone.techniques.tokenizer, backbone.downsampling, backbone.techniques.attention) == ("spt", "spt", "lsa")
+    assert backbone.techniques.suppression == {"threshold": 0.1, "initial_scale": 0.5}  # SATA paper, PiT
+    assert backbone.techniques.context_broadcasting == {"ratio": 0.5}
     assert model.pooling == "class_token" and backbone.num_prefix_tokens == 1
 
 
 def test_backbone_structure_follows_official_code():
-    backbone = PiTBackbone(**TINY, drop_path_rate=0.1, suppression=True, context_broadcasting=True)
+    backbone = PiTBackbone(**TINY, drop_path_rate=0.1, techniques={"suppression": True, "context_broadcasting": True})
     assert backbone.stage_grid_sizes == ((8, 8), (4, 4))
     assert isinstance(backbone.get_layer("pooling_0"), DepthwiseConvPooling)
     blocks = [layer for layer in backbone.layers if isinstance(layer, TransformerBlock)]
     assert len(blocks) == 2
     for block in blocks:  # SATA and CB in every block, one drop-path rate
-        assert block.suppression is not None and block.context_broadcasting is not None
+        assert block.techniques.suppression is not None and block.techniques.context_broadcasting is not None
         assert block.drop_path_rate == 0.1 and not block.use_qkv_bias
-    sl = PiTBackbone(**TINY, tokenizer="spt")
+    sl = PiTBackbone(**TINY, techniques={"tokenizer": "spt"})
     pool = sl.get_layer("pooling_0")
     assert isinstance(pool, ShiftedPatchTokenization) and pool.num_prefix_tokens == 1 and pool.shift == 1
     # Depthwise pooling keeps odd grids like PyTorch's padding=1, stride 2.
@@ -163,7 +164,7 @@ def test_backbone_structure_follows_official_code():
 
 
 def test_backbone_config_round_trip():
-    backbone = PiTBackbone(**TINY, **SL_SATA_CB, drop_path_rate=0.1, seed=4)
+    backbone = PiTBackbone(**with_techniques({**TINY, **SL_SATA_CB}), drop_path_rate=0.1, seed=4)
     config = backbone.get_config()
     restored = PiTBackbone.from_config(config)
     assert restored.get_config() == config
@@ -240,4 +241,4 @@ def test_bad_backbone_arguments_raise_value_error_naming_them():
         ({"embedding_dropout": -0.5}, "embedding_dropout"),
     ]:
         with pytest.raises(ValueError, match=f"`{argument}"):
-            PiTBackbone(**{**THREE_STAGES, **kwargs})
+            PiTBackbone(**with_techniques({**THREE_STAGES, **kwargs}))

@@ -30,7 +30,11 @@ def saved_logits(case):
 # Variants registered after the spec (issue 31, the papers' ablation rows):
 # no file of the old code can hold them. Their layers and options are the
 # old variants' (checked in tests/models/test_paper_rows.py).
-ADDED_AFTER_THE_SPEC = ("l_vit", "m_vit", "s_vit", "sl_pit_no_spool", "sl_swin_no_spool", "t_vit")
+ADDED_AFTER_THE_SPEC = ("l_vit", "m_vit", "s_vit", "sl_pit_no_spool", "sl_swin_no_spool", "t_vit") + (
+    # The ImageNet configs (issue 28), built from the same layers with new options.
+    "deit_ti", "deit_s", "deit_b", "deit_ti_distilled", "deit_s_distilled", "deit_b_distilled",
+    "pit_ti", "pit_xs", "pit_s", "pit_b", "swin_t", "swin_s", "swin_b",
+)
 
 
 def test_the_fixture_covers_every_registered_transformer_variant():

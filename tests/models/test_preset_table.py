@@ -1,6 +1,6 @@
 """The presets' data table (`keras_smallvit.models.preset_table`, no Keras)
 equals what the model classes and the registered presets give, so that the
-command line's check before Keras (`TrainConfig.validate(models=False)`)
+command line's check before Keras (`TrainConfig.check_fields()`)
 can never drift from the full one."""
 
 import ast

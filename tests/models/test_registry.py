@@ -23,9 +23,9 @@ def test_required_names_are_registered():
 def test_variants_switch_on_their_techniques_with_paper_defaults(name, tokenizer, attention, sata, cb):
     backbone = keras_smallvit.create_model(name, num_classes=10, image_size=32, depth=1).backbone
     assert isinstance(backbone, ViTBackbone)
-    assert (backbone.tokenizer, backbone.attention) == (tokenizer, attention)
-    assert backbone.suppression == ({"threshold": 0.1, "initial_scale": 0.5} if sata else None)
-    assert backbone.context_broadcasting == ({"ratio": 0.5} if cb else None)
+    assert (backbone.techniques.tokenizer, backbone.techniques.attention) == (tokenizer, attention)
+    assert backbone.techniques.suppression == ({"threshold": 0.1, "initial_scale": 0.5} if sata else None)
+    assert backbone.techniques.context_broadcasting == ({"ratio": 0.5} if cb else None)
     assert backbone.patch_size == (4, 4) and backbone.hidden_dim == 192 and backbone.num_heads == 12
 
 
@@ -40,15 +40,15 @@ def test_any_technique_combination_and_overrides():
         head_dropout=0.1,
     )
     backbone = model.backbone
-    assert backbone.tokenizer == "spt" and backbone.attention == "lsa"
-    assert backbone.suppression == {"threshold": 0.05, "initial_scale": 0.5}
-    assert backbone.context_broadcasting == {"ratio": 0.5}
+    assert backbone.techniques.tokenizer == "spt" and backbone.techniques.attention == "lsa"
+    assert backbone.techniques.suppression == {"threshold": 0.05, "initial_scale": 0.5}
+    assert backbone.techniques.context_broadcasting == {"ratio": 0.5}
     assert backbone.patch_size == (8, 8) and backbone.depth == 2 and model.head_dropout == 0.1
 
 
 def test_techniques_replace_the_variant_defaults():
     backbone = keras_smallvit.create_model("sl_vit", num_classes=3, image_size=32, techniques=(), depth=1).backbone
-    assert backbone.tokenizer == "patch" and backbone.attention == "standard"
+    assert backbone.techniques.tokenizer == "patch" and backbone.techniques.attention == "standard"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_empty_batch_through_a_sata_model_gives_empty_logits(run):
     model = keras_smallvit.create_model(
         "sata_vit", num_classes=10, image_size=16, depth=1, hidden_dim=16, num_heads=2, head_dim=8
     )
-    assert model.backbone.suppression is not None
+    assert model.backbone.techniques.suppression is not None
     forward = compiled(lambda images: model(images, training=False)) if run == "compiled" else model
     logits = keras.ops.convert_to_numpy(forward(np.zeros((0, 16, 16, 3), "float32")))
     assert logits.shape == (0, 10) and logits.dtype == np.float32

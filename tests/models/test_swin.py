@@ -18,6 +18,7 @@ from tests import references as ref
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 
 # 16 px, patch 2: grids 8x8 (window 4, shift 2 in block 1) and 4x4 (one 4x4
 # window); widths 8-16. THREE_STAGES adds a 2x2 stage (one 2x2 window).
@@ -192,8 +193,8 @@ class TestSwinBlockContract(LayerContract):
 
     def layer_factory(self, dtype):
         return SwinTransformerBlock(
-            2, 4, window_size=4, shift_size=2, attention="lsa", suppression=True,
-            context_broadcasting=True, drop_path_rate=0.1, dropout=0.1, seed=2, dtype=dtype,
+            2, 4, window_size=4, shift_size=2, techniques={"attention": "lsa", "suppression": True, "context_broadcasting": True},
+            drop_path_rate=0.1, dropout=0.1, seed=2, dtype=dtype,
         )
 
 
@@ -260,7 +261,7 @@ def test_patch_merging_matches_official_slicing_order():
 
 def test_swin_block_with_cb_matches_numpy_reference():
     x = tokens()
-    block = SwinTransformerBlock(2, 4, window_size=4, shift_size=2, context_broadcasting={"ratio": 0.3})
+    block = SwinTransformerBlock(2, 4, window_size=4, shift_size=2, techniques={"context_broadcasting": {"ratio": 0.3}})
     block.build(x.shape)
     randomize_bias_table(block.attention_layer)
     out, probs = block(x, return_attention_scores=True)
@@ -285,7 +286,7 @@ def test_bad_window_arguments_raise_value_error_naming_them():
 
 
 def tiny_classifier(num_classes=5, dtype=None, **kwargs):
-    backbone = SwinBackbone(**{**TINY, **SL_SATA_CB, **kwargs}, dtype=dtype)
+    backbone = SwinBackbone(**with_techniques({**TINY, **SL_SATA_CB, **kwargs}), dtype=dtype)
     return ImageClassifier(backbone, num_classes, pooling="average", norm_before_pooling=True)
 
 
@@ -321,9 +322,9 @@ def test_registry_variants_switch_techniques_by_arguments():
         **{k: v for k, v in TINY.items() if k != "image_size"},
     )
     backbone = model.backbone
-    assert (backbone.tokenizer, backbone.downsampling, backbone.attention) == ("spt", "spt", "lsa")
-    assert backbone.suppression == {"threshold": 0.1, "initial_scale": 0.5}
-    assert backbone.context_broadcasting == {"ratio": 0.5}
+    assert (backbone.techniques.tokenizer, backbone.downsampling, backbone.techniques.attention) == ("spt", "spt", "lsa")
+    assert backbone.techniques.suppression == {"threshold": 0.1, "initial_scale": 0.5}
+    assert backbone.techniques.context_broadcasting == {"ratio": 0.5}
     assert model.pooling == "average" and model.norm_before_pooling and backbone.num_prefix_tokens == 0
 
 
@@ -334,13 +335,13 @@ def test_backbone_structure_follows_official_rules():
     assert [(b.window_size, b.shift_size) for b in blocks] == [(4, 0), (4, 2), (4, 0), (2, 0)]
     np.testing.assert_allclose([b.drop_path_rate for b in blocks], [0.0, 0.1, 0.2, 0.3])
     assert isinstance(backbone.get_layer("downsampling_0"), PatchMerging)
-    sl = SwinBackbone(**TINY, tokenizer="spt")
+    sl = SwinBackbone(**TINY, techniques={"tokenizer": "spt"})
     layer = sl.get_layer("downsampling_0")
     assert isinstance(layer, ShiftedPatchTokenization) and layer.num_prefix_tokens == 0 and layer.shift == 1
 
 
 def test_backbone_config_round_trip():
-    backbone = SwinBackbone(**TINY, **SL_SATA_CB, drop_path_rate=0.1, seed=4)
+    backbone = SwinBackbone(**with_techniques({**TINY, **SL_SATA_CB}), drop_path_rate=0.1, seed=4)
     config = backbone.get_config()
     restored = SwinBackbone.from_config(config)
     assert restored.get_config() == config
@@ -439,4 +440,4 @@ def test_bad_backbone_arguments_raise_value_error_naming_them():
         ({"drop_path_rate": 1.0}, "drop_path_rate"),
     ]:
         with pytest.raises(ValueError, match=f"`{argument}"):
-            SwinBackbone(**{**THREE_STAGES, **kwargs})
+            SwinBackbone(**with_techniques({**THREE_STAGES, **kwargs}))

@@ -17,6 +17,7 @@ from tests.contract import BACKEND
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 
 TOKENS, DIM = 10, 12
 TINY = dict(
@@ -167,7 +168,7 @@ class TestTokenTransformerContract(LayerContract):
     input_shape = (2, TOKENS, DIM)
 
     def layer_factory(self, dtype):
-        return TokenTransformer(8, attention="lsa", suppression=True, dtype=dtype)
+        return TokenTransformer(8, techniques={"attention": "lsa", "suppression": True}, dtype=dtype)
 
 
 class TestT2TBlockContract(LayerContract):
@@ -175,7 +176,8 @@ class TestT2TBlockContract(LayerContract):
 
     def layer_factory(self, dtype):
         return T2TBlock(
-            2, 4, attention="lsa", suppression=True, context_broadcasting=True, drop_path_rate=0.1, dtype=dtype
+            2, 4, techniques={"attention": "lsa", "suppression": True, "context_broadcasting": True},
+            drop_path_rate=0.1, dtype=dtype,
         )
 
 
@@ -224,7 +226,7 @@ def test_patch_shifting_is_spt_shifting():
 @pytest.mark.parametrize("lsa,sata", [(False, False), (True, True)])
 def test_token_transformer_matches_numpy_reference(lsa, sata):
     x = tokens()
-    layer = TokenTransformer(8, attention="lsa" if lsa else "standard", suppression=SATA if sata else None)
+    layer = TokenTransformer(8, techniques={"attention": "lsa" if lsa else "standard", "suppression": SATA if sata else None})
     layer.build(x.shape)
     attn = layer.attention_layer
     # Official scale: from the input size (12), not the head size (8).
@@ -247,7 +249,7 @@ def test_token_transformer_matches_numpy_reference(lsa, sata):
 def test_t2t_block_matches_numpy_reference(input_residual):
     x = tokens()
     block = T2TBlock(
-        2, 4, attention_input_residual=input_residual, attention="lsa", context_broadcasting={"ratio": 0.5}
+        2, 4, attention_input_residual=input_residual, techniques={"attention": "lsa", "context_broadcasting": {"ratio": 0.5}}
     )
     block.build(x.shape)
     randomize(block)
@@ -279,7 +281,7 @@ def test_t2t_attention_rejects_a_mismatched_output_dim():
 
 
 def tiny_classifier(num_classes=5, dtype=None, **kwargs):
-    backbone = T2TBackbone(**{**TINY, **ALL_TECHNIQUES, **kwargs}, dtype=dtype)
+    backbone = T2TBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES, **kwargs}), dtype=dtype)
     return ImageClassifier(backbone, num_classes)
 
 
@@ -324,10 +326,10 @@ def test_registry_variants():
         assert get_model_entry(name).paper_lr == 1e-3
         backbone = keras_smallvit.create_model(name, num_classes=3, image_size=32, depth=1).backbone
         assert isinstance(backbone, T2TBackbone) and backbone.soft_splits == ((3, 2, 1), (3, 2, 1))
-        assert (backbone.tokenizer, backbone.attention) == (tokenizer, attention)
-        assert backbone.suppression == (SATA if sata else None)
+        assert (backbone.techniques.tokenizer, backbone.techniques.attention) == (tokenizer, attention)
+        assert backbone.techniques.suppression == (SATA if sata else None)
     model = keras_smallvit.create_model("t2t", num_classes=3, image_size=16, techniques=("cb",), depth=1)
-    assert model.backbone.context_broadcasting == {"ratio": 0.5} and model.backbone.grid_size == (8, 8)
+    assert model.backbone.techniques.context_broadcasting == {"ratio": 0.5} and model.backbone.grid_size == (8, 8)
     with pytest.raises(ValueError, match="`image_size"):
         keras_smallvit.create_model("t2t", num_classes=3, image_size=48)
 
@@ -339,7 +341,7 @@ def test_drop_path_grows_linearly_over_the_blocks():
 
 
 def test_backbone_config_round_trip():
-    backbone = T2TBackbone(**TINY, **ALL_TECHNIQUES, drop_path_rate=0.1, projection_norm=True, seed=4)
+    backbone = T2TBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES}), drop_path_rate=0.1, projection_norm=True, seed=4)
     config = backbone.get_config()
     restored = T2TBackbone.from_config(config)
     assert restored.get_config() == config
@@ -409,4 +411,4 @@ def test_classifier_matches_numpy_reference():
 )
 def test_bad_backbone_arguments_raise_value_error_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}"):
-        T2TBackbone(**{**TINY, **kwargs})
+        T2TBackbone(**with_techniques({**TINY, **kwargs}))

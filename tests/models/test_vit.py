@@ -9,6 +9,7 @@ from keras_smallvit.models import class_token_attention
 from tests import references as ref
 from tests.contract import ModelContract
 from tests.contract import as_numpy
+from tests.contract import with_techniques
 
 TINY = dict(image_size=16, patch_size=4, hidden_dim=16, depth=2, num_heads=2, head_dim=8)
 ALL_TECHNIQUES = dict(
@@ -20,7 +21,7 @@ ALL_TECHNIQUES = dict(
 
 
 def tiny_classifier(num_classes=5, dtype=None, **kwargs):
-    backbone = ViTBackbone(**{**TINY, **ALL_TECHNIQUES, **kwargs}, dtype=dtype)
+    backbone = ViTBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES, **kwargs}), dtype=dtype)
     return ImageClassifier(backbone, num_classes)
 
 
@@ -46,7 +47,7 @@ def test_parameter_counts_equal_official_code(name, image_size, num_classes, off
 
 
 def test_backbone_config_round_trip():
-    backbone = ViTBackbone(**TINY, **ALL_TECHNIQUES, drop_path_rate=0.1, seed=4)
+    backbone = ViTBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES}), drop_path_rate=0.1, seed=4)
     config = backbone.get_config()
     restored = ViTBackbone.from_config(config)
     assert restored.get_config() == config
@@ -54,7 +55,7 @@ def test_backbone_config_round_trip():
 
 
 def test_classifier_config_round_trip():
-    model = ImageClassifier(ViTBackbone(**TINY, **ALL_TECHNIQUES), 5, head_dropout=0.1)  # a head argument
+    model = ImageClassifier(ViTBackbone(**with_techniques({**TINY, **ALL_TECHNIQUES})), 5, head_dropout=0.1)  # a head argument
     config = model.get_config()
     restored = ImageClassifier.from_config(config)
     assert restored.get_config() == config
@@ -116,4 +117,4 @@ def test_classifier_matches_numpy_reference():
 )
 def test_bad_backbone_arguments_raise_value_error_naming_them(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}"):
-        ViTBackbone(**{**TINY, **kwargs})
+        ViTBackbone(**with_techniques({**TINY, **kwargs}))

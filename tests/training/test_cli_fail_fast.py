@@ -72,6 +72,9 @@ def test_invalid_arguments_fail_before_the_frameworks_load(tmp_path):
         "warmup": ["--epochs", "3", "--warmup-epochs", "3", "--workdir", workdir],
         "config": ["--config", "nosuch_config", "--workdir", workdir],
         "aal": ["--teacher", "t.keras", "--workdir", workdir],
+        # AAL's settings: `TrainConfig.check_fields()` reads them without Keras.
+        "aal_links": ["--aal", "--teacher", "t.keras", "--set", "aal_links=gamma", "--workdir", workdir],
+        "aal_decay": ["--aal", "--teacher", "t.keras", "--set", "aal_decay=1.5", "--workdir", workdir],
     }
     report = run_child(cases)
     check_failures(report, cases, {
@@ -81,6 +84,8 @@ def test_invalid_arguments_fail_before_the_frameworks_load(tmp_path):
         "warmup": ["`warmup_epochs` 3", "[0, 3)"],
         "config": ["`config`: 'nosuch_config'", "digits_sl_vit"],
         "aal": ["--teacher", "`--aal`"],
+        "aal_links": ["`aal_links`: 'gamma'", "'full', 'alpha', 'beta'"],
+        "aal_decay": ["`aal_decay`:", "1.5", "Allowed values:"],
     }, tmp_path)
 
 

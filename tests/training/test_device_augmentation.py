@@ -143,13 +143,13 @@ def test_batch_augmentation_is_a_validated_config_choice():
     assert config.batch_augmentation == "device" and TrainConfig().batch_augmentation == "host"
     config.validate()
     assert TrainConfig.from_json(config.to_json()) == config
-    for models in (False, True):  # the command line's first check too, before Keras
+    for check in ("check_fields", "validate"):  # the command line's first check too, before Keras
         with pytest.raises(ValueError, match="`batch_augmentation`: 'gpu'. Allowed values: 'host', 'device'"):
-            apply_overrides(TrainConfig(), ["batch_augmentation=gpu"]).validate(models=models)
+            getattr(apply_overrides(TrainConfig(), ["batch_augmentation=gpu"]), check)()
     with pytest.raises(ValueError, match="`batch_augmentation` 'device' with `aal`"):
-        dataclasses.replace(config, aal=True, aal_teacher_model="resnet56").validate(models=False)
+        dataclasses.replace(config, aal=True, aal_teacher_model="resnet56").check_fields()
     distributed = dataclasses.replace(config, distribute=True)
-    distributed.validate(models=False)  # the backend is known once Keras is imported
+    distributed.check_fields()  # the backend is known once Keras is imported (`check_backend`)
     if BACKEND == "tensorflow":
         with pytest.raises(ValueError, match="`batch_augmentation` 'device' with `distribute`.*MirroredStrategy"):
             distributed.validate()

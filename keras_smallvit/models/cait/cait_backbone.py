@@ -108,7 +108,7 @@ class CaiTBackbone(Backbone):
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
-        techniques = resolve_techniques(techniques, kwargs)
+        techniques = resolve_techniques(techniques, kwargs, owner=type(self))
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)

@@ -1,11 +1,14 @@
-"""What the CNN baselines and teachers share: feature-map models, weight files,
-and the checks that keep transformer techniques and downloads away from them."""
+"""What the CNN baselines and teachers share: feature-map models, weight files
+(local, or ImageNet's from Keras' cache), and the check that keeps transformer
+techniques away from them."""
 
 import os
 
 import keras
 
 from keras_smallvit.layers.techniques import technique_names
+from keras_smallvit.models.preset_table import IMAGENET_MODELS
+from keras_smallvit.models.preset_table import NO_IMAGENET_WEIGHTS
 from keras_smallvit.utils.validation import as_pair
 
 WEIGHTS_EXTENSIONS = (".weights.h5", ".keras")
@@ -77,29 +80,41 @@ def check_image_size(image_size, min_size=1):
     return height_width
 
 
-def check_weights_path(weights):
+IMAGENET_SUPPORTED = f"{', '.join(IMAGENET_MODELS)} (any variant b0...b7): keras.applications' files"
+
+
+def check_weights_path(weights, model_class=None):
     """Validates the `weights` argument without touching the network.
 
     Args:
-        weights: None or the path of a local `.weights.h5` file
+        weights: None, `"imagenet"` (models with `load_imagenet_weights`:
+            the EfficientNets), or the path of a local `.weights.h5` file
             (`model.save_weights(...)`) or `.keras` file (`model.save(...)`).
+        model_class: the class the weights are for (checks `"imagenet"`);
+            None: `"imagenet"` is left to the loading.
 
     Returns:
-        The path as a string, or None.
+        `"imagenet"`, the path as a string, or None.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: `weights="imagenet"` (that would be a download) or an
-            unsupported file type.
+        ValueError: `weights="imagenet"` for a model without ImageNet
+            weights, or an unsupported file type.
     """
     if weights is None:
         return None
-    allowed = f"None or a path to a {' or '.join(WEIGHTS_EXTENSIONS)} file saved by Keras 3 from the same architecture"
+    allowed = (
+        f"None, 'imagenet' ({IMAGENET_SUPPORTED}), or a path to a {' or '.join(WEIGHTS_EXTENSIONS)} file "
+        "saved by Keras 3 from the same architecture"
+    )
     if isinstance(weights, str) and weights.lower() == "imagenet":
-        raise ValueError(
-            "Invalid `weights`: 'imagenet'. keras_smallvit never downloads weights; "
-            f"save pretrained weights to a local file and pass its path. Allowed values: {allowed}."
-        )
+        if model_class is not None and not hasattr(model_class, "load_imagenet_weights"):
+            raise ValueError(
+                f"Invalid `weights`: 'imagenet' for {model_class.__name__}: no ImageNet weights reach it the Keras "
+                f"way ({NO_IMAGENET_WEIGHTS if model_class.__name__ == 'ResNet' else 'none are published for it'}). "
+                f"Give a local weights file of this model instead. Allowed values: {allowed}."
+            )
+        return "imagenet"
     try:
         path = os.fspath(weights)
     except TypeError:
@@ -112,23 +127,29 @@ def check_weights_path(weights):
 
 
 def load_weights_file(model, weights):
-    """Loads a local Keras weights file into `model`; never downloads.
+    """Loads weights into `model`: a local Keras file, or `"imagenet"`.
 
     Args:
         model: the model to fill (same architecture as the file's).
-        weights: None (keep the random initialisation) or the path of a
-            `.weights.h5` file (`model.save_weights(...)`) or a `.keras` file
-            (`model.save(...)`) of the same architecture.
+        weights: None (keep the random initialisation), `"imagenet"`
+            (`model.load_imagenet_weights()`: Keras' cache, downloaded there
+            once if absent), or the path of a `.weights.h5` file
+            (`model.save_weights(...)`) or a `.keras` file (`model.save(...)`)
+            of the same architecture.
 
     Returns:
         `model`.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: `weights="imagenet"` (that would be a download) or an
-            unsupported file type.
+        ValueError: `weights="imagenet"` for a model without ImageNet
+            weights, or an unsupported file type.
+        WeightsUnavailableError: ImageNet weights neither cached nor
+            downloadable.
     """
-    path = check_weights_path(weights)
+    path = check_weights_path(weights, type(model))
+    if path == "imagenet":
+        return model.load_imagenet_weights()
     if path is not None:
         model.load_weights(path)
     return model

@@ -8,6 +8,7 @@ import keras
 from keras_smallvit.models.usage import ClassifierUsageMixin
 from keras_smallvit.models.cnn.cnn_common import FeatureMapsMixin
 from keras_smallvit.models.cnn.cnn_common import check_image_size
+from keras_smallvit.models.cnn.imagenet import load_efficientnet_imagenet_weights
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 from keras_smallvit.utils.validation import check_range
@@ -32,8 +33,9 @@ MIN_IMAGE_SIZE = 32
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
-    """EfficientNet-B0...B7 from `keras.applications` (random initialisation,
-    nothing downloaded) with a classifier head, as one functional model.
+    """EfficientNet-B0...B7 from `keras.applications` with a classifier
+    head, as one functional model (random initialisation; ImageNet weights
+    with `load_imagenet_weights()` or `create_model(..., weights="imagenet")`).
 
     images in `[0, 1]` -> `* input_scale` -> the Keras Applications graph
     without its top (its built-in `Rescaling(1/255)` and `Normalization`,
@@ -49,10 +51,14 @@ class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
     ImageNet statistics loaded, the `Normalization` layer is the identity
     (mean 0, variance 1), so the network sees `[0, 1]`.
 
-    Pretrained weights come from a local Keras 3 file of this model
-    (`create_model("efficientnet_b3", ..., weights=path)` or
-    `load_weights_file(model, path)`); `weights="imagenet"` is refused, never
-    downloaded. Keras' own legacy ImageNet `.h5` files are not read directly.
+    Pretrained weights: `weights="imagenet"` (`create_model`) reads
+    `keras.applications`' ImageNet file of the variant (`include_top=False`:
+    the head stays new) from Keras' cache, downloading it there once if it is
+    absent (`load_imagenet_weights`); the network then computes what
+    `keras.applications.EfficientNetB*(weights="imagenet")` does, ImageNet
+    mean/std normalisation included, on `[0, 1]` images (`input_scale` 255).
+    A local Keras 3 file of this model: `weights=path` or
+    `load_weights_file(model, path)`.
 
     Stage outputs (`stage_output_names`) are the last layer of each of the 7
     stages (`"block{i}{letter}_add"`, or `"..._project_bn"` for a one-block
@@ -135,6 +141,21 @@ class EfficientNet(ClassifierUsageMixin, FeatureMapsMixin, keras.Model):
         self.dropout = dropout
         self.input_scale = input_scale
         self.init_usage(preprocessing, class_names)
+
+    def load_imagenet_weights(self):
+        """Loads `keras.applications`' ImageNet weights of this variant (the
+        `include_top=False` file; the Dense head keeps its weights) from
+        Keras' cache (`$KERAS_HOME/models`, default `~/.keras/models`),
+        downloading the file there first if it is absent.
+
+        Returns:
+            This model.
+
+        Raises:
+            WeightsUnavailableError: not cached and no download possible (the
+                message names the URL, the cache path and the alternatives).
+        """
+        return load_efficientnet_imagenet_weights(self, self.variant)
 
     def get_config(self):
         return {

@@ -13,10 +13,22 @@ from keras_smallvit.layers.transformer_block import TransformerBlock
 from keras_smallvit.models.attention_maps import class_token_attention
 from keras_smallvit.models.pit.pit_layers import DepthwiseConvPooling
 from keras_smallvit.models.pit.pit_layers import conv_pooling_grid
+from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
 
 PIT_DOWNSAMPLING = ("conv", "spt")
+
+
+def overlapping_patch_embedding(patch_size, strides, grid, hidden_dim, dtype):
+    """The ImageNet PiT's `conv_embedding`: a convolution of kernel
+    `patch_size` and stride `strides`, no padding, with bias, flattened to
+    `(B, grid_h * grid_w, hidden_dim)` tokens."""
+    convolution = keras.layers.Conv2D(
+        hidden_dim, patch_size, strides=strides, padding="valid", dtype=dtype, name="patch_embedding"
+    )
+    flatten = keras.layers.Reshape((grid[0] * grid[1], hidden_dim), dtype=dtype, name="patch_tokens")
+    return lambda images: flatten(convolution(images))
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -51,6 +63,16 @@ class PiTBackbone(Backbone):
     Args:
         image_size: int or `(height, width)`.
         patch_size: int or `(height, width)`; must divide `image_size`.
+        patch_stride: int or `(height, width)`, the stride of the plain
+            tokenizer, or None for `patch_size` (non-overlapping patches).
+            A smaller stride makes overlapping patches (a convolution with
+            no padding, the ImageNet PiT's: patch 16, stride 8 at 224 px
+            gives a 27x27 grid). The SPT tokenizer always takes
+            non-overlapping `patch_size` patches (this stride is the plain
+            tokenizer's only).
+        pooling_pointwise: the 1x1 Dense after each depthwise pooling
+            convolution (True: the small-dataset code; False: the ImageNet
+            PiT's `conv_head_pooling`, see `DepthwiseConvPooling`).
         num_channels: input channels.
         hidden_dim: width of the first stage (96); doubled by each pooling.
         depths: blocks per stage ((2, 6, 4)).
@@ -67,6 +89,11 @@ class PiTBackbone(Backbone):
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         layer_norm_epsilon: LayerNorm epsilon.
+        embedding_initializer_stddev: the std of the normal the class token
+            and the position embedding start from (1.0: `torch.randn`, the
+            small-dataset code; 0.02: the ImageNet code's `trunc_normal_`).
+        use_qkv_bias: bias in the qkv projections (False in the
+            small-dataset code; True in the ImageNet PiT).
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer.
     """
@@ -75,6 +102,8 @@ class PiTBackbone(Backbone):
         self,
         image_size=32,
         patch_size=2,
+        patch_stride=None,
+        pooling_pointwise=True,
         num_channels=3,
         hidden_dim=96,
         depths=(2, 6, 4),
@@ -88,12 +117,14 @@ class PiTBackbone(Backbone):
         embedding_dropout=0.0,
         attention_dropout=0.0,
         layer_norm_epsilon=1e-5,
+        embedding_initializer_stddev=1.0,
+        use_qkv_bias=False,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # === Validation (errors name the backbone argument) ===
-        techniques = resolve_techniques(techniques, kwargs)
+        techniques = resolve_techniques(techniques, kwargs, owner=type(self))
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
@@ -102,8 +133,20 @@ class PiTBackbone(Backbone):
         if downsampling is None:
             downsampling = "spt" if techniques.spt else "conv"
         check_choice("downsampling", downsampling, PIT_DOWNSAMPLING)
-
-        grid = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
+        stride_hw = patch_hw if patch_stride is None else as_pair("patch_stride", patch_stride)
+        for axis, stride, patch in zip(("height", "width"), stride_hw, patch_hw):
+            if stride > patch:
+                raise ValueError(
+                    f"Invalid `patch_stride` {patch_stride} ({axis} {stride}): larger than `patch_size` "
+                    f"{patch_size} (pixels would be skipped). Allowed: 1 to {patch}, or None."
+                )
+        if not isinstance(pooling_pointwise, bool):
+            raise ValueError(f"Invalid `pooling_pointwise` {pooling_pointwise!r}. Allowed values: True, False.")
+        overlapping = stride_hw != patch_hw and not techniques.spt
+        if overlapping:
+            grid = tuple((size - patch) // stride + 1 for size, patch, stride in zip(image_hw, patch_hw, stride_hw))
+        else:
+            grid = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
         stage_grids = [grid]
         for _ in depths[1:]:
             if downsampling == "spt" and (grid[0] != grid[1] or grid[0] % 2):
@@ -116,8 +159,13 @@ class PiTBackbone(Backbone):
             stage_grids.append(grid)
 
         # === Layers ===
-        tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
-        embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
+        if overlapping:
+            tokenizer = overlapping_patch_embedding(patch_hw, stride_hw, stage_grids[0], hidden_dim, dtype)
+        else:
+            tokenizer = techniques.make_tokenizer(
+                patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype
+            )
+        embedding = ClassTokenAndPositionEmbedding(embedding_initializer_stddev, dtype=dtype, name="embedding")
         embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         stages, poolings = [], []
         block_index = 0
@@ -135,6 +183,7 @@ class PiTBackbone(Backbone):
                         dropout=dropout,
                         attention_dropout=attention_dropout,
                         layer_norm_epsilon=layer_norm_epsilon,
+                        use_qkv_bias=use_qkv_bias,
                         seed=None if seed is None else seed + block_index,
                         dtype=dtype,
                         name=f"stage_{stage}_block_{i}",
@@ -150,7 +199,12 @@ class PiTBackbone(Backbone):
                     )
                 else:
                     pooling = DepthwiseConvPooling(
-                        2 * dim, grid_size=stage_grids[stage], num_prefix_tokens=1, dtype=dtype, name=f"pooling_{stage}"
+                        2 * dim,
+                        grid_size=stage_grids[stage],
+                        num_prefix_tokens=1,
+                        pointwise=pooling_pointwise,
+                        dtype=dtype,
+                        name=f"pooling_{stage}",
                     )
                 poolings.append(pooling)
 
@@ -177,6 +231,8 @@ class PiTBackbone(Backbone):
         self.set_config(
             image_size=image_hw,
             patch_size=patch_hw,
+            patch_stride=None if patch_stride is None else stride_hw,
+            pooling_pointwise=pooling_pointwise,
             num_channels=num_channels,
             hidden_dim=hidden_dim,
             depths=depths,
@@ -190,6 +246,8 @@ class PiTBackbone(Backbone):
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            embedding_initializer_stddev=embedding_initializer_stddev,
+            use_qkv_bias=bool(use_qkv_bias),
             seed=seed,
         )
 

@@ -23,8 +23,9 @@ class DepthwiseConvPooling(keras.layers.Layer):
     `padding=1`, not Keras' `"same"`, which pads one side only at stride 2),
     convolved depthwise (`kernel_size`, `strides`, each input channel giving
     `output_dim / C` channels, with bias), then mixed by a pointwise (1x1)
-    Dense to `output_dim`. The class tokens go through their own Dense
-    `C -> output_dim`. As in the official PiT code.
+    Dense to `output_dim` (the small-dataset code's; `pointwise=False`:
+    none, the ImageNet PiT's `conv_head_pooling`). The class tokens go
+    through their own Dense `C -> output_dim`. As in the official PiT code.
 
     Args:
         output_dim: output size, a multiple of the input size (default `2 * C`).
@@ -32,9 +33,12 @@ class DepthwiseConvPooling(keras.layers.Layer):
         num_prefix_tokens: class tokens in front of the visual tokens.
         kernel_size: depthwise kernel side (3).
         strides: depthwise stride (2).
+        pointwise: the 1x1 Dense after the depthwise convolution.
     """
 
-    def __init__(self, output_dim=None, grid_size=None, num_prefix_tokens=1, kernel_size=3, strides=2, **kwargs):
+    def __init__(
+        self, output_dim=None, grid_size=None, num_prefix_tokens=1, kernel_size=3, strides=2, pointwise=True, **kwargs
+    ):
         super().__init__(**kwargs)
         self.output_dim = None if output_dim is None else check_positive_int("output_dim", output_dim)
         self.grid_size = None if grid_size is None else as_pair("grid_size", grid_size)
@@ -43,6 +47,9 @@ class DepthwiseConvPooling(keras.layers.Layer):
         self.num_prefix_tokens = num_prefix_tokens
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
         self.strides = check_positive_int("strides", strides)
+        if not isinstance(pointwise, bool):
+            raise ValueError(f"Invalid `pointwise` {pointwise!r}. Allowed values: True, False.")
+        self.pointwise_dense = pointwise
 
     def _grid(self, num_tokens):
         num_visual = (num_tokens or 0) - self.num_prefix_tokens
@@ -79,8 +86,9 @@ class DepthwiseConvPooling(keras.layers.Layer):
         )
         pad = self.kernel_size // 2
         self.depthwise.build((None, self._hw[0] + 2 * pad, self._hw[1] + 2 * pad, channels))
-        self.pointwise = keras.layers.Dense(output_dim, dtype=policy, name="pointwise")
-        self.pointwise.build((None, None, output_dim))
+        if self.pointwise_dense:
+            self.pointwise = keras.layers.Dense(output_dim, dtype=policy, name="pointwise")
+            self.pointwise.build((None, None, output_dim))
         if self.num_prefix_tokens:
             self.prefix_projection = keras.layers.Dense(output_dim, dtype=policy, name="prefix_projection")
             self.prefix_projection.build((None, None, channels))
@@ -97,7 +105,8 @@ class DepthwiseConvPooling(keras.layers.Layer):
         x = ops.reshape(inputs[:, self.num_prefix_tokens :], (-1, height, width, channels))
         pad = self.kernel_size // 2
         x = self.depthwise(ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
-        x = self.pointwise(x)
+        if self.pointwise_dense:
+            x = self.pointwise(x)
         out_h, out_w = conv_pooling_grid((height, width), self.kernel_size, self.strides)
         x = ops.reshape(x, (-1, out_h * out_w, x.shape[-1]))
         if self.num_prefix_tokens:
@@ -118,4 +127,6 @@ class DepthwiseConvPooling(keras.layers.Layer):
             kernel_size=self.kernel_size,
             strides=self.strides,
         )
+        if not self.pointwise_dense:  # only when off: configs saved before it load unchanged
+            config.update(pointwise=False)
         return config

@@ -83,6 +83,9 @@ class SwinBackbone(Backbone):
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         use_qkv_bias: bias in the qkv projections (True, as in Swin).
+        absolute_position_embedding: the learned position embedding after
+            the tokenizer (True: the small-dataset code; False: Swin's
+            ImageNet models, `ape=False`).
         layer_norm_epsilon: LayerNorm epsilon.
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer.
@@ -105,13 +108,14 @@ class SwinBackbone(Backbone):
         embedding_dropout=0.0,
         attention_dropout=0.0,
         use_qkv_bias=True,
+        absolute_position_embedding=True,
         layer_norm_epsilon=1e-5,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # === Validation (errors name the backbone argument) ===
-        techniques = resolve_techniques(techniques, kwargs)
+        techniques = resolve_techniques(techniques, kwargs, owner=type(self))
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)
@@ -155,7 +159,13 @@ class SwinBackbone(Backbone):
             tokenizer_norm = keras.layers.LayerNormalization(
                 epsilon=layer_norm_epsilon, dtype=dtype, name="tokenizer_norm"
             )
-        position_embedding = AbsolutePositionEmbedding(dtype=dtype, name="position_embedding")
+        if not isinstance(absolute_position_embedding, bool):
+            raise ValueError(
+                f"Invalid `absolute_position_embedding` {absolute_position_embedding!r}. Allowed values: True, False."
+            )
+        position_embedding = None
+        if absolute_position_embedding:
+            position_embedding = AbsolutePositionEmbedding(dtype=dtype, name="position_embedding")
         embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         total_blocks = sum(depths)
         # torch.linspace(0, rate, total) of the official code.
@@ -208,7 +218,9 @@ class SwinBackbone(Backbone):
         x = tokenizer(images)
         if tokenizer_norm is not None:
             x = tokenizer_norm(x)
-        x = embedding_dropout_layer(position_embedding(x))
+        if position_embedding is not None:
+            x = position_embedding(x)
+        x = embedding_dropout_layer(x)
         attention_maps = []
         for stage, blocks in enumerate(stages):
             for block in blocks:
@@ -242,6 +254,7 @@ class SwinBackbone(Backbone):
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             use_qkv_bias=use_qkv_bias,
+            absolute_position_embedding=absolute_position_embedding,
             layer_norm_epsilon=layer_norm_epsilon,
             seed=seed,
         )

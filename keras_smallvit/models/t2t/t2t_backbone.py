@@ -163,7 +163,7 @@ class T2TBackbone(Backbone):
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
-        techniques = resolve_techniques(techniques, kwargs, plain_tokenizer="soft_split")
+        techniques = resolve_techniques(techniques, kwargs, plain_tokenizer="soft_split", owner=type(self))
         image_hw = as_pair("image_size", image_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("hidden_dim", hidden_dim)

@@ -12,8 +12,8 @@ from keras_smallvit.layers.patching import SHIFT_DIRECTIONS
 from keras_smallvit.layers.patching import shift_and_concat
 from keras_smallvit.layers.stochastic_depth import StochasticDepth
 from keras_smallvit.layers.techniques import TechniqueSpec
-from keras_smallvit.layers.techniques import with_technique_fields
 from keras_smallvit.layers.transformer_block import TransformerBlock
+from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import as_pair
 from keras_smallvit.utils.validation import check_choice
 from keras_smallvit.utils.validation import check_positive_int
@@ -179,7 +179,7 @@ class T2TAttention(MultiHeadSelfAttention):
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
-@with_technique_fields
+@legacy.loads_old_configs("techniques")
 class TokenTransformer(keras.layers.Layer):
     """The T2T module's transformer: `y = Attn(LN(x))`, then `y + DP(MLP(LN(y)))`.
 
@@ -193,8 +193,7 @@ class TokenTransformer(keras.layers.Layer):
         token_dim: output size (64); also the total attention size.
         num_heads: attention heads (1 in T2T-ViT).
         mlp_ratio: MLP hidden size / token_dim (1.0).
-        techniques: a `TechniqueSpec` (LSA and SATA act here; the flat
-            `attention` / `suppression` options are accepted too).
+        techniques: a `TechniqueSpec` (LSA and SATA act here).
         attention_scale: softmax scale (initial temperature with LSA), or None
             for the official `(C // num_heads) ** -0.5`, from the *input* size.
         drop_path_rate: stochastic depth rate of the MLP branch.
@@ -218,7 +217,8 @@ class TokenTransformer(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        techniques = TechniqueSpec.resolve(techniques, kwargs)
+        legacy.check_no_old_arguments(type(self), kwargs)
+        techniques = TechniqueSpec.resolve(techniques)
         super().__init__(**kwargs)
         self.techniques = techniques
         self.token_dim = check_positive_int("token_dim", token_dim)

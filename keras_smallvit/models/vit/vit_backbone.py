@@ -22,7 +22,9 @@ class ViTBackbone(Backbone):
     code. Stochastic depth uses the same rate in every block (official code).
 
     Outputs a dict:
-    - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, class token first;
+    - `"sequence_output"`: `(B, 1 + N, hidden_dim)`, class token first
+      (`(B, 2 + N, hidden_dim)` with `distillation_token`: the class token,
+      then DeiT's distillation token);
     - `"attention_maps"`: a list with one `(B, num_heads, 1 + N, 1 + N)`
       float32 tensor per block (after LSA masking and SATA), from the same
       forward pass. `class_token_attention()` turns them into class-token maps
@@ -48,6 +50,14 @@ class ViTBackbone(Backbone):
         embedding_dropout: dropout after the position embedding.
         attention_dropout: dropout on attention probabilities.
         layer_norm_epsilon: LayerNorm epsilon.
+        embedding_initializer_stddev: the std of the normal the class token
+            and the position embedding start from (1.0: `torch.randn`, the
+            small-dataset code; 0.02: the ImageNet code's `trunc_normal_`).
+        use_qkv_bias: bias in the qkv projections (False in the
+            small-dataset code; True in DeiT).
+        distillation_token: DeiT's distillation token after the class token
+            (`num_prefix_tokens` 2; an `ImageClassifier` then adds DeiT's
+            distillation head).
         seed: seed of the drop-path randomness.
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`).
     """
@@ -68,19 +78,24 @@ class ViTBackbone(Backbone):
         embedding_dropout=0.0,
         attention_dropout=0.0,
         layer_norm_epsilon=1e-5,
+        embedding_initializer_stddev=1.0,
+        use_qkv_bias=False,
+        distillation_token=False,
         seed=None,
         dtype=None,
         **kwargs,
     ):
         # Validate everything up front so errors name the backbone argument.
-        techniques = resolve_techniques(techniques, kwargs)
+        techniques = resolve_techniques(techniques, kwargs, owner=type(self))
         image_hw, patch_hw = check_image_and_patch_size(image_size, patch_size)
         check_positive_int("num_channels", num_channels)
         check_positive_int("depth", depth)
 
         # === Layers ===
         tokenizer = techniques.make_tokenizer(patch_hw, hidden_dim, layer_norm_epsilon=layer_norm_epsilon, dtype=dtype)
-        embedding = ClassTokenAndPositionEmbedding(dtype=dtype, name="embedding")
+        embedding = ClassTokenAndPositionEmbedding(
+            embedding_initializer_stddev, distillation_token=distillation_token, dtype=dtype, name="embedding"
+        )
         embedding_dropout_layer = make_embedding_dropout(embedding_dropout, dtype)
         blocks = [
             TransformerBlock(
@@ -92,6 +107,7 @@ class ViTBackbone(Backbone):
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 layer_norm_epsilon=layer_norm_epsilon,
+                use_qkv_bias=use_qkv_bias,
                 seed=None if seed is None else seed + i,
                 dtype=dtype,
                 name=f"block_{i}",
@@ -114,7 +130,7 @@ class ViTBackbone(Backbone):
 
         # === Config ===
         self.grid_size = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
-        self.num_prefix_tokens = 1
+        self.num_prefix_tokens = embedding.num_prefix_tokens
         self.set_config(
             image_size=image_hw,
             patch_size=patch_hw,
@@ -130,5 +146,8 @@ class ViTBackbone(Backbone):
             embedding_dropout=embedding_dropout,
             attention_dropout=attention_dropout,
             layer_norm_epsilon=layer_norm_epsilon,
+            embedding_initializer_stddev=embedding_initializer_stddev,
+            use_qkv_bias=bool(use_qkv_bias),
+            distillation_token=distillation_token,
             seed=seed,
         )
