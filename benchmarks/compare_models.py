@@ -62,11 +62,14 @@ def main(argv=None):
     for name, results in rows:
         final = np.array([r["final_top1"] for r in results])
         best = np.array([r["best_top1"] for r in results])
-        speed = float(np.mean([r["train_images_per_second"] for r in results]))
+        # None for a run that was finished before this command (evaluated again, not timed).
+        speeds = [r["train_images_per_second"] for r in results if r["train_images_per_second"] is not None]
+        speed = float(np.mean(speeds)) if speeds else None
         baseline = baseline or speed
         print(
             f"| {name} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f} "
-            f"| {best.mean():.4f} | {speed:.1f} | {speed / baseline:.2f} |"
+            f"| {best.mean():.4f} | {'-' if speed is None else f'{speed:.1f}'} "
+            f"| {'-' if speed is None or not baseline else f'{speed / baseline:.2f}'} |"
         )
 
 

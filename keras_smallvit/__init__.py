@@ -25,7 +25,7 @@ _EXPORTS = {
     "export_for_serving": "keras_smallvit.export.serving",
 }
 # Submodules reachable as attributes, as when this package imported them.
-_SUBMODULES = ("aal", "data", "diagnostics", "export", "layers", "models", "optimizers", "training")
+_SUBMODULES = ("aal", "data", "diagnostics", "export", "kernels", "layers", "models", "optimizers", "training")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "register_all"])
 

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_smallvit.layers.suppression import TrivialAttentionSuppression
+from keras_smallvit.layers.suppression import fused_form_is_faster
 from keras_smallvit.layers.techniques import suppression_config
 from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import check_input_shape
@@ -362,10 +363,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             # free (a `where` costs a masked copy forward and backward).
             scores = add_grouped(scores, ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32"))
         before = None
-        if self.suppression is not None and keras.backend.backend() != "torch":
+        if self.suppression is not None and fused_form_is_faster():
             # SATA fused with the softmax (`suppress_scores`: the same values,
-            # about half the time under XLA); eager PyTorch is faster with the
-            # softmax kernel and SATA's own gradient.
+            # about half the time under XLA and with PyTorch's fast path);
+            # eager PyTorch without it is faster with the softmax kernel and
+            # SATA's own gradient (`suppression.fused_form_is_faster`).
             after = self.suppression_layer.suppress_scores(scores)
             if return_maps:
                 before = ops.softmax(scores, axis=-1)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_smallvit import kernels
 from keras_smallvit.utils import legacy
 from keras_smallvit.utils.validation import check_range
 
@@ -22,6 +23,95 @@ def row_max(x):
     if any(size == 0 for size in shape):
         return ops.zeros(shape[:-1] + (1,), dtype=x.dtype)
     return ops.max(x, axis=-1, keepdims=True)
+
+
+def fused_form_is_faster():
+    """Whether `suppress_scores` (softmax and SATA in one) beats the softmax
+    followed by `TrivialAttentionSuppression.call` on the current backend:
+    under XLA (TensorFlow, JAX) and with PyTorch's fast path
+    (`keras_smallvit.kernels`), not in eager PyTorch without it, which runs
+    each op as its own pass."""
+    return keras.backend.backend() != "torch" or kernels.has_fast_path("sata_softmax")
+
+
+def twist(attention, scale, threshold, epsilon):
+    """TWIST of float32 probabilities `attention` `(..., N_query, N_key)` with
+    the scale tensor `s` (`TrivialAttentionSuppression`): the `keras.ops`
+    reference of the kernel `"sata_twist"` (`keras_smallvit.kernels`).
+
+    Written with its gradient by hand: the same values as autodiff of the
+    formula with a stop-gradient mask (tested against NumPy), in about half
+    the elementwise passes over the (B, heads, N, N) maps, which is what SATA
+    costs where ops are not fused (eager PyTorch).
+    """
+
+    @ops.custom_gradient
+    def twist(attention, scale):
+        trivial = attention <= threshold * row_max(attention)
+        mass = ops.sum(ops.where(trivial, attention, 0.0), axis=-1, keepdims=True) + epsilon
+        ratio = scale / mass
+        out = ops.where(trivial, ops.square(attention) * ratio, attention)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            upstream_attention = upstream * attention
+            # sum over the row's trivial entries of g * A^2
+            weighted = ops.sum(ops.where(trivial, upstream_attention * attention, 0.0), axis=-1, keepdims=True)
+            correction = ratio * weighted / mass  # per row: small
+            grad_attention = ops.where(trivial, upstream_attention * (2.0 * ratio) - correction, upstream)
+            return grad_attention, ops.sum(weighted / mass)
+
+        return out, grad
+
+    return twist(attention, scale)
+
+
+def suppressed_softmax(scores, scale, threshold, epsilon):
+    """`twist(softmax(scores), scale, threshold, epsilon)` from float32 scores,
+    fused: the `keras.ops` reference of the kernel `"sata_softmax"`
+    (`TrivialAttentionSuppression.suppress_scores`).
+
+    Where it is cheaper: with `e = exp(scores - row max)`, the softmax's
+    row maximum is `1 / sum(e)`, so an entry is trivial exactly when
+    `e <= threshold`; the trivial mass and the softmax normaliser are then
+    two reductions over the same `e`, which XLA fuses into one pass,
+    instead of four reductions each waiting for the one before (row max,
+    normaliser, maximum of the probabilities, trivial mass). The gradient
+    to the scores is written by hand with the two row reductions it needs
+    independent of each other (one fused pass again), instead of SATA's
+    gradient followed by the softmax's. Eager PyTorch runs each op as its
+    own pass and gains nothing from this form; its fast path compiles it
+    (`keras_smallvit.kernels`).
+    """
+
+    @ops.custom_gradient
+    def suppressed_softmax(scores, scale):
+        shifted = ops.exp(scores - row_max(scores))
+        normaliser = ops.sum(shifted, axis=-1, keepdims=True)
+        trivial = shifted <= threshold
+        trivial_sum = ops.sum(ops.where(trivial, shifted, 0.0), axis=-1, keepdims=True)
+        probs = shifted / normaliser
+        mass = trivial_sum / normaliser + epsilon  # the trivial mass of `probs`, + epsilon
+        ratio = scale / mass
+        out = ops.where(trivial, ops.square(probs) * ratio, probs)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            upstream_probs = upstream * probs
+            # Sums over the row's trivial entries of g * A^2 and over the
+            # others of g * A: siblings over the same input.
+            weighted = ops.sum(ops.where(trivial, upstream_probs * probs, 0.0), axis=-1, keepdims=True)
+            plain = ops.sum(ops.where(trivial, 0.0, upstream_probs), axis=-1, keepdims=True)
+            # d loss / d A as in `twist`, then the softmax's backward
+            # A * (dA - sum(dA * A)), its row sum expanded in `weighted`
+            # and `plain` so that it needs no pass of its own.
+            grad_probs = ops.where(trivial, upstream_probs * (2.0 * ratio) - ratio * weighted / mass, upstream)
+            row_dot = plain + ratio * weighted * (1.0 + epsilon / mass)
+            return probs * (grad_probs - row_dot), ops.sum(weighted / mass)
+
+        return out, grad
+
+    return suppressed_softmax(scores, scale)
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -105,82 +195,24 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             self.sata_scale.assign(np.asarray(u * u.dtype.type(units), "float32"))
 
     def call(self, attention):
-        threshold, epsilon = self.threshold, self.epsilon
-
-        # Written with its gradient by hand: the same values as autodiff of the
-        # formula with a stop-gradient mask (tested against NumPy), in about
-        # half the elementwise passes over the (B, heads, N, N) maps, which is
-        # what SATA costs where ops are not fused (eager PyTorch).
-        @ops.custom_gradient
-        def twist(attention, scale):
-            trivial = attention <= threshold * row_max(attention)
-            mass = ops.sum(ops.where(trivial, attention, 0.0), axis=-1, keepdims=True) + epsilon
-            ratio = scale / mass
-            out = ops.where(trivial, ops.square(attention) * ratio, attention)
-
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                upstream_attention = upstream * attention
-                # sum over the row's trivial entries of g * A^2
-                weighted = ops.sum(ops.where(trivial, upstream_attention * attention, 0.0), axis=-1, keepdims=True)
-                correction = ratio * weighted / mass  # per row: small
-                grad_attention = ops.where(trivial, upstream_attention * (2.0 * ratio) - correction, upstream)
-                return grad_attention, ops.sum(weighted / mass)
-
-            return out, grad
-
         # `s` as a computed tensor (x * 1 is exact): tf.custom_gradient takes a
         # bare variable read among its inputs for a variable the function uses.
-        return twist(ops.cast(attention, "float32"), ops.multiply(self.scale, 1.0))
+        return kernels.dispatch(
+            "sata_twist", twist, ops.cast(attention, "float32"), ops.multiply(self.scale, 1.0),
+            self.threshold, self.epsilon,
+        )
 
     def suppress_scores(self, scores):
         """SATA of `softmax(scores)`, from the float32 scores `(..., N_query, N_key)`
         (after any masks): the same values as `self(ops.softmax(scores))`
         and the same gradients (to `scores` and `s`), computed in one fused
-        form that compiled backends run in about half the time.
-
-        Where it is cheaper: with `e = exp(scores - row max)`, the softmax's
-        row maximum is `1 / sum(e)`, so an entry is trivial exactly when
-        `e <= threshold`; the trivial mass and the softmax normaliser are then
-        two reductions over the same `e`, which XLA fuses into one pass,
-        instead of four reductions each waiting for the one before (row max,
-        normaliser, maximum of the probabilities, trivial mass). The gradient
-        to the scores is written by hand with the two row reductions it needs
-        independent of each other (one fused pass again), instead of SATA's
-        gradient followed by the softmax's. Eager PyTorch runs each op as its
-        own pass and gains nothing: `MultiHeadSelfAttention` uses this only
-        where the ops are compiled (see its `fuses_suppression`).
+        form that compiled backends run in about half the time
+        (`suppressed_softmax`).
         """
-        threshold, epsilon = self.threshold, self.epsilon
-
-        @ops.custom_gradient
-        def suppressed_softmax(scores, scale):
-            shifted = ops.exp(scores - row_max(scores))
-            normaliser = ops.sum(shifted, axis=-1, keepdims=True)
-            trivial = shifted <= threshold
-            trivial_sum = ops.sum(ops.where(trivial, shifted, 0.0), axis=-1, keepdims=True)
-            probs = shifted / normaliser
-            mass = trivial_sum / normaliser + epsilon  # the trivial mass of `probs`, + epsilon
-            ratio = scale / mass
-            out = ops.where(trivial, ops.square(probs) * ratio, probs)
-
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                upstream_probs = upstream * probs
-                # Sums over the row's trivial entries of g * A^2 and over the
-                # others of g * A: siblings over the same input.
-                weighted = ops.sum(ops.where(trivial, upstream_probs * probs, 0.0), axis=-1, keepdims=True)
-                plain = ops.sum(ops.where(trivial, 0.0, upstream_probs), axis=-1, keepdims=True)
-                # d loss / d A as in `call`, then the softmax's backward
-                # A * (dA - sum(dA * A)), its row sum expanded in `weighted`
-                # and `plain` so that it needs no pass of its own.
-                grad_probs = ops.where(trivial, upstream_probs * (2.0 * ratio) - ratio * weighted / mass, upstream)
-                row_dot = plain + ratio * weighted * (1.0 + epsilon / mass)
-                return probs * (grad_probs - row_dot), ops.sum(weighted / mass)
-
-            return out, grad
-
-        return suppressed_softmax(ops.cast(scores, "float32"), ops.multiply(self.scale, 1.0))
+        return kernels.dispatch(
+            "sata_softmax", suppressed_softmax, ops.cast(scores, "float32"), ops.multiply(self.scale, 1.0),
+            self.threshold, self.epsilon,
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
