@@ -11,6 +11,7 @@ import pytest
 from keras_smallvit import kernels
 from keras_smallvit.layers import MultiHeadSelfAttention
 from keras_smallvit.layers import TrivialAttentionSuppression
+from keras_smallvit.layers.suppression import fused_form_is_faster
 from tests import references as ref
 from tests.backend_utils import gradients
 from tests.contract import BACKEND
@@ -63,15 +64,27 @@ def test_fast_path_gives_the_references_values_and_gradients(name, dtype):
 
 
 @no_fast_path
-def test_attention_fuses_sata_with_the_softmax_only_with_the_fast_path():
+def test_attention_fuses_sata_with_the_softmax_only_with_the_fast_path(monkeypatch):
+    calls = []
+    fused = TrivialAttentionSuppression.suppress_scores
+
+    def spy(self, scores):
+        calls.append("fused")
+        return fused(self, scores)
+
+    monkeypatch.setattr(TrivialAttentionSuppression, "suppress_scores", spy)
     layer = MultiHeadSelfAttention(num_heads=2, head_dim=4, suppression=True, diagonal_mask=True)
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
     layer.build(x.shape)
-    assert layer.fuses_suppression == ("sata_softmax" in FAST)
+    assert fused_form_is_faster() == (BACKEND != "torch" or "sata_softmax" in FAST)
     out = as_numpy(layer(x))
+    assert calls == (["fused"] if fused_form_is_faster() else [])
+    calls.clear()
     with kernels.reference_only():
-        assert layer.fuses_suppression == (BACKEND != "torch")
-        np.testing.assert_allclose(out, as_numpy(layer(x)), rtol=1e-5, atol=1e-6)
+        assert fused_form_is_faster() == (BACKEND != "torch")
+        reference = as_numpy(layer(x))
+        assert calls == ([] if BACKEND == "torch" else ["fused"])
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the compile fallback is PyTorch's fast path")
