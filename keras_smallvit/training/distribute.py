@@ -135,9 +135,9 @@ def initialize_processes(job_addresses, process_id):
     # Cross-process collectives on CPU (the default in jax 0.10; GPUs use NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # `keras.distribution.initialize`, with a bounded wait for a dead peer:
-    # jax's own call (Keras' passes no timeouts), then Keras' shared seed.
-    from keras.src.backend.jax import distribution_lib as jax_distribution_lib
-
+    # jax's own call (Keras' passes no timeouts). Keras' call also agrees on a
+    # random seed across processes when none is set; the runner sets the
+    # run's seed in every process (`keras.utils.set_random_seed`) instead.
     jax.distributed.initialize(
         coordinator_address=addresses[0],
         num_processes=len(addresses),
@@ -145,7 +145,6 @@ def initialize_processes(job_addresses, process_id):
         initialization_timeout=INITIALIZATION_TIMEOUT_SECONDS,
         heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
     )
-    jax_distribution_lib.initialize_rng()
     _cluster = _Cluster(addresses, process_id)
 
 
