@@ -14,14 +14,17 @@ Kernels (`KERNELS`):
 
 - `"sata_twist"`: SATA's TWIST on the probabilities
   (`TrivialAttentionSuppression.call`).
-- `"sata_softmax"`: the softmax of the scores, then TWIST
+- `"sata_softmax"`: the softmax of the scores (cast to float32, plus a
+  bias or mask), then TWIST, cast to the values' dtype
   (`TrivialAttentionSuppression.suppress_scores`).
 
-Fast paths (`fast_paths()`): on PyTorch, both kernels as a
+Fast paths (`fast_paths()`): on PyTorch, each kernel as a
 `torch.autograd.Function` whose forward and hand-written backward are each
 compiled by `torch.compile` (Inductor fuses each into one or two loops over
-the `(B, heads, N, N)` maps, where eager mode runs each op as its own memory
-pass). The first call compiles (seconds; cached on disk by PyTorch), a
+the `(B, heads, N, N)` maps, the casts and the mask included, where eager
+mode runs each op as its own memory pass). The plain softmax gained nothing
+from the same treatment (a 64 px ViT in mixed_bfloat16 trained at 163 vs
+164 img/s): PyTorch's own softmax kernel is as fast as Inductor's loops. The first call compiles (seconds; cached on disk by PyTorch), a
 second input shape once more, into code for any shape. Where compiling fails (no C++ compiler, say), the same functions
 run eagerly, with one warning. Inside a traced or compiled program (Keras'
 `jit_compile=True`, `torch.export`) and on meta tensors (Keras' shape
@@ -137,9 +140,15 @@ def _twist_backward(upstream, attention, row_max, mass, scale, threshold, epsilo
     return grad, (weighted / mass).sum()
 
 
-def _softmax_forward(scores, scale, threshold, epsilon):
+def _biased_float32(scores, bias):
+    scores = scores.float()
+    return scores if bias is None else scores + bias
+
+
+def _softmax_forward(scores, bias, scale, threshold, epsilon, dtype):
     import torch
 
+    scores = _biased_float32(scores, bias)
     row_max = scores.amax(-1, keepdim=True)
     shifted = torch.exp(scores - row_max)
     normaliser = shifted.sum(-1, keepdim=True)
@@ -147,13 +156,16 @@ def _softmax_forward(scores, scale, threshold, epsilon):
     mass = torch.where(trivial, shifted, 0.0).sum(-1, keepdim=True) / normaliser + epsilon
     probs = shifted / normaliser
     out = torch.where(trivial, probs * probs * (scale / mass), probs)
-    return out, row_max, normaliser, mass
+    return out.to(dtype), row_max, normaliser, mass
 
 
-def _softmax_backward(upstream, scores, row_max, normaliser, mass, scale, threshold, epsilon):
+def _softmax_backward(upstream, scores, bias, row_max, normaliser, mass, scale, threshold, epsilon, bias_grad):
     import torch
 
-    shifted = torch.exp(scores - row_max)
+    # The probabilities are recomputed from the scores kept in their own
+    # dtype (half the memory of float32 maps in mixed precision).
+    upstream = upstream.float()
+    shifted = torch.exp(_biased_float32(scores, bias) - row_max)
     probs = shifted / normaliser
     trivial = shifted <= threshold
     ratio = scale / mass
@@ -162,7 +174,9 @@ def _softmax_backward(upstream, scores, row_max, normaliser, mass, scale, thresh
     plain = torch.where(trivial, 0.0, upstream_probs).sum(-1, keepdim=True)
     grad_probs = torch.where(trivial, upstream_probs * (2.0 * ratio) - ratio * weighted / mass, upstream)
     row_dot = plain + ratio * weighted * (1.0 + epsilon / mass)
-    return probs * (grad_probs - row_dot), (weighted / mass).sum()
+    grad = probs * (grad_probs - row_dot)
+    grad_bias = grad.sum_to_size(bias.shape) if bias_grad else None
+    return grad.to(scores.dtype), (weighted / mass).sum(), grad_bias
 
 
 class _Compiled:
@@ -190,46 +204,87 @@ class _Compiled:
         return self.fn(*args)
 
 
-def _torch_function(forward, backward):
-    """The fast path: `forward`/`backward` compiled, as one autograd Function."""
+def _declines(x, *, bias=None, dtypes=("float32",)):
+    """Whether a torch fast path leaves `x` (and `bias`) to the reference:
+    inside a compiler (which fuses the reference itself), on meta tensors,
+    for other dtypes, or a bias that is not float32 of the scores' rank."""
     import torch
 
-    forward, backward = _Compiled(forward), _Compiled(backward)
+    if torch.compiler.is_compiling() or x.device.type == "meta" or x.ndim < 2 or x.numel() == 0:
+        return True
+    if str(x.dtype).removeprefix("torch.") not in dtypes:
+        return True
+    return bias is not None and (
+        not isinstance(bias, torch.Tensor) or bias.dtype != torch.float32 or bias.ndim != x.ndim
+    )
 
-    class Kernel(torch.autograd.Function):
+
+def _torch_dtype(dtype):
+    import torch
+
+    return getattr(torch, keras.backend.standardize_dtype(dtype))
+
+
+@register_fast_path("sata_twist", "torch")
+def _torch_twist():
+    import torch
+
+    forward, backward = _Compiled(_twist_forward), _Compiled(_twist_backward)
+
+    class Twist(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, scale, threshold, epsilon):
-            out, *rows = forward(x.contiguous(), scale, threshold, epsilon)
-            ctx.save_for_backward(x, scale, *rows)
+        def forward(ctx, attention, scale, threshold, epsilon):
+            out, *rows = forward(attention.contiguous(), scale, threshold, epsilon)
+            ctx.save_for_backward(attention, scale, *rows)
             ctx.constants = (threshold, epsilon)
             return out
 
         @staticmethod
         @torch.autograd.function.once_differentiable
         def backward(ctx, upstream):
-            x, scale, *rows = ctx.saved_tensors
-            grad, grad_scale = backward(upstream.contiguous(), x, *rows, scale, *ctx.constants)
+            attention, scale, *rows = ctx.saved_tensors
+            grad, grad_scale = backward(upstream.contiguous(), attention, *rows, scale, *ctx.constants)
             return grad, grad_scale.to(scale.dtype), None, None
 
-    def fast_path(x, scale, threshold, epsilon):
-        if (
-            torch.compiler.is_compiling()
-            or x.device.type == "meta"
-            or x.dtype != torch.float32
-            or x.ndim < 2
-            or x.numel() == 0
-        ):
+    def fast_path(attention, scale, threshold, epsilon):
+        if _declines(attention):
             return NotImplemented
-        return Kernel.apply(x, scale, float(threshold), float(epsilon))
+        return Twist.apply(attention, scale, float(threshold), float(epsilon))
 
     return fast_path
 
 
-@register_fast_path("sata_twist", "torch")
-def _torch_twist():
-    return _torch_function(_twist_forward, _twist_backward)
+HALF_AND_FLOAT32 = ("float32", "bfloat16", "float16")
 
 
 @register_fast_path("sata_softmax", "torch")
-def _torch_softmax():
-    return _torch_function(_softmax_forward, _softmax_backward)
+def _torch_sata_softmax():
+    import torch
+
+    forward, backward = _Compiled(_softmax_forward), _Compiled(_softmax_backward)
+
+    class SataSoftmax(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, scores, scale, bias, threshold, epsilon, dtype):
+            scores = scores.contiguous()
+            out, *rows = forward(scores, bias, scale, threshold, epsilon, dtype)
+            ctx.save_for_backward(scores, bias, scale, *rows)
+            ctx.constants = (threshold, epsilon)
+            return out
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, upstream):
+            scores, bias, scale, *rows = ctx.saved_tensors
+            bias_grad = bias is not None and ctx.needs_input_grad[2]
+            grad, grad_scale, grad_bias = backward(
+                upstream.contiguous(), scores, bias, *rows, scale, *ctx.constants, bias_grad
+            )
+            return grad, grad_scale.to(scale.dtype), grad_bias, None, None, None
+
+    def fast_path(scores, scale, threshold, epsilon, bias=None, dtype="float32"):
+        if _declines(scores, bias=bias, dtypes=HALF_AND_FLOAT32):
+            return NotImplemented
+        return SataSoftmax.apply(scores, scale, bias, float(threshold), float(epsilon), _torch_dtype(dtype))
+
+    return fast_path

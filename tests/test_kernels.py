@@ -20,8 +20,6 @@ from tests.contract import as_numpy
 FAST = kernels.fast_paths(BACKEND)
 no_fast_path = pytest.mark.skipif(not FAST, reason=f"no fast path is registered on {BACKEND}: its kernels "
                                   "are their keras.ops references (tested in tests/layers/test_suppression.py)")
-# The layer method that runs each kernel, and its input (probabilities or scores).
-METHODS = {"sata_twist": "__call__", "sata_softmax": "suppress_scores"}
 
 
 def kernel_input(name, seed=0):
@@ -31,17 +29,37 @@ def kernel_input(name, seed=0):
     return ref.softmax(scores.astype("float64")).astype("float32") if name == "sata_twist" else scores
 
 
-def values_and_gradients(layer, method, x, dtype, upstream):
-    """The layer's output on `x` cast to `dtype`, and the gradients to `x`
-    (through that cast: rounded to `dtype`) and to `s`, as float32 NumPy."""
+def kernel_bias(seed=2):
+    """A trainable-like bias shared by the batch (Swin's relative position
+    bias) with a mask written into it (the anti-diagonal)."""
+    bias = np.random.default_rng(seed).normal(size=(1, 3, 17, 17)).astype("float32")
+    bias[..., np.arange(17), np.arange(16, -1, -1)] += -65504.0
+    return bias
 
-    def loss(s, x):
+
+def run_kernel(name, layer, x, bias, out_dtype):
+    """The kernel through the code that calls it in the package."""
+    if name == "sata_twist":
+        return layer(x)
+    return layer.suppress_scores(x, bias, out_dtype)
+
+
+def values_and_gradients(layer, name, x, dtype, upstream):
+    """The kernel's output on `x` cast to `dtype` (in `dtype`, as the
+    attention asks for it without maps), and the gradients to `x` (through
+    that cast: rounded to `dtype`), to the bias and to `s`, as float32 NumPy."""
+    bias = None if name == "sata_twist" else kernel_bias()
+
+    def loss(s, x, bias=None):
         with keras.StatelessScope(state_mapping=[(layer.sata_scale, s)]):
-            return keras.ops.sum(getattr(layer, method)(keras.ops.cast(x, dtype)) * upstream)
+            out = run_kernel(name, layer, keras.ops.cast(x, dtype), bias, dtype)
+            return keras.ops.sum(keras.ops.cast(out, "float32") * upstream)
 
-    out = as_numpy(getattr(layer, method)(keras.ops.cast(x, dtype)))
-    grad_s, grad_x = gradients(loss, [layer.sata_scale, x])
-    return [out, np.asarray(grad_x, "float32"), np.asarray(grad_s, "float32")]
+    out = run_kernel(name, layer, keras.ops.cast(x, dtype), bias, dtype)
+    assert keras.backend.standardize_dtype(out.dtype) == (dtype if name != "sata_twist" else "float32")
+    grads = gradients(loss, [layer.sata_scale, x] + ([] if bias is None else [bias]))
+    grads = grads[1:] + grads[:1]  # `s` last
+    return [np.asarray(as_numpy(keras.ops.cast(out, "float32")))] + [np.asarray(g, "float32") for g in grads]
 
 
 @no_fast_path
@@ -52,15 +70,19 @@ def test_fast_path_gives_the_references_values_and_gradients(name, dtype):
     layer.build((None, 3, 17, 17))
     x = kernel_input(name)
     upstream = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=x.shape).astype("float32"))
-    fast = values_and_gradients(layer, METHODS[name], x, dtype, upstream)
+    fast = values_and_gradients(layer, name, x, dtype, upstream)
     with kernels.reference_only():
-        want = values_and_gradients(layer, METHODS[name], x, dtype, upstream)
+        want = values_and_gradients(layer, name, x, dtype, upstream)
     # Both compute in float32 from the same input: only the order of float32
-    # sums differs (the input's gradient is then rounded to its dtype).
-    tolerance = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 2e-3}[dtype]
-    for got, expected, what in zip(fast, want, ("values", "gradient to the input", "gradient to s")):
-        np.testing.assert_allclose(got, expected, rtol=tolerance if what == "gradient to the input" else 1e-5,
-                                   atol=1e-6, err_msg=what)
+    # sums differs (then the values and the input's gradient are rounded to
+    # their dtype: one unit in the last place where a sum fell on a tie).
+    rounded = {"float32": 1e-5, "bfloat16": 1e-2, "float16": 2e-3}[dtype]
+    what = ["values", "gradient to the input"] + (["gradient to the bias"] if name != "sata_twist" else [])
+    what += ["gradient to s"]
+    assert len(fast) == len(want) == len(what)
+    for got, expected, label in zip(fast, want, what):
+        tolerance = rounded if label in ("values", "gradient to the input") else 1e-5
+        np.testing.assert_allclose(got, expected, rtol=tolerance, atol=1e-6, err_msg=label)
 
 
 @no_fast_path
@@ -68,9 +90,9 @@ def test_attention_fuses_sata_with_the_softmax_only_with_the_fast_path(monkeypat
     calls = []
     fused = TrivialAttentionSuppression.suppress_scores
 
-    def spy(self, scores):
+    def spy(self, scores, *args):
         calls.append("fused")
-        return fused(self, scores)
+        return fused(self, scores, *args)
 
     monkeypatch.setattr(TrivialAttentionSuppression, "suppress_scores", spy)
     layer = MultiHeadSelfAttention(num_heads=2, head_dim=4, suppression=True, diagonal_mask=True)

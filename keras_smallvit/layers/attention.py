@@ -118,6 +118,39 @@ def add_grouped(scores, term):
     return ops.reshape(grouped + term[None], (-1, *scores.shape[1:]))
 
 
+def additive_mask(mask):
+    """A boolean mask (True: attend) as a float32 term: 0 or `MASK_VALUE`."""
+    return ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32")
+
+
+def attention_softmax(scores, bias=None, dtype="float32"):
+    """`softmax(float32(scores) + bias)` over the last axis, in `dtype`: the
+    explicit attention's softmax (SATA's fused form,
+    `TrivialAttentionSuppression.suppress_scores`, takes the same arguments).
+
+    Args:
+        scores: the attention scores, any float dtype.
+        bias: None, or a float32 term broadcasting against the scores (masks
+            as `MASK_VALUE`).
+        dtype: the dtype of the result.
+    """
+    scores = ops.cast(scores, "float32")
+    if bias is not None:
+        scores = scores + ops.cast(bias, "float32")
+    return ops.cast(ops.softmax(scores, axis=-1), dtype)
+
+
+def combined_term(bias, mask):
+    """The bias and the mask as one additive float32 term, or None: what the
+    softmax kernels take. Masked entries get `bias + MASK_VALUE`, still far
+    below any score (probability exactly 0)."""
+    term = None if bias is None else ops.cast(bias, "float32")
+    if mask is not None:
+        masked = additive_mask(mask)
+        term = masked if term is None else term + masked
+    return term
+
+
 @keras.saving.register_keras_serializable(package="keras_smallvit")
 @legacy.loads_old_configs("attention")
 class MultiHeadSelfAttention(keras.layers.Layer):
@@ -353,7 +386,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             if mask is not None:  # one of the two: PyTorch's kernel takes a mask or a bias
                 bias = ops.where(mask, bias, MASK_VALUE)
         elif mask is not None and mask.shape[0] != 1:
-            bias = ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32")
+            bias = additive_mask(mask)
         if bias is not None:
             mask = None
             groups = bias.shape[0]
@@ -367,28 +400,37 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         # Heads first: the score and value products are plain batched matmuls.
         query = ops.transpose(query, (0, 2, 1, 3))
         value = ops.transpose(value, (0, 2, 1, 3))
-        scores = ops.cast(ops.matmul(query, ops.transpose(key, (0, 2, 3, 1))), "float32")
+        scores = ops.matmul(query, ops.transpose(key, (0, 2, 3, 1)))
         pre_softmax, post_softmax = self.head_mixing()
-        if bias is not None:
-            scores = add_grouped(scores, ops.cast(bias, "float32"))
         if pre_softmax is not None:
+            # The mixing sits between the bias and the mask.
+            scores = ops.cast(scores, "float32")
+            if bias is not None:
+                scores = add_grouped(scores, ops.cast(bias, "float32"))
             scores = ops.einsum("bhqk,hg->bgqk", scores, ops.cast(pre_softmax, "float32"))
-        if mask is not None:
-            # Added, not written with `where`: the scores are float32, where
-            # MASK_VALUE is far below any score, and an addition's gradient is
-            # free (a `where` costs a masked copy forward and backward).
-            scores = add_grouped(scores, ops.cast(ops.where(mask, 0.0, MASK_VALUE), "float32"))
+            bias = None
+        # The mask is added, not written with `where`: the scores are float32,
+        # where MASK_VALUE is far below any score, and an addition's gradient
+        # is free (a `where` costs a masked copy forward and backward).
+        term = combined_term(bias, mask)
+        if term is not None and term.shape[0] != 1:
+            # Per-group terms (Swin's windows) are added here; a term shared by
+            # the whole batch goes into the softmax kernel with the casts.
+            scores, term = add_grouped(ops.cast(scores, "float32"), term), None
+        # Straight into the values' dtype where nothing else reads the maps.
+        direct = not return_maps and post_softmax is None
+        maps_dtype = value.dtype if direct else "float32"
         before = None
         if self.suppression is not None and fused_form_is_faster():
             # SATA fused with the softmax (`suppress_scores`: the same values,
             # about half the time under XLA and with PyTorch's fast path);
             # eager PyTorch without it is faster with the softmax kernel and
             # SATA's own gradient (`suppression.fused_form_is_faster`).
-            after = self.suppression_layer.suppress_scores(scores)
+            after = self.suppression_layer.suppress_scores(scores, term, maps_dtype)
             if return_maps:
-                before = ops.softmax(scores, axis=-1)
+                before = attention_softmax(scores, term)
         else:
-            before = ops.softmax(scores, axis=-1)
+            before = attention_softmax(scores, term, "float32" if self.suppression is not None else maps_dtype)
             after = before if self.suppression is None else self.suppression_layer(before)
         weights = after
         if post_softmax is not None:

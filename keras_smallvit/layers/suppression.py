@@ -66,10 +66,13 @@ def twist(attention, scale, threshold, epsilon):
     return twist(attention, scale)
 
 
-def suppressed_softmax(scores, scale, threshold, epsilon):
-    """`twist(softmax(scores), scale, threshold, epsilon)` from float32 scores,
-    fused: the `keras.ops` reference of the kernel `"sata_softmax"`
-    (`TrivialAttentionSuppression.suppress_scores`).
+def suppressed_softmax(scores, scale, threshold, epsilon, bias=None, dtype="float32"):
+    """`twist(softmax(float32(scores) + bias), scale, threshold, epsilon)`,
+    fused, returned in `dtype`: the `keras.ops` reference of the kernel
+    `"sata_softmax"` (`TrivialAttentionSuppression.suppress_scores`).
+    `bias`: None or a float32 term broadcasting against the scores (a
+    mask written as `MASK_VALUE` where masked); the casts and the bias are
+    arguments so that a fast path can fold their passes into its own.
 
     Where it is cheaper: with `e = exp(scores - row max)`, the softmax's
     row maximum is `1 / sum(e)`, so an entry is trivial exactly when
@@ -111,7 +114,10 @@ def suppressed_softmax(scores, scale, threshold, epsilon):
 
         return out, grad
 
-    return suppressed_softmax(scores, scale)
+    scores = ops.cast(scores, "float32")
+    if bias is not None:
+        scores = scores + ops.cast(bias, "float32")
+    return ops.cast(suppressed_softmax(scores, scale), dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_smallvit")
@@ -202,16 +208,22 @@ class TrivialAttentionSuppression(keras.layers.Layer):
             self.threshold, self.epsilon,
         )
 
-    def suppress_scores(self, scores):
-        """SATA of `softmax(scores)`, from the float32 scores `(..., N_query, N_key)`
-        (after any masks): the same values as `self(ops.softmax(scores))`
-        and the same gradients (to `scores` and `s`), computed in one fused
-        form that compiled backends run in about half the time
-        (`suppressed_softmax`).
+    def suppress_scores(self, scores, bias=None, dtype="float32"):
+        """SATA of `softmax(scores + bias)`, from the scores `(..., N_query,
+        N_key)` (computed in float32): the same values as
+        `self(ops.softmax(float32(scores) + bias))` and the same gradients
+        (to `scores`, `bias` and `s`), in one fused form that compiled
+        backends run in about half the time (`suppressed_softmax`).
+
+        Args:
+            scores: the attention scores, any float dtype.
+            bias: None, or a float32 term added to the float32 scores,
+                broadcasting against them (masks as `MASK_VALUE`).
+            dtype: the dtype of the result (the values' dtype saves a cast).
         """
         return kernels.dispatch(
-            "sata_softmax", suppressed_softmax, ops.cast(scores, "float32"), ops.multiply(self.scale, 1.0),
-            self.threshold, self.epsilon,
+            "sata_softmax", suppressed_softmax, ops.convert_to_tensor(scores), ops.multiply(self.scale, 1.0),
+            self.threshold, self.epsilon, None if bias is None else ops.convert_to_tensor(bias), dtype,
         )
 
     def compute_output_shape(self, input_shape):
