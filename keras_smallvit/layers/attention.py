@@ -288,6 +288,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 name="temperature",
                 shape=(self.num_heads,),
                 initializer=keras.initializers.Constant(self.default_scale),
+                autocast=False,  # read in float32 under mixed precision
             )
         if self.suppression is not None:
             self.suppression_layer = TrivialAttentionSuppression(
@@ -367,10 +368,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         float32 dict of the call's `"all"` mode with `return_maps`, else None.
         Fused or explicit (see the class docstring)."""
         if self.learnable_temperature:
-            scale = ops.cast(self.temperature, query.dtype)[:, None]
+            # The product in float32, rounded once: more exact in half
+            # precision, and PyTorch's fast loop (a bfloat16 product with a
+            # per-head vector ran ~5x slower there: 1.2 vs 0.23 ms, batch 64).
+            temperature = ops.cast(self.temperature, "float32")[:, None]
+            query = ops.cast(ops.cast(query, "float32") * temperature, query.dtype)
         else:
-            scale = self.default_scale
-        query = query * scale
+            query = query * self.default_scale
         num_queries = query.shape[1] or ops.shape(query)[1]
         bias, mask = self.attention_bias(num_queries, key.shape[1] or ops.shape(key)[1])
         if self.uses_fused_attention(query.dtype, return_maps, training):
