@@ -34,6 +34,13 @@ FAST_FIT_JIT = BACKEND == "jax"
 # Half-precision forward vs float32, as a fraction of the float32 output's
 # largest magnitude: float16 keeps 11 significant bits, bfloat16 8.
 MIXED_TOLERANCE = {"mixed_float16": 2e-2, "mixed_bfloat16": 8e-2}
+# A config's parameter count (and the symbolic shapes or constant initial
+# values checked with it) is its architecture's: the full-size models are
+# built once, on the torch pass (the quickest to build them), not per backend.
+ARCHITECTURE_ONLY = pytest.mark.skipif(
+    BACKEND != "torch", reason="a parameter count is the architecture's, the same on every backend: "
+    "checked once, on the torch pass (the quickest to build the full-size models)"
+)
 
 
 def as_numpy(x):

@@ -12,6 +12,7 @@ from keras_smallvit.models.cait import LearnedPositionEmbedding
 from keras_smallvit.models.cait import TalkingHeadsAttention
 from keras_smallvit.models.registry import get_model_entry
 from tests import references as ref
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
@@ -246,6 +247,7 @@ def data(n=8, num_classes=5):
 
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.large
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

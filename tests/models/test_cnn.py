@@ -19,6 +19,7 @@ from keras_smallvit.models import EfficientNet
 from keras_smallvit.models import ResNet
 from keras_smallvit.models.cnn import ZeroPadShortcut
 from keras_smallvit.models.cnn import load_weights_file
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import BACKEND
 from tests.contract import LayerContract
 from tests.contract import ModelContract
@@ -332,6 +333,7 @@ def test_resnet56_parameter_count_forward_and_stage_shapes_at_64px():
     }
 
 
+@ARCHITECTURE_ONLY
 @pytest.mark.large
 def test_resnet110_parameter_count_at_32px():
     model = keras_smallvit.create_model("resnet110", num_classes=10, image_size=32)
@@ -342,6 +344,7 @@ def test_resnet110_parameter_count_at_32px():
     assert model.output.shape == (None, 10)
 
 
+@ARCHITECTURE_ONLY
 def test_resnet34_imagenet_stem_count_and_feature_shapes():
     model = keras_smallvit.create_model("resnet34", num_classes=100, image_size=32)
     assert trainable_count(model) == resnet_params((3, 4, 6, 3), (64, 128, 256, 512), 7, 64, True, 100)[0]
@@ -359,6 +362,7 @@ def test_resnet34_imagenet_stem_count_and_feature_shapes():
         model.feature_model(["stage5_block1_out"])
 
 
+@ARCHITECTURE_ONLY
 def test_resnet34_cifar_stem_count_and_feature_shapes():
     # The small-image variant: 3x3 conv, stride 1, no max-pool.
     model = keras_smallvit.create_model("resnet34", num_classes=10, image_size=32, stem="cifar")

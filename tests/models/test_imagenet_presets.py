@@ -23,6 +23,7 @@ from tests.aal.test_logit_distillation import ref_term
 from tests.aal.test_logit_distillation import ref_term_gradient
 from tests.aal.test_logit_distillation import smoothed
 from tests.aal.test_logit_distillation import softmax
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import as_numpy
 
 # 1000 classes at 224 px. DeiT and Swin: timm's exact counts (timm/models/deit.py,
@@ -73,6 +74,7 @@ def build(name):
     return keras_smallvit.create_model(name, num_classes=1000, image_size=224)
 
 
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=() if n in CHEAP else pytest.mark.large) for n in EXACT]
 )
@@ -80,6 +82,7 @@ def test_parameter_counts_equal_the_published_ones(name):
     assert build(name).count_params() == EXACT[name]
 
 
+@ARCHITECTURE_ONLY
 @pytest.mark.large
 @pytest.mark.parametrize("name", list(PIT_MILLIONS))
 def test_pit_parameter_counts_equal_the_papers(name):

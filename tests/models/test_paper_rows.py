@@ -24,7 +24,13 @@ from keras_smallvit.models.pit import DepthwiseConvPooling
 from keras_smallvit.models.registry import model_facts
 from keras_smallvit.models.swin import PatchMerging
 from keras_smallvit.utils.layers import all_sublayers
+from tests.contract import BACKEND
 from tests.contract import as_numpy
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "torch", reason="configs and symbolic builds, the same on every backend (the attention values: "
+    "tests/layers/test_attention.py, every backend): checked once, on the torch pass (the quickest to build)"
+)
 
 # The tiny configs of each backbone's own tests.
 TINY = {

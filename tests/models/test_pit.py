@@ -10,6 +10,7 @@ from keras_smallvit.models import PiTBackbone
 from keras_smallvit.models.pit import DepthwiseConvPooling
 from keras_smallvit.models.backbone import default_patch_size
 from tests import references as ref
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
@@ -114,6 +115,7 @@ def data(n=8, num_classes=5):
 
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.large
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

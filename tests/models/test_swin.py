@@ -15,6 +15,7 @@ from keras_smallvit.models.swin.swin_layers import shifted_window_mask
 from keras_smallvit.models.swin.swin_layers import window_partition
 from keras_smallvit.models.swin.swin_layers import window_reverse
 from tests import references as ref
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import LayerContract
 from tests.contract import ModelContract
 from tests.contract import as_numpy
@@ -299,6 +300,7 @@ def data(n=8, num_classes=5):
 
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.large
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

@@ -13,6 +13,7 @@ from keras_smallvit.models.t2t import T2TAttention
 from keras_smallvit.models.t2t import T2TBlock
 from keras_smallvit.models.t2t import TokenTransformer
 from tests import references as ref
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import BACKEND
 from tests.contract import LayerContract
 from tests.contract import ModelContract
@@ -297,6 +298,7 @@ UNUSED_OFFICIAL_NORM = 2 * 64 * 3 * 3
 
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.large
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

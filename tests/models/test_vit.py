@@ -7,6 +7,7 @@ from keras_smallvit.models import ImageClassifier
 from keras_smallvit.models import ViTBackbone
 from keras_smallvit.models import class_token_attention
 from tests import references as ref
+from tests.contract import ARCHITECTURE_ONLY
 from tests.contract import ModelContract
 from tests.contract import as_numpy
 from tests.contract import with_techniques
@@ -32,6 +33,7 @@ def data(n=8, num_classes=5):
 
 # Parameter counts of the authors' official PyTorch code for the same config.
 @pytest.mark.large
+@ARCHITECTURE_ONLY
 @pytest.mark.parametrize(
     "name,image_size,num_classes,official",
     [

@@ -164,6 +164,11 @@ def test_every_unreadable_image_is_named_at_once_and_skipped_on_request(tmp_path
     assert f"Found 9 images in 3 classes in {root / 'train'} (skipped: 2 unreadable images)" in output
 
 
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="the folder's reading and hold-out are tf.data and NumPy, identical under every KERAS_BACKEND; its two "
+    "tiny trainings run on the torch pass, the quickest to train (resume itself: tests/training/test_training.py)",
+)
 def test_one_folder_with_validation_split_trains_small_data_and_resumes_on_the_same_split(tmp_path, monkeypatch):
     root = str(tmp_path / "photos")
     make_one_folder(root)  # 3 classes of 8: 6 kept + 2 held out each

@@ -174,6 +174,8 @@ def test_the_command_line_refuses_half_a_cluster_before_keras():
         main(["--smoke", "--job-addresses", "127.0.0.1:1,127.0.0.1:2", "--process-id", "5"])
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the shards are tf.data code, identical under every "
+                    "KERAS_BACKEND; tested on the TensorFlow pass")
 def test_the_processes_shards_make_up_each_global_batch_mixing_included(tmp_path):
     from keras_smallvit.training import load_split
     from keras_smallvit.training import train_dataset
