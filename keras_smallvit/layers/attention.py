@@ -385,14 +385,11 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         return ops.reshape(attended, (-1, num_queries, self.num_heads * self.head_dim)), maps
 
     def _fused_attention(self, query, key, value, bias, mask):
-        if bias is not None:
-            bias = ops.cast(bias, "float32")
-            if mask is not None:  # one of the two: PyTorch's kernel takes a mask or a bias
-                bias = ops.where(mask, bias, MASK_VALUE)
-        elif mask is not None and mask.shape[0] != 1:
-            bias = additive_mask(mask)
-        if bias is not None:
-            mask = None
+        # A mask alone and shared by the batch stays the kernel's boolean
+        # `mask`; with a bias, or per group, it is written into the one
+        # additive term (PyTorch's kernel takes a mask or a bias, not both).
+        if bias is not None or (mask is not None and mask.shape[0] != 1):
+            bias, mask = combined_term(bias, mask), None
             groups = bias.shape[0]
             if groups != 1:
                 # The batch, from the batch entries themselves (a symbolic batch size is unknown).
