@@ -340,11 +340,14 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     def query_key_value(self, inputs):
         """q, k, v, each `(B, N, heads, head_dim)`, from the one qkv Dense:
-        a reshape and slices, no transpose (the fused kernel takes this
-        layout; the explicit form transposes to heads first itself)."""
+        a reshape and an unstack, no transpose (the fused kernel takes this
+        layout; the explicit form transposes to heads first itself). An
+        unstack, not three slices: on PyTorch each slice's gradient is a
+        zero-filled copy of the whole projection, the unstack's one stack."""
         num_tokens = inputs.shape[1] or ops.shape(inputs)[1]
         qkv = ops.reshape(self.qkv(inputs), (-1, num_tokens, 3, self.num_heads, self.head_dim))
-        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        query, key, value = ops.unstack(qkv, num=3, axis=2)
+        return query, key, value
 
     def uses_fused_attention(self, dtype, return_maps=False, training=None):
         """Whether `compute_attention` takes the fused form for inputs of
