@@ -232,6 +232,22 @@ def peer_failure_hint(args, error):
     )
 
 
+def exit_after_peer_failure(message):
+    """Prints `message` and ends a process of a multi-process run whose peer
+    failed, with status 1, at once: the normal exit would first wait in
+    JAX's shutdown barrier for the dead peer until the coordination service
+    declares it dead (the heartbeat timeout, a minute). Its writes are
+    done: the run folder keeps its last finished epoch. In one process (the
+    tests call `main`), a `SystemExit` as for any other error."""
+    from keras_smallvit.training.distribute import num_processes
+
+    if num_processes() == 1:
+        raise SystemExit(message)
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(1)
+
+
 def quiet_console(verbose=False):
     """`keras_smallvit.utils.console.quiet_frameworks` (TensorFlow's banners
     and C++ log lines hidden, unless `verbose`), imported without Keras: it
@@ -288,12 +304,15 @@ def main(argv=None):
         # The library's own errors name the argument or file and the way on: no traceback.
         # (WriteError: an OSError of its writes, e.g. a full disk, naming the path and the free
         # space; any other OSError keeps its traceback.)
-        raise SystemExit(f"error: {error}" + peer_failure_hint(args, error))
+        hint = peer_failure_hint(args, error)
+        if hint:
+            exit_after_peer_failure(f"error: {error}{hint}")
+        raise SystemExit(f"error: {error}")
     except RuntimeError as error:
         hint = peer_failure_hint(args, error)
         if not hint:
             raise
-        raise SystemExit(f"error: {error}{hint}") from error
+        exit_after_peer_failure(f"error: {error}{hint}")
     print(json.dumps(metrics, indent=2))
     print(f"final top-1 {metrics['final_top1']:.4f}, best top-1 {metrics['best_top1']:.4f} "
           f"(epoch {metrics['best_epoch']}); run folder {os.path.abspath(config.workdir)}")
