@@ -243,8 +243,11 @@ def exit_after_peer_failure(message):
 
     if num_processes() == 1:
         raise SystemExit(message)
-    sys.stdout.flush()
+    import logging
+
     print(message, file=sys.stderr, flush=True)
+    logging.shutdown()  # what the normal exit would flush
+    sys.stdout.flush()
     os._exit(1)
 
 
