@@ -47,6 +47,14 @@ def _isolation():
     keras.backend.clear_session(free_memory=False)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The `large` tests (subprocesses, end-to-end runs: 10-90 s each)
+    first, in their collected order: pytest-xdist's workers then start on
+    them and share the many short tests at the end, instead of one worker
+    running the last long test alone while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("large") is None)
+
+
 def pytest_collection_finish(session):
     """Freeze what collection imported (TensorFlow, JAX, torch, TFDS: ~440,000
     objects) out of the garbage collector's view, so that the collector's
