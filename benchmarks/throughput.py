@@ -9,9 +9,9 @@ in float32 and mixed_bfloat16, with each technique's cost, side by side.
 The 64 px config of the papers (Tiny-ImageNet: 200 classes, patch 8, so 8x8
 tokens), batch 64. Training is `model.fit` on in-memory arrays (AdamW,
 cross-entropy), inference `model.predict`, both after an untimed warm-up
-that compiles; the clock runs from the first step's start to the last
-step's end (`StepTimer`), as in a long run: each call's set-up and teardown
-of its data iterator are left out (on TensorFlow, the teardown of the
+that compiles; the clock runs from Keras' `on_train_begin` to
+`on_train_end` (`StepTimer`), as in a long run: each call's building of
+its data adapter and teardown of its iterator are left out (on TensorFlow, the teardown of the
 iterator over the arrays took ~2 s per `fit` call here, longer than the
 4 steps it timed). The official code (`benchmarks/official_torch_reference.py`,
 float32 as its authors run it) is timed in the same process. Every entry
@@ -74,10 +74,11 @@ def synthetic_data(image_size, num_classes, count, seed=0):
 
 
 class StepTimer(keras.callbacks.Callback):
-    """`seconds`: `clock()` from the start of a `fit`'s (or `predict`'s)
-    first step to the end of its last, the call's data set-up and teardown
-    left out. Not async-safe, so Keras waits for each step's results (JAX
-    dispatches asynchronously)."""
+    """`seconds`: `clock()` from `on_train_begin` (or `on_predict_begin`:
+    the call's data adapter is built, the epoch's iterator not yet) to
+    `on_train_end` (the last step done, the iterator not yet torn down).
+    Not async-safe, so Keras waits for each step's results (JAX dispatches
+    asynchronously)."""
 
     def __init__(self, clock=time.perf_counter):
         super().__init__()
@@ -95,14 +96,14 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def timed_fit(model, x, y, batch_size, clock=time.perf_counter):
-    """Seconds of `model.fit` on `(x, y)`, one epoch, steps only (`StepTimer`)."""
+    """Seconds of `model.fit` on `(x, y)`, one epoch, as `StepTimer` times it."""
     timer = StepTimer(clock)
     model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
     return timer.seconds
 
 
 def timed_predict(model, x, batch_size, clock=time.perf_counter):
-    """Seconds of `model.predict` on `x`, steps only (`StepTimer`)."""
+    """Seconds of `model.predict` on `x`, as `StepTimer` times it."""
     timer = StepTimer(clock)
     model.predict(x, batch_size=batch_size, verbose=0, callbacks=[timer])
     return timer.seconds
